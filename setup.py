@@ -1,0 +1,53 @@
+"""ament_python package that also installs with pip (``pip install -e .``)."""
+
+import os
+
+from setuptools import find_packages, setup
+
+PACKAGE = "v2x_vlm_ros"
+
+
+def tree(folder):
+    """(install dir, files) pairs for every file under ``folder``, keeping sub-folders."""
+    out = []
+    for dirpath, _, filenames in os.walk(folder):
+        files = [os.path.join(dirpath, f) for f in filenames]
+        if files:
+            out.append((os.path.join("share", PACKAGE, dirpath), files))
+    return out
+
+
+setup(
+    name=PACKAGE,
+    version="0.1.0",
+    packages=find_packages(exclude=["test", "test.*"]),
+    data_files=[
+        ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
+        (f"share/{PACKAGE}", ["package.xml"]),
+        *tree("launch"),
+        *tree("config"),
+        *tree("models"),
+    ],
+    python_requires=">=3.10",
+    install_requires=[
+        "numpy>=1.24",
+        "opencv-python-headless>=4.8",
+        "PyYAML>=6",
+        "tqdm>=4.60",
+        "matplotlib>=3.7",
+    ],
+    extras_require={
+        "test": ["pytest>=7", "hypothesis>=6", "colcon-common-extensions>=0.3"],
+    },
+    zip_safe=True,
+    maintainer="v2x_vlm_ros maintainers",
+    maintainer_email="maintainers@v2x-vlm-ros.org",
+    description="V2X-VLM cooperative end-to-end planner for ROS 2",
+    license="Apache-2.0",
+    tests_require=["pytest"],
+    entry_points={
+        "console_scripts": [
+            "v2x-vlm = v2x_vlm_ros.cli:main",
+        ],
+    },
+)

@@ -1,0 +1,72 @@
+"""The ``v2x-vlm`` contract: command names, flags and JSON keys outside tools rely on."""
+
+import json
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from builders import arc, line, sequence, world_agent, write
+from v2x_vlm_ros.cli import main
+
+
+@pytest.fixture()
+def root(tmp_path):
+    return write(tmp_path / "ds", [sequence(line(8.0), n_frames=60, agents=lambda t: [world_agent(80, 0)]),
+                                   sequence(arc(8.0, 0.2), n_frames=60)])
+
+
+def test_eval_json_holds_the_contract_keys(root, tmp_path, capsys):
+    out = tmp_path / "eval.json"
+    md = tmp_path / "eval.md"
+    assert main(["eval", str(root), "--planner", "constant-velocity", "--json", str(out),
+                 "--markdown", str(md), "--quiet"]) == 0
+    result = json.loads(out.read_text())
+    assert result["num_samples"] == 120
+    for key in ("l2", "collision"):
+        assert set(result[key]) >= {"2.5", "3.5", "4.5", "avg"}
+        assert all(isinstance(result[key][h], float) for h in ("2.5", "3.5", "4.5", "avg"))
+    assert result["collision_method"] == "univ2x"
+    printed = capsys.readouterr().out
+    assert "| constant-velocity |" in printed and "120 samples" in printed
+    assert md.read_text().startswith("| method |")
+
+
+def test_eval_split_and_collision_flags(root, tmp_path):
+    out = tmp_path / "val.json"
+    assert main(["eval", str(root), "--planner", "constant-velocity", "--split", "val",
+                 "--collision", "obb", "--json", str(out), "--quiet"]) == 0
+    result = json.loads(out.read_text())
+    assert result["num_samples"] == 60 and result["collision_method"] == "obb"
+    assert result["dataset"]["split"] == "val"
+
+
+def test_dataset_summary_counts_and_skips(root, tmp_path, capsys):
+    (root / "vehicle-side/image/000003.jpg").write_bytes(b"")
+    out = tmp_path / "summary.json"
+    assert main(["dataset", "summary", str(root), "--json", str(out), "--quiet"]) == 0
+    summary = json.loads(out.read_text())
+    assert summary["sequences"] == 2 and summary["frames"] == 120 and summary["samples"] == 119
+    assert summary["skipped"] == {"image_invalid": 1}
+    assert "vehicle-side/image/000003.jpg" in summary["skipped_items"][0]
+    assert summary["commands"]["LEFT"] > 0 and summary["commands"]["FORWARD"] > 0
+    assert "skipped [image_invalid] vehicle-side/image/000003.jpg: empty file" in capsys.readouterr().out
+
+
+def test_bad_input_exits_2_with_a_message(tmp_path, capsys):
+    assert main(["dataset", "summary", str(tmp_path / "nowhere"), "--quiet"]) == 2
+    assert "dataset root is not a directory" in capsys.readouterr().err
+    (tmp_path / "bad.yaml").write_text("dataset:\n  waypoint_dt: 0.5\n")
+    tmp_path.joinpath("ds").mkdir()
+    assert main(["eval", str(tmp_path / "ds"), "--planner", "constant-velocity",
+                 "--config", str(tmp_path / "bad.yaml")]) == 2
+    assert "unknown key(s) ['waypoint_dt']" in capsys.readouterr().err
+
+
+def test_console_script_is_installed(root):
+    exe = shutil.which("v2x-vlm") or str(__import__("pathlib").Path(sys.executable).with_name("v2x-vlm"))
+    proc = subprocess.run([exe, "dataset", "summary", str(root), "--quiet"], capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout.split("\n}\n")[0] + "\n}")["samples"] == 120

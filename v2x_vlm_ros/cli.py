@@ -1,0 +1,158 @@
+"""The ``v2x-vlm`` command: subcommands only, each a thin call into the library.
+
+Command names, flags and JSON keys named in the project's issues are a contract with
+outside tools: add to them, never rename them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+from pathlib import Path
+
+from v2x_vlm_ros.config import ConfigError, load_section
+from v2x_vlm_ros.data.errors import DatasetError
+
+EXIT_BAD_INPUT = 2
+
+
+def _image_size(text: str) -> tuple[int, int]:
+    try:
+        w, h = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected WIDTHxHEIGHT, e.g. 384x216, got {text!r}") from None
+    if w < 16 or h < 16 or w * h > 64_000_000:
+        raise argparse.ArgumentTypeError(f"image size {w}x{h} out of range (16x16 .. 64 MP)")
+    return w, h
+
+
+def _write_json(path: str | None, data: dict) -> None:
+    if path:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+
+
+def _dataset_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("root", help="dataset root (V2X-Seq-SPD or DAIR-V2X-C layout)")
+    p.add_argument("--split", help="split (train/val/test) in the split file; default: all sequences")
+    p.add_argument("--split-file", help="DAIR-shaped split file (default: split_datas/*.json under ROOT)")
+    p.add_argument("--scenario", help="only sequences of this scenario (synthetic data: scenarios.json)")
+    p.add_argument("--config", help="YAML file with a 'dataset:' section (ground-truth settings)")
+    p.add_argument("--strict", action="store_true", help="fail on the first bad record, do not skip it")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def _open_dataset(args, check_images: bool = False):
+    from v2x_vlm_ros.data.dair import DairV2XDataset, DatasetConfig
+
+    config = load_section(DatasetConfig, args.config, "dataset") if args.config else DatasetConfig()
+    config.strict = config.strict or args.strict
+    config.check_images = config.check_images or check_images
+    return DairV2XDataset(args.root, split=args.split, split_file=args.split_file,
+                          scenario=args.scenario, config=config, progress=not args.quiet)
+
+
+# -- subcommands ------------------------------------------------------------------------
+
+
+def cmd_synth(args) -> int:
+    from v2x_vlm_ros.data.synth import SynthConfig, generate
+
+    config = load_section(SynthConfig, args.config, "synth") if args.config else SynthConfig()
+    overrides = {"sequences": args.sequences, "seed": args.seed, "image_size": args.image_size,
+                 "duration_s": args.duration, "layout": args.layout, "jpeg_quality": args.jpeg_quality}
+    # replace() re-runs the config's validation on the overridden values
+    config = dataclasses.replace(config, **{k: v for k, v in overrides.items() if v is not None})
+    summary = generate(args.out, config, progress=not args.quiet)
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+def cmd_dataset_summary(args) -> int:
+    ds = _open_dataset(args, check_images=args.check_images)
+    summary = ds.summary(progress=not args.quiet)
+    _write_json(args.json, summary)
+    shown = {k: v for k, v in summary.items() if k != "skipped_items"}
+    print(json.dumps(shown, indent=2))
+    for item in summary["skipped_items"][: args.show_skips]:
+        print(f"skipped {item}")
+    hidden = len(summary["skipped_items"]) - args.show_skips
+    if hidden > 0:
+        print(f"... and {hidden} more skipped items (all of them are in --json)")
+    return 0
+
+
+def cmd_eval(args) -> int:
+    from v2x_vlm_ros.eval.baselines import PLANNERS
+    from v2x_vlm_ros.eval.evaluate import evaluate
+    from v2x_vlm_ros.eval.metrics import format_markdown_table
+
+    planner = PLANNERS[args.planner]()
+    ds = _open_dataset(args)
+    result = evaluate(ds, planner, collision=args.collision, progress=not args.quiet)
+    table = format_markdown_table({planner.name: result})
+    if result["by_scenario"]:
+        rows = {f"{planner.name}, {name}": r for name, r in result["by_scenario"].items()}
+        table += "\nBy scenario:\n\n" + format_markdown_table(rows)
+    note = (f"\n{result['num_samples']} samples of {args.root}"
+            f"{'' if args.split is None else f' (split {args.split})'}"
+            f"{'' if args.scenario is None else f' (scenario {args.scenario})'}; "
+            f"collision test: {args.collision}; {result['l2_convention']}\n")
+    _write_json(args.json, result)
+    if args.markdown:
+        Path(args.markdown).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.markdown).write_text(table + note, encoding="utf-8")
+    print(table + note, end="")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="v2x-vlm", description="V2X-VLM cooperative planner: datasets, evaluation and tools.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("synth", help="generate a synthetic cooperative world in the V2X-Seq-SPD layout")
+    p.add_argument("out", help="output dataset root")
+    p.add_argument("--sequences", type=int, help="number of sequences")
+    p.add_argument("--seed", type=int, help="random seed (same seed, same bytes)")
+    p.add_argument("--image-size", type=_image_size, help="WIDTHxHEIGHT of both cameras (default 1920x1080)")
+    p.add_argument("--duration", type=float, help="seconds per sequence")
+    p.add_argument("--layout", choices=("spd", "c"), help="V2X-Seq-SPD (default) or DAIR-V2X-C")
+    p.add_argument("--jpeg-quality", type=int, help="JPEG quality 1..100")
+    p.add_argument("--config", help="YAML file with a 'synth:' section")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_synth)
+
+    p = sub.add_parser("dataset", help="inspect a dataset")
+    dsub = p.add_subparsers(dest="dataset_command", required=True)
+    p = dsub.add_parser("summary", help="sequences, frames, samples, and skipped items with reasons")
+    _dataset_args(p)
+    p.add_argument("--check-images", action="store_true", help="decode every image (slow on real data)")
+    p.add_argument("--json", help="write the summary, every skipped item included, to this file")
+    p.add_argument("--show-skips", type=int, default=20, help="skipped items printed (default 20)")
+    p.set_defaults(func=cmd_dataset_summary)
+
+    p = sub.add_parser("eval", help="score a planner with the UniV2X metrics (L2, collision)")
+    _dataset_args(p)
+    p.add_argument("--planner", required=True, choices=("constant-velocity",), help="planner to evaluate")
+    p.add_argument("--collision", choices=("univ2x", "obb"), default="univ2x",
+                   help="collision test: UniV2X raster boxes (default) or oriented-box overlap")
+    p.add_argument("--json", help="write the full result to this JSON file")
+    p.add_argument("--markdown", help="write the table to this Markdown file")
+    p.set_defaults(func=cmd_eval)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (DatasetError, ConfigError) as exc:
+        print(f"v2x-vlm: error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+
+
+if __name__ == "__main__":
+    sys.exit(main())
