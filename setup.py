@@ -37,7 +37,7 @@ setup(
         "matplotlib>=3.7",
     ],
     extras_require={
-        "test": ["pytest>=7", "hypothesis>=6", "colcon-common-extensions>=0.3"],
+        "test": ["pytest>=7", "hypothesis>=6", "flake8>=6", "colcon-common-extensions>=0.3"],
     },
     zip_safe=True,
     maintainer="v2x_vlm_ros maintainers",
