@@ -14,7 +14,8 @@ from v2x_vlm_ros.data.errors import DatasetError
 from v2x_vlm_ros.data.records import Command
 from v2x_vlm_ros.geometry import invert_pose
 
-FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "dair-v2x-splits"
+# Real split files from AIR-THU/DAIR-V2X (Apache-2.0), copied unchanged; see SOURCES.md there.
+FIXTURES = Path(__file__).resolve().parent / "fixtures" / "dair-v2x-splits"
 
 
 def by_id(ds):
