@@ -61,8 +61,9 @@ def cmd_synth(args) -> int:
     from v2x_vlm_ros.data.synth import SynthConfig, generate
 
     config = load_section(SynthConfig, args.config, "synth") if args.config else SynthConfig()
-    overrides = {"sequences": args.sequences, "seed": args.seed, "image_size": args.image_size,
-                 "duration_s": args.duration, "layout": args.layout, "jpeg_quality": args.jpeg_quality}
+    overrides = {"num_sequences": args.sequences, "seed": args.seed, "image_size": args.image_size,
+                 "duration_s": args.duration, "layout": args.layout, "jpeg_quality": args.jpeg_quality,
+                 "workers": args.workers}
     # replace() re-runs the config's validation on the overridden values
     config = dataclasses.replace(config, **{k: v for k, v in overrides.items() if v is not None})
     summary = generate(args.out, config, progress=not args.quiet)
@@ -121,6 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--duration", type=float, help="seconds per sequence")
     p.add_argument("--layout", choices=("spd", "c"), help="V2X-Seq-SPD (default) or DAIR-V2X-C")
     p.add_argument("--jpeg-quality", type=int, help="JPEG quality 1..100")
+    p.add_argument("--workers", type=int, help="processes rendering sequences in parallel")
     p.add_argument("--config", help="YAML file with a 'synth:' section")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_synth)

@@ -69,7 +69,7 @@ class SequenceSpec:
 class WriteOptions:
     layout: str = "spd"  # "spd" (V2X-Seq-SPD) or "c" (DAIR-V2X-C)
     jpeg_quality: int = 90
-    side_labels: bool = True  # write vehicle-side label/{lidar,camera} files
+    side_labels: bool = True  # write vehicle-side label/{lidar,camera} files (and their keys)
     label_key: str = "label_lidar_std_path"  # DAIR-V2X-C also knows "label_lidar_path"
 
 
@@ -78,6 +78,7 @@ class WrittenSequence:
     sequence_id: str
     vehicle_frames: list[str]
     infra_frames: list[str]
+    paired_frames: list[str]  # vehicle frames with a cooperative row
 
 
 def _encode(image, quality: int) -> bytes:
@@ -114,31 +115,42 @@ def _offset_json(offset):
     return {"delta_x": float(offset[0]), "delta_y": float(offset[1])}
 
 
-def write_dataset(root, sequences: list[SequenceSpec], split: dict[str, list[int]] | None = None,
-                  options: WriteOptions | None = None) -> list[WrittenSequence]:
-    """Write ``sequences`` under ``root``. ``split`` maps a split name (train / val / test)
-    to sequence indices; it becomes the DAIR-shaped split file."""
-    opts = options or WriteOptions()
-    if opts.layout not in ("spd", "c"):
-        raise ValueError(f"unknown layout {opts.layout!r}; expected 'spd' or 'c'")
-    tree = _Tree(root)
-    spd = opts.layout == "spd"
-    veh_infos, inf_infos, coop_infos, descriptions = [], [], [], []
-    written: list[WrittenSequence] = []
-    veh_next = inf_next = 0
-    for seq_index, seq in enumerate(sequences):
+class DatasetWriter:
+    """Writes sequences one at a time, so a large world never sits in memory at once;
+    ``close`` writes the data_info files, the split file and the sidecars."""
+
+    def __init__(self, root, options: WriteOptions | None = None):
+        self.options = options or WriteOptions()
+        if self.options.layout not in ("spd", "c"):
+            raise ValueError(f"unknown layout {self.options.layout!r}; expected 'spd' or 'c'")
+        self._tree = _Tree(root)
+        self._spd = self.options.layout == "spd"
+        self._veh_infos: list[dict] = []
+        self._inf_infos: list[dict] = []
+        self._coop_infos: list[dict] = []
+        self._descriptions: list[dict] = []
+        self._scenarios: dict[str, str] = {}
+        self.written: list[WrittenSequence] = []
+        self._veh_next = self._inf_next = 0
+
+    def add(self, seq: SequenceSpec) -> WrittenSequence:
+        opts, tree, spd = self.options, self._tree, self._spd
+        seq_index = len(self.written)
         seq_id = f"{seq_index:04d}" if spd else str(seq_index)
-        veh_ids = [f"{veh_next + i:06d}" for i in range(len(seq.vehicle_frames))]
-        inf_ids = [f"{inf_next + i:06d}" for i in range(len(seq.infra_frames))]
-        veh_next += len(veh_ids)
-        inf_next += len(inf_ids)
-        written.append(WrittenSequence(seq_id, veh_ids, inf_ids))
+        veh_ids = [f"{self._veh_next + i:06d}" for i in range(len(seq.vehicle_frames))]
+        inf_ids = [f"{self._inf_next + i:06d}" for i in range(len(seq.infra_frames))]
+        self._veh_next += len(veh_ids)
+        self._inf_next += len(inf_ids)
+        paired = [fid for fid, f in zip(veh_ids, seq.vehicle_frames) if f.infra_index is not None]
+        written = WrittenSequence(seq_id, veh_ids, inf_ids, paired)
+        self.written.append(written)
+        if seq.scenario:
+            self._scenarios[seq_id] = seq.scenario
         seq_keys_v = _sequence_keys(spd, seq_id, veh_ids, seq.intersection_loc)
         seq_keys_i = _sequence_keys(spd, seq_id, inf_ids, seq.intersection_loc)
         if spd:
             seq_keys_i["valid_frames_splits"] = [{"start_frame_id": inf_ids[0] if inf_ids else "",
                                                   "end_frame_id": inf_ids[-1] if inf_ids else ""}]
-
         for fid, frame in zip(inf_ids, seq.infra_frames):
             tree.write(f"infrastructure-side/image/{fid}.jpg", _encode(frame.image, opts.jpeg_quality))
             tree.write(f"infrastructure-side/calib/camera_intrinsic/{fid}.json",
@@ -171,7 +183,7 @@ def write_dataset(root, sequences: list[SequenceSpec], split: dict[str, list[int
             }
             if spd:
                 info["frame_id"] = fid
-            inf_infos.append(info)
+            self._inf_infos.append(info)
 
         for fid, frame in zip(veh_ids, seq.vehicle_frames):
             novatel_from_lidar = seq.novatel_from_lidar
@@ -201,26 +213,27 @@ def write_dataset(root, sequences: list[SequenceSpec], split: dict[str, list[int
                 "calib_lidar_to_camera_path": f"calib/lidar_to_camera/{fid}.json",
                 "calib_lidar_to_novatel_path": f"calib/lidar_to_novatel/{fid}.json",
                 "calib_novatel_to_world_path": f"calib/novatel_to_world/{fid}.json",
-                camera_key: f"label/camera/{fid}.json",
-                label_key: f"label/lidar/{fid}.json",
                 "image_timestamp": stamp,
                 "pointcloud_timestamp": stamp,
                 **seq_keys_v,
             }
+            if opts.side_labels:  # no key may point at a file that was not written
+                info[camera_key] = f"label/camera/{fid}.json"
+                info[label_key] = f"label/lidar/{fid}.json"
             if spd:
                 info["frame_id"] = fid
-            veh_infos.append(info)
+            self._veh_infos.append(info)
 
             if frame.description is not None:
-                descriptions.append({"vehicle_frame": fid, "sequence_id": seq_id,
-                                     "description": frame.description})
+                self._descriptions.append({"vehicle_frame": fid, "sequence_id": seq_id,
+                                           "description": frame.description})
             if frame.infra_index is None:
                 continue
             inf_fid = inf_ids[frame.infra_index]
             if spd:
                 tree.write(f"cooperative/label/{fid}.json",
                            [label_object_json(b) for b in local_agents])
-                coop_infos.append({
+                self._coop_infos.append({
                     "vehicle_frame": fid,
                     "infrastructure_frame": inf_fid,
                     "vehicle_sequence": seq_id,
@@ -230,7 +243,7 @@ def write_dataset(root, sequences: list[SequenceSpec], split: dict[str, list[int
             else:
                 tree.write(f"cooperative/label_world/{fid}.json",
                            [label_object_json(b, world_points=True) for b in frame.agents])
-                coop_infos.append({
+                self._coop_infos.append({
                     "infrastructure_image_path": f"infrastructure-side/image/{inf_fid}.jpg",
                     "infrastructure_pointcloud_path": f"infrastructure-side/velodyne/{inf_fid}.pcd",
                     "vehicle_image_path": f"vehicle-side/image/{fid}.jpg",
@@ -239,17 +252,31 @@ def write_dataset(root, sequences: list[SequenceSpec], split: dict[str, list[int
                     "system_error_offset": _offset_json(seq.system_error_offset),
                 })
 
-    tree.write("vehicle-side/data_info.json", veh_infos)
-    tree.write("infrastructure-side/data_info.json", inf_infos)
-    tree.write("cooperative/data_info.json", coop_infos)
-    scenarios = {w.sequence_id: s.scenario for w, s in zip(written, sequences) if s.scenario}
-    if scenarios:
-        tree.write(SCENARIOS_FILE, json.dumps(scenarios, indent=1, sort_keys=True))
-    if descriptions:
-        tree.write(DESCRIPTIONS_FILE, "".join(json.dumps(d) + "\n" for d in descriptions))
-    if split is not None:
-        tree.write(SPLIT_FILE, split_json(written, sequences, split))
-    return written
+        return written
+
+    def close(self, split: dict[str, list[int]] | None = None) -> list[WrittenSequence]:
+        """Write the index files. ``split`` maps a split name (train / val / test) to
+        sequence indices; it becomes the DAIR-shaped split file."""
+        tree = self._tree
+        tree.write("vehicle-side/data_info.json", self._veh_infos)
+        tree.write("infrastructure-side/data_info.json", self._inf_infos)
+        tree.write("cooperative/data_info.json", self._coop_infos)
+        if self._scenarios:
+            tree.write(SCENARIOS_FILE, json.dumps(self._scenarios, indent=1, sort_keys=True))
+        if self._descriptions:
+            tree.write(DESCRIPTIONS_FILE, "".join(json.dumps(d) + "\n" for d in self._descriptions))
+        if split is not None:
+            tree.write(SPLIT_FILE, split_json(self.written, split))
+        return self.written
+
+
+def write_dataset(root, sequences, split: dict[str, list[int]] | None = None,
+                  options: WriteOptions | None = None) -> list[WrittenSequence]:
+    """Write an iterable of ``SequenceSpec`` under ``root`` (see ``DatasetWriter``)."""
+    writer = DatasetWriter(root, options)
+    for seq in sequences:
+        writer.add(seq)
+    return writer.close(split)
 
 
 def _sequence_keys(spd: bool, seq_id: str, frame_ids: list[str], loc: str) -> dict:
@@ -261,8 +288,7 @@ def _sequence_keys(spd: bool, seq_id: str, frame_ids: list[str], loc: str) -> di
             "intersection_loc": loc}
 
 
-def split_json(written: list[WrittenSequence], sequences: list[SequenceSpec],
-               split: dict[str, list[int]]) -> dict:
+def split_json(written: list[WrittenSequence], split: dict[str, list[int]]) -> dict:
     """The DAIR-shaped cooperative split file for a sequence-level split."""
     out = {key: {} for key in ("batch_split", "vehicle_split", "infrastructure_split",
                                "cooperative_split")}
@@ -271,9 +297,5 @@ def split_json(written: list[WrittenSequence], sequences: list[SequenceSpec],
         out["batch_split"][name] = [written[i].sequence_id for i in indices]
         out["vehicle_split"][name] = [f for i in indices for f in written[i].vehicle_frames]
         out["infrastructure_split"][name] = [f for i in indices for f in written[i].infra_frames]
-        out["cooperative_split"][name] = [
-            f for i in indices
-            for f, spec in zip(written[i].vehicle_frames, sequences[i].vehicle_frames)
-            if spec.infra_index is not None
-        ]
+        out["cooperative_split"][name] = [f for i in indices for f in written[i].paired_frames]
     return out
