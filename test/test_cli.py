@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from builders import arc, line, sequence, world_agent, write
+from builders import TINY_JPEG, arc, line, sequence, world_agent, write
 from v2x_vlm_ros.cli import main
 
 
@@ -51,6 +51,9 @@ def test_dataset_summary_counts_and_skips(root, tmp_path, capsys):
     assert summary["skipped"] == {"image_invalid": 1}
     assert "vehicle-side/image/000003.jpg" in summary["skipped_items"][0]
     assert summary["commands"]["LEFT"] > 0 and summary["commands"]["FORWARD"] > 0
+    stream = summary["roadside_stream"]  # the stored 16x8 JPEGs sent at 2 Hz
+    assert stream["formula_bps"] == 16 * 8 * 3 * 2.0 and stream["messages"] == 119
+    assert stream["measured_bps"] == pytest.approx(2.0 * len(TINY_JPEG))
     assert "skipped [image_invalid] vehicle-side/image/000003.jpg: empty file" in capsys.readouterr().out
 
 

@@ -72,8 +72,12 @@ def cmd_synth(args) -> int:
 
 
 def cmd_dataset_summary(args) -> int:
+    from v2x_vlm_ros.eval.transmission import stored_stream_cost
+
     ds = _open_dataset(args, check_images=args.check_images)
     summary = ds.summary(progress=not args.quiet)
+    # what the roadside images would cost on the link, as stored, at the paper's 2 Hz
+    summary["roadside_stream"] = stored_stream_cost(ds.roadside_image_paths())
     _write_json(args.json, summary)
     shown = {k: v for k, v in summary.items() if k != "skipped_items"}
     print(json.dumps(shown, indent=2))

@@ -475,6 +475,10 @@ class DairV2XDataset:
         entry = self._index[i]
         return entry.xy, entry.mask, entry.command
 
+    def roadside_image_paths(self) -> list[Path]:
+        """The distinct roadside images the samples use."""
+        return sorted({e.infra_image for e in self._index})
+
     def summary(self, progress: bool = False) -> dict:
         """Counts for ``v2x-vlm dataset summary``. Reads every label file once, so label
         problems are counted too."""

@@ -138,3 +138,30 @@ def measure_stream(
         "mean_bytes": float(sum(sizes) / len(sizes)),
         "messages": len(sizes),
     }
+
+
+def stored_stream_cost(paths: Iterable, rate_hz: float = 2.0) -> dict | None:
+    """What sending a dataset's roadside images as they are stored (already JPEG, s = 1)
+    would cost at ``rate_hz``: the paper's formula from the image size in the first file's
+    header, and the measured mean file size x rate. None for no files."""
+    from pathlib import Path
+
+    from v2x_vlm_ros.preprocessing.image_codec import image_size_from_header
+
+    paths = [Path(p) for p in paths]
+    if not paths:
+        return None
+    sizes = [p.stat().st_size for p in paths]
+    with open(paths[0], "rb") as fh:
+        width, height = image_size_from_header(fh.read(1 << 16), str(paths[0]))
+    rate = _positive_rate(rate_hz)
+    return {
+        "scale": 1.0,
+        "rate_hz": rate,
+        "width": width,
+        "height": height,
+        "formula_bps": formula_bps(1.0, width, height, 3, rate),
+        "measured_bps": float(measured_bps(sizes, rate)),
+        "mean_bytes": float(sum(sizes) / len(sizes)),
+        "messages": len(sizes),
+    }
