@@ -470,11 +470,6 @@ class DairV2XDataset:
             scenario=self.scenarios.get(seq.sequence_id), frame_index=pos,
         )
 
-    def trajectory_arrays(self, i: int) -> tuple[np.ndarray, np.ndarray, Command]:
-        """Ground-truth (xy, mask, command) of sample ``i`` without reading labels."""
-        entry = self._index[i]
-        return entry.xy, entry.mask, entry.command
-
     def roadside_image_paths(self) -> list[Path]:
         """The distinct roadside images the samples use."""
         return sorted({e.infra_image for e in self._index})

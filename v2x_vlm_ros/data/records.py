@@ -7,7 +7,7 @@ They hold geometry and paths, never decoded images: images are decoded on demand
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -98,10 +98,3 @@ class CooperativeSample:
     description: str | None = None
     scenario: str | None = None
     frame_index: int = 0  # position of the frame in its sequence
-    extras: dict = field(default_factory=dict)
-
-    @property
-    def roadside_latency_s(self) -> float:
-        """Vehicle stamp minus roadside stamp (positive: roadside image is older). Across
-        separate clocks this includes their offset."""
-        return (self.ego_timestamp_us - self.roadside_timestamp_us) * 1e-6

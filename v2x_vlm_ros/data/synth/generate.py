@@ -3,7 +3,7 @@
 Per sequence i (its own generator ``default_rng([seed, i])``): the world, the scenario's
 motion, the capture times of both cameras, then every frame is rendered, its occlusion
 truth measured in the id masks, labelled and described. The sequences are then written in
-the DAIR-V2X layout by ``data.writer.write_dataset``.
+the DAIR-V2X layout by ``data.writer.DatasetWriter``, one sequence at a time.
 
 Time: vehicle frames at 10 Hz with a small jitter; the roadside camera at 10 Hz with its
 own phase, its stamps on a clock offset from the vehicle's by a constant per sequence.
@@ -38,7 +38,7 @@ from v2x_vlm_ros.geometry import invert_pose, planar_pose, wrap_angle
 EGO_IDENT = 999
 AGENT_IDENT0 = 1000
 HIDDEN_FOR_S = 2.0  # occluded_crossing: hidden from the ego camera (seen by the roadside) this long
-OCCLUDER_FRAMES = 5  # ... and in at least this many frames hidden by a building, not the view's edge
+OCCLUDER_FRAMES = 5  # ... in at least this many frames by an occluder (parked truck, building), not the view's edge
 
 
 @dataclass
