@@ -35,6 +35,13 @@ setup(
         "PyYAML>=6",
         "tqdm>=4.60",
         "matplotlib>=3.7",
+        # torch: install the CPU build first (scripts/bootstrap.sh pins torch==2.13.0);
+        # an unpinned torch pulls gigabytes of CUDA packages
+        "torch>=2.4",
+        "transformers>=5.0,<6",
+        "safetensors>=0.4",
+        "tokenizers>=0.20",
+        "Pillow>=10",
     ],
     extras_require={
         "test": ["pytest>=7", "hypothesis>=6", "flake8>=6", "colcon-common-extensions>=0.3"],

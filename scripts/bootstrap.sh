@@ -11,6 +11,9 @@ fi
 stamp=.venv/.v2x_vlm_ros-installed
 if [ ! -f "$stamp" ] || [ setup.py -nt "$stamp" ]; then
   .venv/bin/python -m pip install --quiet --upgrade pip
+  # torch first, pinned: the local CPU build (a looser pin pulls the CUDA packages);
+  # setuptools < 80 because colcon-core requires it (torch would pull a newer one)
+  .venv/bin/python -m pip install --quiet "torch==${TORCH_VERSION:-2.13.0}" "setuptools<80"
   .venv/bin/python -m pip install --quiet -e ".[test]"
   touch "$stamp"
 fi

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -94,9 +95,23 @@ def cmd_eval(args) -> int:
     from v2x_vlm_ros.eval.evaluate import evaluate
     from v2x_vlm_ros.eval.metrics import format_markdown_table
 
-    planner = PLANNERS[args.planner]()
+    if args.planner == "model":
+        if not args.model:
+            raise ConfigError("--planner model needs --model DIR (a model directory or hub id)")
+        from v2x_vlm_ros.model.modeling import ModelLoadError
+        from v2x_vlm_ros.model.planner import ModelPlanner
+
+        try:
+            planner = ModelPlanner(args.model, device=args.device, batch_size=args.batch_size)
+        except ModelLoadError as exc:
+            raise ConfigError(str(exc)) from None
+    else:
+        planner = PLANNERS[args.planner]()
     ds = _open_dataset(args)
-    result = evaluate(ds, planner, collision=args.collision, progress=not args.quiet)
+    result = evaluate(ds, planner, collision=args.collision, progress=not args.quiet,
+                      batch_size=args.batch_size)
+    if args.planner == "model":
+        result["model"] = str(args.model)
     table = format_markdown_table({planner.name: result})
     if result["by_scenario"]:
         rows = {f"{planner.name}, {name}": r for name, r in result["by_scenario"].items()}
@@ -110,6 +125,43 @@ def cmd_eval(args) -> int:
         Path(args.markdown).parent.mkdir(parents=True, exist_ok=True)
         Path(args.markdown).write_text(table + note, encoding="utf-8")
     print(table + note, end="")
+    return 0
+
+
+def cmd_describe(args) -> int:
+    from v2x_vlm_ros.model.describer import SceneDescriber, describe_dataset
+    from v2x_vlm_ros.model.modeling import ModelLoadError
+
+    ds = _open_dataset(args)
+    try:
+        describer = SceneDescriber(args.model, device=args.device, max_new_tokens=args.max_new_tokens)
+    except ModelLoadError as exc:
+        raise ConfigError(str(exc)) from None
+    count = describe_dataset(ds, describer, args.out, batch_size=args.batch_size, progress=not args.quiet)
+    print(f"wrote {count} descriptions to {args.out}")
+    return 0
+
+
+def cmd_train(args) -> int:
+    import yaml
+
+    from v2x_vlm_ros.config import from_dict, read_yaml
+    from v2x_vlm_ros.training.config import TrainConfig
+    from v2x_vlm_ros.training.trainer import train
+
+    data = dict(read_yaml(args.config).get("train") or {})
+    for item in args.override:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--override expects key=value, got {item!r}")
+        data[key.strip()] = yaml.safe_load(value)
+    config = from_dict(TrainConfig, data, f"{args.config}: train")
+    summary = train(config, progress=not args.quiet)
+    if int(os.environ.get("RANK", "0")) == 0:  # under torchrun, one summary
+        val = summary.get("validation") or {}
+        shown = {k: v for k, v in summary.items() if k != "validation"}
+        shown["validation"] = {k: val.get(k) for k in ("num_samples", "l2", "collision")} if val else None
+        print(json.dumps(shown, indent=2, default=str))
     return 0
 
 
@@ -142,12 +194,32 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("eval", help="score a planner with the UniV2X metrics (L2, collision)")
     _dataset_args(p)
-    p.add_argument("--planner", required=True, choices=("constant-velocity",), help="planner to evaluate")
+    p.add_argument("--planner", required=True, choices=("constant-velocity", "model"),
+                   help="planner to evaluate")
+    p.add_argument("--model", help="--planner model: model directory (or hub id)")
+    p.add_argument("--device", default="cpu", help="--planner model: torch device (cpu, cuda, ...)")
+    p.add_argument("--batch-size", type=int, default=32, help="samples planned per batch")
     p.add_argument("--collision", choices=("univ2x", "obb"), default="univ2x",
                    help="collision test: UniV2X raster boxes (default) or oriented-box overlap")
     p.add_argument("--json", help="write the full result to this JSON file")
     p.add_argument("--markdown", help="write the table to this Markdown file")
     p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("describe", help="caption each ego image with a Florence-2 (training descriptions)")
+    _dataset_args(p)
+    p.add_argument("--model", required=True, help="describer model directory (or hub id)")
+    p.add_argument("--out", required=True, help="output JSONL, one description per vehicle frame")
+    p.add_argument("--device", default="cpu", help="torch device")
+    p.add_argument("--batch-size", type=int, default=8, help="images captioned per batch")
+    p.add_argument("--max-new-tokens", type=int, default=96, help="caption length limit in tokens")
+    p.set_defaults(func=cmd_describe)
+
+    p = sub.add_parser("train", help="train a planner (Algorithm 2); torchrun runs it on many processes")
+    p.add_argument("config", help="YAML file with a 'train:' section (see config/train_*.yaml)")
+    p.add_argument("--override", action="append", default=[], metavar="KEY=VALUE",
+                   help="override one config field (YAML value), repeatable")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_train)
     return parser
 
 

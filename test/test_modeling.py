@@ -1,0 +1,110 @@
+"""Building, saving and loading Florence-2 planners (native transformers, safetensors only)."""
+
+import json
+
+import pytest
+import torch
+from transformers import Florence2ForConditionalGeneration
+
+from v2x_vlm_ros.model.configuration import PRESETS, ModelSettings, florence2_config
+from v2x_vlm_ros.model.modeling import ModelLoadError, build_model, load_model, save_model
+
+
+def _inputs(loaded, batch=2):
+    s = loaded.settings
+    torch.manual_seed(1)
+    px = torch.randn(batch, 3, *s.image_size)
+    n = s.num_image_tokens
+    ids = torch.cat([torch.full((batch, n), loaded.tokenizer.image_token_id),
+                     torch.randint(4, 300, (batch, 12))], dim=1)
+    return {"pixel_values": px, "input_ids": ids, "decoder_input_ids": torch.tensor([[2, 0, 5]] * batch)}
+
+
+def test_save_load_round_trip_gives_the_same_logits(tiny_model_dir, tmp_path):
+    a = load_model(tiny_model_dir)
+    with torch.no_grad():
+        before = a.model(**_inputs(a)).logits
+    save_model(tmp_path / "copy", a.model, a.tokenizer, a.settings)
+    b = load_model(tmp_path / "copy")
+    with torch.no_grad():
+        after = b.model(**_inputs(b)).logits
+    assert torch.equal(before, after)
+    assert b.settings == a.settings
+    files = {p.name for p in (tmp_path / "copy").iterdir()}
+    assert {"config.json", "model.safetensors", "tokenizer.json", "v2x_vlm.json",
+            "processor_config.json"} <= files
+    assert not any(f.endswith((".bin", ".pt", ".pth")) for f in files)
+
+
+def test_float16_export_halves_the_file_keeps_ties_and_loads_as_float32(tiny_model_dir, tmp_path):
+    a = load_model(tiny_model_dir)
+    save_model(tmp_path / "half", a.model, a.tokenizer, a.settings, dtype=torch.float16)
+    full = (tiny_model_dir / "model.safetensors").stat().st_size
+    half = (tmp_path / "half" / "model.safetensors").stat().st_size
+    assert half < 0.55 * full
+    b = load_model(tmp_path / "half")
+    w_a = a.model.model.language_model.shared.weight
+    w_b = b.model.model.language_model.shared.weight
+    assert w_b.dtype == torch.float32 and torch.equal(w_b, w_a.half().float())
+    assert b.model.lm_head.weight.data_ptr() == w_b.data_ptr()  # still tied
+    assert next(a.model.parameters()).dtype == torch.float32  # the saved model is untouched
+
+
+def test_pickle_checkpoints_are_refused(tmp_path, tiny_model_dir):
+    (tmp_path / "config.json").write_text((tiny_model_dir / "config.json").read_text())
+    (tmp_path / "pytorch_model.bin").write_bytes(b"\x80\x04not loaded")
+    with pytest.raises(ModelLoadError, match="pickle checkpoints are not loaded"):
+        load_model(tmp_path)
+
+
+def test_bad_sources_are_named(tmp_path, monkeypatch):
+    with pytest.raises(ModelLoadError, match="no config.json"):
+        load_model(tmp_path)
+    with pytest.raises(ModelLoadError, match="not a hub id"):
+        load_model(tmp_path / "no" / "such" / "dir")
+    import huggingface_hub.constants
+
+    # a hub id without network or cache (the constant is read at import, not the env var)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    with pytest.raises(ModelLoadError, match="florence-community/Florence-2-base"):
+        load_model("florence-community/Florence-2-base")
+
+
+def test_settings_round_trip_defaults_and_validation(tmp_path):
+    assert ModelSettings.load(tmp_path) == ModelSettings()  # a plain Florence-2 directory
+    s = ModelSettings(image_size=(96, 256), fusion=False)
+    s.save(tmp_path)
+    assert ModelSettings.load(tmp_path) == s and ModelSettings.load(tmp_path).codec == s.codec
+    data = json.loads((tmp_path / "v2x_vlm.json").read_text())
+    data["fusoin"] = True
+    (tmp_path / "v2x_vlm.json").write_text(json.dumps(data))
+    with pytest.raises(ValueError, match=r"unknown setting\(s\) \['fusoin'\]"):
+        ModelSettings.load(tmp_path)
+    with pytest.raises(ValueError, match="multiples of 32"):
+        ModelSettings(image_size=(100, 256))
+
+
+def test_image_token_count_matches_the_vision_tower(tiny_tokenizer):
+    model = build_model("tiny", tiny_tokenizer, seed=0).eval()
+    settings = ModelSettings(image_size=PRESETS["tiny"].image_size)
+    with torch.no_grad():
+        feats = model.model.get_image_features(torch.zeros(1, 3, *settings.image_size)).pooler_output
+    assert feats.shape[1] == settings.num_image_tokens == (64 // 32) * (128 // 32) + 1
+
+
+@pytest.mark.parametrize("preset,total,vision,language", [("base", 231.4, 90.4, 140.2),
+                                                          ("large", 770.2, 360.6, 407.4)])
+def test_presets_have_the_florence2_sizes(preset, total, vision, language):
+    config = florence2_config(preset, vocab_size=51329, image_token_id=51289)
+    with torch.device("meta"):  # no memory for the weights
+        model = Florence2ForConditionalGeneration(config)
+    count = lambda m: sum(p.numel() for p in m.parameters()) / 1e6  # noqa: E731
+    assert count(model) == pytest.approx(total, abs=0.1)
+    assert count(model.model.vision_tower) == pytest.approx(vision, abs=0.1)
+    assert count(model.model.language_model) == pytest.approx(language, abs=0.1)
+
+
+def test_generation_config_is_explicit_greedy(tiny_model_dir):
+    g = load_model(tiny_model_dir).model.generation_config
+    assert g.num_beams == 1 and not g.do_sample and g.no_repeat_ngram_size in (0, None)
+    assert g.forced_eos_token_id is None and g.decoder_start_token_id == 2

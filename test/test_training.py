@@ -1,0 +1,146 @@
+"""Algorithm 2 on tiny models: losses fall, frozen parts stay frozen, resume is exact,
+distillation and ablations do what they say, and DDP keeps ranks in sync."""
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from v2x_vlm_ros.cli import main
+from v2x_vlm_ros.model.modeling import load_model
+from v2x_vlm_ros.training.config import TrainConfig
+from v2x_vlm_ros.training.trainer import PlannerTrainModule, train
+
+SAMPLE = str(Path(__file__).resolve().parents[1] / "data" / "sample")
+
+
+def config(tmp_path, tiny_model_dir, **overrides) -> TrainConfig:
+    base = dict(data_root=SAMPLE, student="tiny", teacher=None, tokenizer_from=str(tiny_model_dir),
+                freeze_vision=False, epochs=1, batch_size=8, lr=2e-3, val_split=None,
+                output_dir=str(tmp_path / "run"), log_every=1, resume=True, seed=3)
+    base.update(overrides)
+    return TrainConfig(**base)
+
+
+def log_rows(run: Path) -> list[dict]:
+    with open(run / "train_log.csv") as fh:
+        return list(csv.DictReader(fh))
+
+
+def test_a_short_run_lowers_the_loss_and_exports_a_model(tmp_path, tiny_model_dir):
+    summary = train(config(tmp_path, tiny_model_dir, max_steps=30, val_split="val", eval_max_samples=16),
+                    progress=False)
+    rows = log_rows(tmp_path / "run")
+    first = sum(float(r["traj"]) for r in rows[:3]) / 3
+    last = sum(float(r["traj"]) for r in rows[-3:]) / 3
+    assert summary["global_step"] == 30 and last < 0.8 * first
+    assert float(rows[0]["align"]) > 0 and float(rows[0]["kd"]) == 0
+    evals = list(csv.DictReader(open(tmp_path / "run" / "eval_log.csv")))
+    assert len(evals) == 1 and float(evals[0]["l2_avg"]) >= 0 and int(evals[0]["samples"]) == 16
+    exported = load_model(tmp_path / "run" / "model")
+    assert exported.settings.image_size == (64, 128)
+    assert "## Validation" in (tmp_path / "run" / "model" / "README.md").read_text()
+
+
+def test_frozen_vision_tower_is_unchanged_and_stays_in_eval_mode(tmp_path, tiny_model_dir):
+    train(config(tmp_path, tiny_model_dir, max_steps=5, freeze_vision=True,
+                 init_vision_from=str(tiny_model_dir)), progress=False)
+    donor = load_file(tiny_model_dir / "model.safetensors")
+    trained = load_file(tmp_path / "run" / "checkpoint" / "student" / "model.safetensors")
+    tower = [k for k in donor if ".vision_tower." in k]
+    assert tower and all(torch.equal(donor[k], trained[k]) for k in tower)
+    proj = "model.multi_modal_projector.image_projection.weight"
+    assert not torch.equal(donor[proj], trained[proj])  # the projector does train
+    module = PlannerTrainModule(load_model(tiny_model_dir).model, None, True, 0.07).train()
+    assert module.student.training and not module.student.model.vision_tower.training
+    assert not any(p.requires_grad for p in module.student.model.vision_tower.parameters())
+
+
+def test_resume_continues_exactly_where_the_run_stopped(tmp_path, tiny_model_dir):
+    straight = config(tmp_path / "a", tiny_model_dir, max_steps=8)
+    train(straight, progress=False)
+    interrupted = config(tmp_path / "b", tiny_model_dir, max_steps=4)
+    train(interrupted, progress=False)
+    state = json.loads((tmp_path / "b" / "run" / "checkpoint" / "state.json").read_text())
+    assert state["progress"]["global_step"] == 4 and state["progress"]["step_in_epoch"] == 4
+    resumed = train(config(tmp_path / "b", tiny_model_dir, max_steps=8), progress=False)
+    assert resumed["global_step"] == 8
+    a = load_file(tmp_path / "a" / "run" / "checkpoint" / "student" / "model.safetensors")
+    b = load_file(tmp_path / "b" / "run" / "checkpoint" / "student" / "model.safetensors")
+    assert a.keys() == b.keys()
+    assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+    steps = [int(r["step"]) for r in log_rows(tmp_path / "b" / "run")]
+    assert steps == list(range(1, 9))  # no step twice, none missing
+
+
+def test_distillation_from_a_frozen_teacher(tmp_path, tiny_model_dir):
+    before = load_file(tiny_model_dir / "model.safetensors")
+    train(config(tmp_path, tiny_model_dir, max_steps=3, teacher=str(tiny_model_dir)), progress=False)
+    rows = log_rows(tmp_path / "run")
+    assert all(float(r["kd"]) > 0 for r in rows)
+    assert float(rows[0]["loss"]) == pytest.approx(
+        float(rows[0]["traj"]) + 0.1 * float(rows[0]["align"]) + 0.5 * float(rows[0]["kd"]), rel=1e-5)
+    after = load_file(tiny_model_dir / "model.safetensors")
+    assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_ablation_switches(tmp_path, tiny_model_dir):
+    train(config(tmp_path, tiny_model_dir, max_steps=2, alignment=False, fusion=False, scene_text=False,
+                 teacher=str(tiny_model_dir), distillation=False), progress=False)
+    rows = log_rows(tmp_path / "run")
+    assert all(float(r["align"]) == 0 and float(r["kd"]) == 0 for r in rows)
+    settings = load_model(tmp_path / "run" / "model").settings
+    assert not settings.fusion and not settings.scene_text
+    assert not (tmp_path / "run" / "checkpoint" / "heads.safetensors").exists()
+
+
+def test_train_cli_overrides_and_bad_keys(tmp_path, tiny_model_dir, capsys):
+    cfg = tmp_path / "t.yaml"
+    cfg.write_text(f"train:\n  data_root: {SAMPLE}\n  student: tiny\n  teacher: null\n"
+                   f"  tokenizer_from: {tiny_model_dir}\n  val_split: null\n  freeze_vision: false\n")
+    assert main(["train", str(cfg), "--quiet", "--override", "max_steps=2",
+                 "--override", f"output_dir={tmp_path / 'cli'}"]) == 0
+    assert json.loads(capsys.readouterr().out)["global_step"] == 2
+    assert main(["train", str(cfg), "--override", "epochz=3"]) == 2
+    assert "unknown key(s) ['epochz']" in capsys.readouterr().err
+    assert main(["train", str(cfg), "--override", "lr=-1"]) == 2
+    assert "lr must be > 0" in capsys.readouterr().err
+
+
+def test_torchrun_two_cpu_processes_stay_in_sync(tmp_path, tiny_model_dir):
+    cfg = tmp_path / "ddp.yaml"
+    cfg.write_text(f"train:\n  data_root: {SAMPLE}\n  student: tiny\n  teacher: null\n"
+                   f"  tokenizer_from: {tiny_model_dir}\n  val_split: null\n  freeze_vision: false\n"
+                   f"  max_steps: 3\n  batch_size: 4\n  output_dir: {tmp_path / 'ddp'}\n  log_every: 1\n")
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+                "--master_port", str(29400 + os.getpid() % 500)]
+    proc = subprocess.run([*torchrun, "-m", "v2x_vlm_ros.cli", "train", str(cfg), "--quiet"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = json.loads((tmp_path / "ddp" / "summary.json").read_text())
+    assert summary["world_size"] == 2 and summary["ranks_in_sync"] is True
+    assert summary["global_step"] == 3
+
+
+def _diverge(rank, world, init):
+    torch.distributed.init_process_group("gloo", init_method=init, rank=rank, world_size=world)
+    from v2x_vlm_ros.training.trainer import ranks_in_sync
+
+    torch.manual_seed(rank)  # different weights on purpose
+    same = torch.nn.Linear(3, 2)
+    torch.manual_seed(0)
+    equal = torch.nn.Linear(3, 2)
+    ok = (ranks_in_sync(equal), ranks_in_sync(same))
+    torch.distributed.destroy_process_group()
+    if ok != (True, False):
+        raise AssertionError(f"rank {rank}: {ok}")
+
+
+def test_the_sync_check_detects_diverged_ranks(tmp_path):
+    torch.multiprocessing.spawn(_diverge, args=(2, f"file://{tmp_path}/pg"), nprocs=2, join=True)

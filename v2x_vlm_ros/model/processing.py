@@ -1,0 +1,179 @@
+"""Model inputs: the fused image [I_v, I_i] as pixel values, and the prompt as token ids.
+
+Images. The ego image I_v and the roadside image I_i are put side by side at the ego's
+height (the roadside one resized, aspect kept, if its height differs, e.g. after the
+roadside node downsampled it), then the fused image is resized to the model's input size
+(aspect not kept, as Florence-2's processor does), scaled to [0, 1] and normalised. All of
+it runs in torch on the target device. The resize reproduces Pillow's bicubic resampling,
+which transformers' Florence-2 processor uses: a horizontal pass, then a vertical one,
+each with antialiasing and rounded to 8 bits in between; done that way the pixel values
+match the processor's within one uint8 level (a single float resize differs by up to 24
+levels on sharp content). With ``fusion`` off (the ego-only ablation) the roadside half
+of the canvas is filled with the normalisation mean colour (8-bit), nearly zero once
+normalised, whatever the roadside camera saw.
+
+Prompt. ``<image>`` x n, then ``<s>`` description, ego state, navigation command, planning
+task ``</s>``: the paper's scene description + planning basis + task (REFERENCE §1), plus
+the route's command. The state, command and task are never cut; when the whole does not
+fit the text model's positions, the description loses its end (truncation rule).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from functools import cached_property
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from v2x_vlm_ros.data.records import Command, EgoMotion
+from v2x_vlm_ros.model.configuration import ModelSettings
+
+TASK_TEXT = "Task: plan the ego trajectory for the next 5 seconds as 10 waypoints."
+COMMAND_TEXT = {Command.LEFT: "Command: turn left.", Command.RIGHT: "Command: turn right.",
+                Command.FORWARD: "Command: go forward."}
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+# -- images ------------------------------------------------------------------------------
+
+
+def _pil_resize(images: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """Pillow-compatible bicubic resize of (B, C, H, W) float images holding 0..255."""
+    out = images
+    if out.shape[-1] != width:
+        out = F.interpolate(out, size=(out.shape[-2], width), mode="bicubic", antialias=True,
+                            align_corners=False).clamp_(0, 255).round_()
+    if out.shape[-2] != height:
+        out = F.interpolate(out, size=(height, width), mode="bicubic", antialias=True,
+                            align_corners=False).clamp_(0, 255).round_()
+    return out
+
+
+def as_chw(image, device, bgr: bool = True) -> torch.Tensor:
+    """(3, H, W) float tensor of 0..255 RGB from an HxWx3 uint8 array (BGR as OpenCV
+    decodes, unless ``bgr`` is False) or a (3, H, W) tensor already in RGB."""
+    if isinstance(image, torch.Tensor) and image.ndim == 3 and image.shape[0] == 3:
+        return image.to(device=device, dtype=torch.float32)
+    arr = np.asarray(image)
+    if arr.ndim != 3 or arr.shape[2] != 3 or arr.shape[0] == 0 or arr.shape[1] == 0:
+        raise ValueError(f"expected an HxWx3 image, got shape {arr.shape}")
+    if arr.dtype != np.uint8:
+        raise ValueError(f"expected uint8 pixels, got {arr.dtype}")
+    t = torch.from_numpy(np.ascontiguousarray(arr)).to(device).permute(2, 0, 1).float()
+    return t.flip(0) if bgr else t
+
+
+class ImagePreprocessor:
+    """Ego + roadside images -> (B, 3, H, W) pixel values on ``device``."""
+
+    def __init__(self, settings: ModelSettings, device="cpu"):
+        self.settings = settings
+        self.device = torch.device(device)
+        self.mean = torch.tensor(settings.image_mean, device=self.device).view(1, 3, 1, 1) * 255.0
+        self.std = torch.tensor(settings.image_std, device=self.device).view(1, 3, 1, 1) * 255.0
+
+    def fuse(self, ego: torch.Tensor, roadside: torch.Tensor | None) -> torch.Tensor:
+        """The fused (3, H_v, W_v + W_i') canvas of 0..255 floats."""
+        h, w = ego.shape[-2:]
+        if not self.settings.fusion or roadside is None:
+            # ego only: the roadside slot (ego-sized) holds the mean colour
+            blank = self.mean.view(3, 1, 1).expand(3, h, w)
+            return torch.cat([ego, blank.round()], dim=-1)
+        if roadside.shape[-2] != h:
+            new_w = max(1, round(roadside.shape[-1] * h / roadside.shape[-2]))
+            roadside = _pil_resize(roadside[None], h, new_w)[0]
+        return torch.cat([ego, roadside], dim=-1)
+
+    def __call__(self, pairs, bgr: bool = True) -> torch.Tensor:
+        """``pairs``: iterable of (ego, roadside) images (roadside may be None without
+        fusion). Returns normalised pixel values, float32 (B, 3, H, W)."""
+        height, width = self.settings.image_size
+        out = []
+        for ego, roadside in pairs:
+            e = as_chw(ego, self.device, bgr)
+            r = None if roadside is None or not self.settings.fusion else as_chw(roadside, self.device, bgr)
+            out.append(_pil_resize(self.fuse(e, r)[None], height, width))
+        pixels = torch.cat(out, dim=0)
+        return (pixels - self.mean) / self.std
+
+
+def florence2_processor(tokenizer, settings: ModelSettings):
+    """transformers' own Florence-2 processor configured like ``ImagePreprocessor`` (for the
+    parity test, the user-written baseline, and the processor files of a model dir)."""
+    from transformers import Florence2Processor
+    from transformers.image_utils import PILImageResampling
+    from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
+
+    h, w = settings.image_size
+    image_processor = CLIPImageProcessorPil(
+        size={"height": h, "width": w}, crop_size={"height": h, "width": w}, do_center_crop=False,
+        resample=PILImageResampling.BICUBIC, image_mean=list(settings.image_mean),
+        image_std=list(settings.image_std), image_seq_length=settings.num_image_tokens,
+    )
+    return Florence2Processor(image_processor=image_processor, tokenizer=tokenizer)
+
+
+# -- prompt ------------------------------------------------------------------------------
+
+
+def clean_description(text: str | None, max_chars: int) -> str:
+    """Control characters out, whitespace collapsed, at most ``max_chars`` characters."""
+    if not text:
+        return ""
+    text = _CONTROL.sub(" ", str(text)[: max_chars * 2])
+    return " ".join(text.split())[:max_chars]
+
+
+def state_text(motion: EgoMotion) -> str:
+    """The planning basis: the ego at the origin of its own frame, with its motion."""
+    heading = math.degrees(motion.heading_rad) % 360.0
+    return (f"Ego state: position (0.0, 0.0) m, speed {motion.speed_mps:.1f} m/s, "
+            f"heading {heading:.0f} deg, yaw rate {motion.yaw_rate_rps:+.2f} rad/s.")
+
+
+@dataclass
+class PromptTokens:
+    input_ids: list[int]  # <image> x n, <s>, prompt, </s>
+    text_ids: list[int]  # <s>, prompt, </s> (the text encoder's view, for alignment)
+    truncated: bool  # the description was cut to fit
+
+
+class PromptEncoder:
+    """Token ids of the prompt within the text model's position budget."""
+
+    def __init__(self, tokenizer, settings: ModelSettings, max_positions: int):
+        self.tokenizer = tokenizer
+        self.settings = settings
+        self.budget = max_positions - settings.num_image_tokens
+        fixed = len(self._ids(TASK_TEXT)) + max(len(self._ids(c)) for c in COMMAND_TEXT.values())
+        if self.budget < fixed + 48:  # the state text is ~40 tokens
+            raise ValueError(f"{settings.num_image_tokens} image tokens leave {self.budget} of "
+                             f"{max_positions} positions: too few for the prompt")
+
+    def _ids(self, text: str) -> list[int]:
+        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    @cached_property
+    def _task_ids(self) -> list[int]:
+        return self._ids(" " + TASK_TEXT)
+
+    @cached_property
+    def _command_ids(self) -> dict[Command, list[int]]:
+        return {c: self._ids(" " + t) for c, t in COMMAND_TEXT.items()}
+
+    def encode(self, description: str | None, motion: EgoMotion, command: Command) -> PromptTokens:
+        tail = self._ids(state_text(motion)) + self._command_ids[Command(command)] + self._task_ids
+        desc: list[int] = []
+        if self.settings.scene_text:
+            text = clean_description(description, self.settings.description_max_chars)
+            desc = self._ids(text + " ") if text else []
+        room = self.budget - 2 - len(tail)  # <s> and </s>
+        truncated = len(desc) > room
+        body = desc[: max(room, 0)] + tail
+        text_ids = [self.tokenizer.bos_token_id, *body, self.tokenizer.eos_token_id]
+        image = [self.tokenizer.image_token_id] * self.settings.num_image_tokens
+        return PromptTokens(image + text_ids, text_ids, truncated)

@@ -1,0 +1,123 @@
+"""Training configuration (Algorithm 2), loaded from the ``train:`` section of a YAML file.
+
+The defaults are the paper's fine-tuning recipe (AdamW, lr 1e-6, batch 4, 10 epochs,
+λ1 = 0.1, λ2 = 0.5, T = 2, frozen teacher, student vision encoder frozen); the files in
+``config/`` override what a run changes, e.g. the synthetic-world recipes that train small
+models from scratch with a larger learning rate.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass
+class TrainConfig:
+    # -- data ---------------------------------------------------------------------------
+    #: Dataset root (V2X-Seq-SPD or DAIR-V2X-C layout).
+    data_root: str = "data/sample"
+    #: Split names in the split file for training and per-epoch validation (None: all).
+    train_split: str | None = "train"
+    val_split: str | None = "val"
+    #: DAIR-shaped split file (default: split_datas/*.json under data_root).
+    split_file: str | None = None
+    #: JSONL of scene descriptions from ``v2x-vlm describe`` (possibly edited by a person),
+    #: used instead of the dataset's own descriptions.jsonl.
+    descriptions: str | None = None
+    #: Fraction of the training samples drawn (without replacement) each epoch: adjacent
+    #: 10 Hz frames are near-duplicates, so a fraction sees as much per step at less cost.
+    epoch_fraction: float = 1.0
+
+    # -- models -------------------------------------------------------------------------
+    #: The student: a preset name (``tiny``, ``small-student``, ``small-teacher``, ``base``,
+    #: ``large``) trained from scratch, or a model directory / hub id to fine-tune.
+    student: str = "florence-community/Florence-2-base"
+    #: The frozen teacher (model directory or hub id); None trains without distillation.
+    teacher: str | None = "florence-community/Florence-2-large"
+    #: Tokenizer for a preset student: from this model directory (default: the teacher's);
+    #: without either, a BPE is trained on the training prompts and descriptions.
+    tokenizer_from: str | None = None
+    #: BPE size when a tokenizer is built.
+    vocab_size: int = 2000
+    #: Copy the vision tower weights from this model directory (a preset student then has
+    #: a trained encoder to freeze, as the paper's student has Florence-2's pretrained one).
+    init_vision_from: str | None = None
+    #: Model input (height, width) for a preset student (None: the preset's).
+    image_size: tuple[int, int] | None = None
+    #: Trajectory codec of a preset student: x and y ranges (m) and bins per coordinate.
+    codec_x_range: tuple[float, float] = (-20.0, 100.0)
+    codec_y_range: tuple[float, float] = (-50.0, 50.0)
+    codec_bins: int = 1000
+    #: Freeze the student's vision encoder (kept in eval mode: its drop-path stays off).
+    freeze_vision: bool = True
+
+    # -- ablations (Table 5) --------------------------------------------------------------
+    #: False: ego image only (the roadside half of the canvas is blank).
+    fusion: bool = True
+    #: False: no scene description in the prompt.
+    scene_text: bool = True
+    #: False: no image-text alignment loss.
+    alignment: bool = True
+    #: False: no distillation loss (the teacher is not even loaded).
+    distillation: bool = True
+
+    # -- optimisation -------------------------------------------------------------------
+    epochs: int = 10
+    batch_size: int = 4  # per process
+    lr: float = 1e-6
+    weight_decay: float = 0.01
+    warmup_steps: int = 0
+    grad_clip: float = 1.0
+    lambda_align: float = 0.1
+    lambda_kd: float = 0.5
+    temperature: float = 2.0  # distillation
+    kappa: float = 0.07  # InfoNCE temperature (the paper does not give it)
+    align_dim: int = 256  # common dimension of the alignment projections
+    #: Stop after this many optimiser steps in total (smoke runs, tests).
+    max_steps: int | None = None
+    seed: int = 0
+
+    # -- evaluation, logging, checkpoints -----------------------------------------------
+    #: Validation samples planned per epoch (None: all); evenly spaced over the split.
+    eval_max_samples: int | None = 400
+    collision: str = "univ2x"
+    output_dir: str = "runs/train"
+    log_every: int = 20
+    #: Also checkpoint every this many steps (None: only at the end of each epoch).
+    checkpoint_every: int | None = None
+    #: Continue from output_dir/checkpoint when it exists.
+    resume: bool = True
+    #: "auto" (CUDA when available), "cpu", "cuda", "cuda:1", ...
+    device: str = "auto"
+    #: DataLoader workers per process.
+    num_workers: int = 0
+    #: Precision of the exported model's weights: "float32", "float16" or "bfloat16"
+    #: (training runs in float32 either way; float16 halves a shipped model).
+    export_dtype: str = "float32"
+
+    def __post_init__(self):
+        if self.image_size is not None:
+            self.image_size = tuple(int(v) for v in self.image_size)
+        self.codec_x_range = tuple(float(v) for v in self.codec_x_range)
+        self.codec_y_range = tuple(float(v) for v in self.codec_y_range)
+        for name in ("epochs", "batch_size", "vocab_size", "align_dim", "log_every"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("lr", "temperature", "kappa"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
+        for name in ("lambda_align", "lambda_kd", "weight_decay", "warmup_steps", "num_workers"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if not 0 < self.epoch_fraction <= 1:
+            raise ValueError(f"epoch_fraction must be in (0, 1], got {self.epoch_fraction}")
+        if self.max_steps is not None and self.max_steps < 1:
+            raise ValueError(f"max_steps must be >= 1, got {self.max_steps}")
+        if self.export_dtype not in ("float32", "float16", "bfloat16"):
+            raise ValueError(f"export_dtype must be float32, float16 or bfloat16, got {self.export_dtype!r}")
+        if self.collision not in ("univ2x", "obb"):
+            raise ValueError(f"collision must be 'univ2x' or 'obb', got {self.collision!r}")
+
+    @property
+    def uses_teacher(self) -> bool:
+        return self.distillation and self.teacher is not None

@@ -1,0 +1,149 @@
+"""Training batches: cooperative samples -> model inputs, trajectory labels and masks.
+
+A batch holds, for the student (and, when its inputs differ, for the teacher):
+``pixel_values`` (fused images), ``input_ids`` / ``attention_mask`` (image placeholders +
+prompt), ``text_ids`` / ``text_mask`` (the prompt alone, for the alignment loss) and
+``labels``: ``<s>``, 2T location tokens, ``</s>``, with -100 where the ground truth is
+masked (past the end of a sequence), so those steps never teach anything. ``traj_mask``
+marks the location-token positions that carry a label (the distillation positions).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from v2x_vlm_ros.data.dair import DairV2XDataset
+from v2x_vlm_ros.data.images import load_image
+from v2x_vlm_ros.model.codec import LocTokenCodec
+from v2x_vlm_ros.model.processing import ImagePreprocessor, PromptEncoder
+from v2x_vlm_ros.training.losses import IGNORE_INDEX
+
+
+def read_descriptions(path) -> dict[str, str]:
+    """``{vehicle_frame: description}`` from a ``v2x-vlm describe`` JSONL file."""
+    out = {}
+    for n, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+            out[str(row["vehicle_frame"])] = str(row["description"])
+        except (json.JSONDecodeError, KeyError, TypeError) as exc:
+            raise ValueError(f"{path}: line {n}: {type(exc).__name__}: {exc}") from None
+    return out
+
+
+class PlanningExamples(torch.utils.data.Dataset):
+    """Raw examples (decoded images, prompt ingredients, ground truth) of a dataset."""
+
+    def __init__(self, dataset: DairV2XDataset, descriptions: dict[str, str] | None = None,
+                 fusion: bool = True):
+        self.dataset = dataset
+        self.descriptions = descriptions
+        self.fusion = fusion
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, i: int) -> dict:
+        s = self.dataset[i]
+        description = s.description
+        if self.descriptions is not None:
+            description = self.descriptions.get(s.vehicle_frame, "")
+        return {
+            "ego": load_image(s.ego_image_path),
+            "roadside": load_image(s.roadside_image_path) if self.fusion else None,
+            "description": description, "motion": s.motion, "command": s.command,
+            "future_xy": s.future_xy, "future_mask": s.future_mask,
+        }
+
+
+class BatchBuilder:
+    """Turns a list of raw examples into tensors for one model (the collate function)."""
+
+    def __init__(self, tokenizer, settings, max_positions: int, codec: LocTokenCodec):
+        self.tokenizer = tokenizer
+        self.settings = settings
+        self.images = ImagePreprocessor(settings)
+        self.prompts = PromptEncoder(tokenizer, settings, max_positions)
+        self.codec = codec
+
+    def labels(self, xy: np.ndarray, mask: np.ndarray) -> list[int]:
+        tokens = list(self.codec.encode(xy).token_ids)
+        for k in np.flatnonzero(~mask):
+            tokens[2 * k] = tokens[2 * k + 1] = IGNORE_INDEX
+        return [self.tokenizer.bos_token_id, *tokens, self.tokenizer.eos_token_id]
+
+    def __call__(self, examples: list[dict]) -> dict:
+        prompts = [self.prompts.encode(e["description"], e["motion"], e["command"]) for e in examples]
+        input_ids, attention = _pad([p.input_ids for p in prompts], self.tokenizer.pad_token_id)
+        text_ids, text_mask = _pad([p.text_ids for p in prompts], self.tokenizer.pad_token_id)
+        labels = torch.tensor([self.labels(e["future_xy"], e["future_mask"]) for e in examples])
+        traj_mask = labels != IGNORE_INDEX
+        traj_mask[:, 0] = False  # <s>
+        traj_mask[:, -1] = False  # </s>
+        return {
+            "pixel_values": self.images([(e["ego"], e["roadside"]) for e in examples]),
+            "input_ids": input_ids, "attention_mask": attention,
+            "text_ids": text_ids, "text_mask": text_mask,
+            "labels": labels, "traj_mask": traj_mask,
+            "truncated": sum(p.truncated for p in prompts),
+        }
+
+
+def _pad(rows: list[list[int]], pad: int) -> tuple[torch.Tensor, torch.Tensor]:
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), pad, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, r in enumerate(rows):
+        ids[i, : len(r)] = torch.tensor(r, dtype=torch.long)
+        mask[i, : len(r)] = 1
+    return ids, mask
+
+
+class PairedCollate:
+    """Student batch, plus the teacher's own inputs when its settings differ."""
+
+    def __init__(self, student: BatchBuilder, teacher: BatchBuilder | None):
+        self.student = student
+        self.teacher = teacher
+
+    def __call__(self, examples: list[dict]) -> dict:
+        batch = self.student(examples)
+        if self.teacher is not None:
+            batch["teacher"] = self.teacher(examples)
+        return batch
+
+
+class EpochSampler(torch.utils.data.Sampler):
+    """Deterministic per-epoch order: a permutation seeded by (seed, epoch), cut to a
+    fraction of the data, then sharded across processes (rank r takes every world-th
+    index, the list wrapped so all ranks get the same count). Resumable: the order of an
+    epoch is a pure function of its number."""
+
+    def __init__(self, size: int, seed: int, fraction: float = 1.0, rank: int = 0, world: int = 1):
+        if size < 1:
+            raise ValueError("no training samples")
+        self.size, self.seed, self.rank, self.world = size, seed, rank, world
+        self.count = max(1, math.ceil(size * fraction))
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def indices(self) -> list[int]:
+        order = np.random.default_rng([self.seed, self.epoch]).permutation(self.size)[: self.count]
+        per_rank = math.ceil(self.count / self.world)
+        wrapped = np.resize(order, per_rank * self.world)
+        return wrapped[self.rank:: self.world].tolist()
+
+    def __iter__(self):
+        return iter(self.indices())
+
+    def __len__(self) -> int:
+        return math.ceil(self.count / self.world)

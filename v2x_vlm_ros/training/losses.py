@@ -1,0 +1,176 @@
+"""The three V2X-VLM training losses (You et al. 2025, Algorithm 2).
+
+    L = L_traj + lambda_align * L_align + lambda_kd * L_KD,  lambda_align = 0.1, lambda_kd = 0.5
+
+- ``trajectory_loss``: next-token cross-entropy on the trajectory tokens.
+- ``info_nce``: image-to-text contrastive alignment of the pooled fused-image feature
+  and the pooled prompt feature over a batch (``AlignmentHeads`` projects both to a
+  common dimension).
+- ``distillation_loss``: T^2 KL(p_teacher || p_student) on softened trajectory-token
+  distributions, teacher = Florence-2-large, student = Florence-2-base.
+
+Every loss returns a scalar tensor; an empty selection (no target tokens) gives a zero
+that is still connected to the inputs' graph, so ``backward()`` works for every batch
+and never produces NaN.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+IGNORE_INDEX = -100  # the label value HF models and F.cross_entropy skip
+
+
+def _upcast(x: torch.Tensor) -> torch.Tensor:
+    """fp16 / bf16 -> float32 (softmax over a 50k vocabulary in half precision loses the
+    small probabilities); float32 / float64 are kept as they are."""
+    return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
+
+
+def _zero(like: torch.Tensor) -> torch.Tensor:
+    """A 0 scalar with a grad_fn connected to ``like`` (0 * sum, not a fresh constant)."""
+    return _upcast(like).sum() * 0.0
+
+
+def trajectory_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Mean next-token cross-entropy over the positions whose label is not -100.
+
+    Args:
+        logits: (B, L, V) decoder logits.
+        labels: (B, L) long, already aligned with ``logits`` (``logits[:, t]`` predicts
+            ``labels[:, t]``, as HF seq2seq models give them); -100 = ignore.
+    """
+    if logits.dim() != 3 or labels.shape != logits.shape[:2]:
+        raise ValueError(f"expected logits (B, L, V) and labels (B, L), got {tuple(logits.shape)} "
+                         f"and {tuple(labels.shape)}")
+    if labels.dtype != torch.long:
+        raise ValueError(f"labels must be torch.long, got {labels.dtype}")
+    valid = labels != IGNORE_INDEX
+    count = int(valid.sum())
+    if count == 0:
+        return _zero(logits)
+    targets = labels[valid]
+    vocab = logits.shape[-1]
+    if int(targets.min()) < 0 or int(targets.max()) >= vocab:
+        raise ValueError(f"labels must be -100 or in 0..{vocab - 1}")
+    return F.cross_entropy(_upcast(logits[valid]), targets, reduction="sum") / count
+
+
+def info_nce_from_similarity(similarity: torch.Tensor) -> torch.Tensor:
+    """L = -(1/K) sum_i log(exp S_ii / sum_j exp S_ij) for a (K, K) similarity matrix
+    (rows = images, columns = texts; image-to-text only, as in the paper).
+
+    The gradient is dL/dS_ii = -(1 - sigma_ii)/K and dL/dS_ij = sigma_ij/K with sigma the
+    row-wise softmax of S.
+    """
+    if similarity.dim() != 2 or similarity.shape[0] != similarity.shape[1] or similarity.shape[0] < 1:
+        raise ValueError(f"similarity must be (K, K) with K >= 1, got {tuple(similarity.shape)}")
+    s = _upcast(similarity)
+    # Cross-entropy with target i on row i is exactly -log softmax(S_i)_i, averaged over i.
+    return F.cross_entropy(s, torch.arange(s.shape[0], device=s.device))
+
+
+def info_nce(image_emb: torch.Tensor, text_emb: torch.Tensor, kappa: float) -> torch.Tensor:
+    """InfoNCE between K paired image and text embeddings (both (K, D)).
+
+    Both are L2-normalised, S_ij = z_i . h_j / kappa, then ``info_nce_from_similarity``.
+    K = 1 is allowed: the only candidate is the positive, so the loss is 0.
+    """
+    if not (isinstance(kappa, (int, float)) and math.isfinite(kappa) and kappa > 0):
+        raise ValueError(f"kappa must be a finite number > 0, got {kappa!r}")
+    if image_emb.dim() != 2 or image_emb.shape != text_emb.shape:
+        raise ValueError(f"expected two (K, D) tensors of the same shape, got {tuple(image_emb.shape)} "
+                         f"and {tuple(text_emb.shape)}")
+    z = F.normalize(_upcast(image_emb), dim=-1)
+    h = F.normalize(_upcast(text_emb), dim=-1)
+    return info_nce_from_similarity(z @ h.T / kappa)
+
+
+class AlignmentHeads(nn.Module):
+    """Bias-free linear projections of the pooled image and text features to a common
+    dimension for ``info_nce`` (the two encoders' widths need not match; without a bias
+    a zero feature stays zero instead of becoming a learned constant direction)."""
+
+    def __init__(self, image_dim: int, text_dim: int, dim: int):
+        super().__init__()
+        if min(image_dim, text_dim, dim) < 1:
+            raise ValueError(f"dimensions must be >= 1, got {image_dim}, {text_dim}, {dim}")
+        self.image_proj = nn.Linear(image_dim, dim, bias=False)
+        self.text_proj = nn.Linear(text_dim, dim, bias=False)
+
+    def forward(self, image_pooled: torch.Tensor,
+                text_pooled: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(K, image_dim), (K, text_dim) -> z (K, dim), h (K, dim); not normalised
+        (``info_nce`` normalises)."""
+        return self.image_proj(image_pooled), self.text_proj(text_pooled)
+
+
+def distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, mask: torch.Tensor,
+                      temperature: float = 2.0) -> torch.Tensor:
+    """T^2 * KL(p_T || p_S), p = softmax(logits / T) over the vocabulary, KL summed over
+    the vocabulary and averaged over the N positions where ``mask`` is True (the
+    trajectory tokens).
+
+    The teacher is a constant (detached). Computed with log_softmax in at least float32.
+    The gradient w.r.t. the student logits is T * (p_S - p_T) / N per masked position:
+    the softened softmax contributes a 1/T that the paper's eq. 20 (T^2 (p_S - p_T) / N)
+    drops. The T^2 factor keeps the gradient scale comparable across temperatures.
+
+    Args:
+        student_logits, teacher_logits: (B, L, V), the same shape (the same tokenizer and
+            the same target sequence, as Florence-2-base and -large share).
+        mask: (B, L) bool.
+        temperature: T > 0.
+    """
+    if not (isinstance(temperature, (int, float)) and math.isfinite(temperature) and temperature > 0):
+        raise ValueError(f"temperature must be a finite number > 0, got {temperature!r}")
+    if student_logits.dim() != 3 or teacher_logits.shape != student_logits.shape:
+        raise ValueError(f"expected student and teacher logits (B, L, V) of the same shape, got "
+                         f"{tuple(student_logits.shape)} and {tuple(teacher_logits.shape)}")
+    if mask.dtype != torch.bool or mask.shape != student_logits.shape[:2]:
+        raise ValueError(f"mask must be bool (B, L), got {mask.dtype} {tuple(mask.shape)}")
+    count = int(mask.sum())
+    if count == 0:
+        return _zero(student_logits)
+    # Select the N positions first: (N, V) instead of the whole (B, L, V) in float32.
+    log_ps = F.log_softmax(_upcast(student_logits[mask]) / temperature, dim=-1)
+    log_pt = F.log_softmax(_upcast(teacher_logits.detach()[mask]) / temperature, dim=-1)
+    pt = log_pt.exp()
+    # 0 * log 0 = 0: a teacher logit of -inf (a banned token) must not make the loss NaN.
+    kl = torch.where(pt > 0, pt * (log_pt - log_ps), torch.zeros_like(pt))
+    return temperature ** 2 * kl.sum() / count
+
+
+@dataclass(frozen=True)
+class LossWeights:
+    """Weights of the auxiliary losses (the paper's lambda_1 and lambda_2)."""
+
+    lambda_align: float = 0.1
+    lambda_kd: float = 0.5
+
+    def __post_init__(self):
+        for name in ("lambda_align", "lambda_kd"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value >= 0):
+                raise ValueError(f"{name} must be finite and >= 0, got {value!r}")
+
+
+def total_loss(traj: torch.Tensor, align: torch.Tensor | None = None, kd: torch.Tensor | None = None,
+               weights: LossWeights = LossWeights()) -> dict:
+    """L = traj + lambda_align * align + lambda_kd * kd (absent terms contribute 0).
+
+    Returns {"loss": tensor to backpropagate, "traj", "align", "kd": unweighted values
+    as floats for logging, 0.0 for absent terms}.
+    """
+    loss = traj
+    if align is not None:
+        loss = loss + weights.lambda_align * align
+    if kd is not None:
+        loss = loss + weights.lambda_kd * kd
+    as_float = lambda t: 0.0 if t is None else float(t.detach())
+    return {"loss": loss, "traj": as_float(traj), "align": as_float(align), "kd": as_float(kd)}

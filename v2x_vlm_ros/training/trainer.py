@@ -1,0 +1,430 @@
+"""Algorithm 2: train the student planner with L_traj + λ1·L_align + λ2·L_KD.
+
+One process, or many through torchrun (DDP, ``gloo`` on CPU, ``nccl`` on CUDA): the
+student and the alignment heads are wrapped in ``DistributedDataParallel``; the frozen
+teacher runs beside them in each process. Rank 0 writes logs, checkpoints and the model.
+
+Per step: the fused images go through the student's vision tower once (under no_grad when
+it is frozen; it also stays in eval mode so its drop-path is off) and its projector; the
+image features replace the ``<image>`` placeholders; the language model predicts the
+trajectory tokens (teacher forcing). The alignment loss pairs the pooled image token with
+the mean of the text encoder over the prompt alone; the distillation loss compares the
+student's and the teacher's trajectory-token logits at temperature T.
+
+Outputs in ``output_dir``: ``train_log.csv`` (losses every ``log_every`` steps),
+``eval_log.csv`` (validation L2 / collision each epoch), ``checkpoint/`` (resumable) and
+``model/`` (the best model by validation L2, a self-contained model directory).
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import logging
+import math
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as torch_dist
+from torch import nn
+from tqdm import tqdm
+from transformers import AutoTokenizer
+from transformers.models.bart.modeling_bart import shift_tokens_right
+
+from v2x_vlm_ros.data.dair import DairV2XDataset
+from v2x_vlm_ros.eval.evaluate import score
+from v2x_vlm_ros.model.codec import CodecConfig, build_codec
+from v2x_vlm_ros.model.configuration import PRESETS, ModelSettings
+from v2x_vlm_ros.model.modeling import LoadedModel, build_model, load_model, save_model
+from v2x_vlm_ros.model.planner import ModelPlanner
+from v2x_vlm_ros.model.processing import COMMAND_TEXT, TASK_TEXT, state_text
+from v2x_vlm_ros.model.tokenizer import build_tokenizer, loc_token_ids
+from v2x_vlm_ros.training.checkpoint import CHECKPOINT, has_checkpoint, load_training_state, save_checkpoint
+from v2x_vlm_ros.training.config import TrainConfig
+from v2x_vlm_ros.training.data import (BatchBuilder, EpochSampler, PairedCollate, PlanningExamples,
+                                       read_descriptions)
+from v2x_vlm_ros.training.losses import (AlignmentHeads, LossWeights, distillation_loss, info_nce,
+                                         total_loss, trajectory_loss)
+
+log = logging.getLogger(__name__)
+HORIZON_KEYS = ("2.5", "3.5", "4.5", "avg")
+
+
+# -- processes ---------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class Processes:
+    rank: int = 0
+    world: int = 1
+    device: torch.device = torch.device("cpu")
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    def barrier(self) -> None:
+        if self.world > 1:
+            torch_dist.barrier()
+
+
+def start_processes(device: str) -> Processes:
+    """Join the torchrun group when launched by torchrun (WORLD_SIZE > 1)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    cuda = torch.cuda.is_available() and device != "cpu"
+    if world > 1:
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        if not torch_dist.is_initialized():
+            torch_dist.init_process_group("nccl" if cuda else "gloo")
+        dev = torch.device(f"cuda:{local}") if cuda else torch.device("cpu")
+        if cuda:
+            torch.cuda.set_device(dev)
+        return Processes(torch_dist.get_rank(), world, dev)
+    if device == "auto":
+        return Processes(device=torch.device("cuda" if cuda else "cpu"))
+    return Processes(device=torch.device(device))
+
+
+# -- the trained module ------------------------------------------------------------------
+
+
+class PlannerTrainModule(nn.Module):
+    """Student + alignment heads; ``forward(batch)`` gives the logits and the two student
+    losses, so that DDP sees every trained parameter in one forward."""
+
+    def __init__(self, student, heads: AlignmentHeads | None, freeze_vision: bool, kappa: float):
+        super().__init__()
+        self.student = student
+        self.heads = heads
+        self.freeze_vision = freeze_vision
+        self.kappa = kappa
+        if freeze_vision:
+            student.model.vision_tower.requires_grad_(False)
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if self.freeze_vision:
+            self.student.model.vision_tower.eval()  # frozen: no drop-path, no batch statistics
+        return self
+
+    def image_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        tower = self.student.model.vision_tower
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.freeze_vision):
+            hidden = tower(pixel_values).last_hidden_state
+        return self.student.model.multi_modal_projector(hidden)
+
+    def forward(self, batch: dict):
+        return forward_planner(self.student, batch, self.image_features, self.heads, self.kappa)
+
+
+def forward_planner(model, batch: dict, image_features=None, heads=None, kappa: float = 0.07):
+    """Teacher-forced logits of ``model`` on ``batch``, its trajectory loss and (with
+    ``heads``) its alignment loss. Image features are computed once and scattered into the
+    ``<image>`` placeholders (transformers' forward would not return them)."""
+    if image_features is None:
+        def image_features(px):
+            return model.model.get_image_features(px).pooler_output
+    features = image_features(batch["pixel_values"])
+    embeds = model.get_input_embeddings()(batch["input_ids"])
+    slots = (batch["input_ids"] == model.config.image_token_id).unsqueeze(-1)
+    embeds = embeds.masked_scatter(slots, features.to(embeds.dtype))
+    decoder_ids = shift_tokens_right(batch["labels"], model.config.text_config.pad_token_id,
+                                     model.config.text_config.decoder_start_token_id)
+    out = model(inputs_embeds=embeds, attention_mask=batch["attention_mask"], decoder_input_ids=decoder_ids)
+    traj = trajectory_loss(out.logits, batch["labels"])
+    align = None
+    if heads is not None:
+        encoder = model.model.language_model.encoder
+        text = encoder(input_ids=batch["text_ids"], attention_mask=batch["text_mask"]).last_hidden_state
+        weights = batch["text_mask"].unsqueeze(-1).to(text.dtype)
+        pooled_text = (text * weights).sum(1) / weights.sum(1).clamp_min(1.0)
+        z, h = heads(features[:, 0], pooled_text)  # token 0: the mean over the image cells
+        align = info_nce(z, h, kappa)
+    return out.logits, traj, align
+
+
+# -- model setup -------------------------------------------------------------------------
+
+
+def _corpus(dataset: DairV2XDataset, descriptions: dict | None, limit: int = 4000) -> list[str]:
+    """Texts a new tokenizer is trained on: descriptions, prompts, Florence-2's task texts."""
+    texts = set((descriptions or dataset.descriptions).values())
+    rng = np.random.default_rng(0)
+    for i in rng.permutation(len(dataset))[:limit]:
+        texts.add(state_text(dataset[int(i)].motion))
+    texts.update(COMMAND_TEXT.values())
+    texts.add(TASK_TEXT)
+    texts.update(["Describe with a paragraph what is shown in the image.",
+                  "Describe in detail what is shown in the image.", "What does the image describe?"])
+    return sorted(texts)
+
+
+def _copy_vision_tower(model, source: str) -> None:
+    donor = load_model(source).model
+    missing = model.model.vision_tower.load_state_dict(donor.model.vision_tower.state_dict(), strict=True)
+    log.info("vision tower initialised from %s (%s)", source, missing)
+
+
+def build_student(cfg: TrainConfig, train_ds: DairV2XDataset, descriptions) -> LoadedModel:
+    if cfg.student in PRESETS:
+        source = cfg.tokenizer_from or cfg.teacher
+        if source is not None:
+            tokenizer = AutoTokenizer.from_pretrained(source)
+        else:
+            tokenizer = build_tokenizer(_corpus(train_ds, descriptions), cfg.vocab_size)
+        model = build_model(cfg.student, tokenizer, seed=cfg.seed)
+        codec = CodecConfig(x_range=cfg.codec_x_range, y_range=cfg.codec_y_range, bins=cfg.codec_bins)
+        settings = ModelSettings(image_size=cfg.image_size or PRESETS[cfg.student].image_size, codec=codec)
+        loaded = LoadedModel(model, tokenizer, settings, cfg.student)
+    else:
+        loaded = load_model(cfg.student)
+    if cfg.init_vision_from:
+        _copy_vision_tower(loaded.model, cfg.init_vision_from)
+    loaded.settings.fusion = cfg.fusion
+    loaded.settings.scene_text = cfg.scene_text
+    return loaded
+
+
+def load_teacher(cfg: TrainConfig, student: LoadedModel, device) -> LoadedModel:
+    teacher = load_model(cfg.teacher, device)
+    if len(teacher.tokenizer) != len(student.tokenizer) or \
+            loc_token_ids(teacher.tokenizer) != loc_token_ids(student.tokenizer):
+        raise ValueError(f"teacher {cfg.teacher} and the student do not share a tokenizer: "
+                         "distillation compares logits token by token")
+    vocab = teacher.model.config.text_config.vocab_size
+    if vocab != student.model.config.text_config.vocab_size:
+        raise ValueError("teacher and student vocabularies differ in size")
+    teacher.settings.fusion = cfg.fusion  # the teacher sees what the student sees
+    teacher.settings.scene_text = cfg.scene_text
+    teacher.model.requires_grad_(False).eval()
+    return teacher
+
+
+def _builder(loaded: LoadedModel) -> BatchBuilder:
+    codec = build_codec(loaded.settings.codec, loc_token_ids(loaded.tokenizer))
+    return BatchBuilder(loaded.tokenizer, loaded.settings,
+                        loaded.model.config.text_config.max_position_embeddings, codec)
+
+
+# -- logging -----------------------------------------------------------------------------
+
+
+class CsvLog:
+    def __init__(self, path: Path, fields: list[str]):
+        self.path, self.fields = path, fields
+        if not path.exists():
+            with open(path, "w", newline="") as fh:
+                csv.writer(fh).writerow(fields)
+
+    def write(self, row: dict) -> None:
+        with open(self.path, "a", newline="") as fh:
+            csv.writer(fh).writerow([row.get(f, "") for f in self.fields])
+
+
+def _to(batch: dict, device) -> dict:
+    return {k: (_to(v, device) if isinstance(v, dict) else v.to(device) if torch.is_tensor(v) else v)
+            for k, v in batch.items()}
+
+
+def validate(planner: ModelPlanner, dataset: DairV2XDataset, max_samples: int | None,
+             collision: str, batch_size: int) -> dict:
+    """Metrics on evenly spaced validation samples."""
+    n = len(dataset)
+    picks = range(n) if max_samples is None or max_samples >= n else \
+        np.linspace(0, n - 1, max_samples).round().astype(int)
+    overall, by_scenario = score((dataset[int(i)] for i in picks), planner, collision, progress=False,
+                                 batch_size=batch_size, total=len(picks))
+    result = overall.result()
+    result["by_scenario"] = {k: v.result() for k, v in sorted(by_scenario.items())}
+    return result
+
+
+def model_card(cfg: TrainConfig, val: dict | None, steps: int, seconds: float) -> str:
+    lines = [f"# {Path(cfg.output_dir).name}", "",
+             "V2X-VLM planner (Florence-2 architecture, transformers' native classes), trained by "
+             "`v2x-vlm train`.", "", "## Training", "",
+             f"- data: `{cfg.data_root}` (split `{cfg.train_split}`), seed {cfg.seed}",
+             f"- student: `{cfg.student}`; teacher: `{cfg.teacher if cfg.uses_teacher else None}`",
+             f"- fusion {cfg.fusion}, scene text {cfg.scene_text}, alignment {cfg.alignment}, "
+             f"distillation {cfg.uses_teacher}, frozen vision encoder {cfg.freeze_vision}",
+             f"- {cfg.epochs} epochs, batch {cfg.batch_size}, lr {cfg.lr}, {steps} steps, "
+             f"{seconds / 60:.1f} min",
+             ""]
+    if val is not None:
+        lines += ["## Validation (last epoch)", "",
+                  f"- split `{cfg.val_split}`, {val['num_samples']} samples, collision test {cfg.collision}",
+                  "- L2 (m) 2.5/3.5/4.5/avg: " + " / ".join(f"{val['l2'][h]:.2f}" for h in HORIZON_KEYS),
+                  "- collision (%) 2.5/3.5/4.5/avg: "
+                  + " / ".join(f"{val['collision'][h]:.2f}" for h in HORIZON_KEYS), ""]
+    return "\n".join(lines) + "\n"
+
+
+# -- the loop ----------------------------------------------------------------------------
+
+
+def train(cfg: TrainConfig, progress: bool = True) -> dict:
+    """Run Algorithm 2; returns a summary (steps, last losses, validation, rank sync)."""
+    procs = start_processes(cfg.device)
+    torch.manual_seed(cfg.seed)
+    out = Path(cfg.output_dir)
+    if procs.main:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "train_config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=1))
+    procs.barrier()
+
+    train_ds = DairV2XDataset(cfg.data_root, split=cfg.train_split, split_file=cfg.split_file)
+    val_ds = DairV2XDataset(cfg.data_root, split=cfg.val_split, split_file=cfg.split_file) \
+        if cfg.val_split else None
+    descriptions = read_descriptions(cfg.descriptions) if cfg.descriptions else None
+    resume = cfg.resume and has_checkpoint(out)
+    if resume:
+        student = load_model(out / CHECKPOINT / "student")
+        student.settings.fusion, student.settings.scene_text = cfg.fusion, cfg.scene_text
+    else:
+        student = build_student(cfg, train_ds, descriptions)
+    teacher = load_teacher(cfg, student, procs.device) if cfg.uses_teacher else None
+
+    d_model = student.model.config.text_config.d_model
+    heads = AlignmentHeads(d_model, d_model, cfg.align_dim) if cfg.alignment else None
+    module = PlannerTrainModule(student.model, heads, cfg.freeze_vision, cfg.kappa).to(procs.device)
+    trained = [p for p in module.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trained, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+    sampler = EpochSampler(len(train_ds), cfg.seed, cfg.epoch_fraction, procs.rank, procs.world)
+    steps_per_epoch = math.ceil(len(sampler) / cfg.batch_size)
+    schedule_steps = cfg.epochs * steps_per_epoch
+    # max_steps stops a run early; it does not reshape the schedule, so a run stopped and
+    # resumed follows the same learning rates as one that never stopped
+    total_steps = min(schedule_steps, cfg.max_steps or schedule_steps)
+
+    def schedule(step: int) -> float:  # linear warm-up, then linear decay to 0
+        if step < cfg.warmup_steps:
+            return (step + 1) / cfg.warmup_steps
+        return max(0.0, (schedule_steps - step) / max(1, schedule_steps - cfg.warmup_steps))
+
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+    state = {"epoch": 0, "step_in_epoch": 0, "global_step": 0, "best_l2": None}
+    if resume:
+        state = load_training_state(out, heads, optimizer, scheduler)
+        log.info("resumed from %s at epoch %d step %d", out / CHECKPOINT, state["epoch"],
+                 state["global_step"])
+
+    wrapped = module
+    if procs.world > 1:
+        wrapped = torch.nn.parallel.DistributedDataParallel(
+            module, device_ids=[procs.device.index] if procs.device.type == "cuda" else None)
+    weights = LossWeights(cfg.lambda_align if cfg.alignment else 0.0, cfg.lambda_kd if teacher else 0.0)
+    collate = PairedCollate(_builder(student), None)
+    teacher_inputs_differ = teacher is not None and (
+        teacher.settings.image_size != student.settings.image_size
+        or teacher.model.config.image_token_id != student.model.config.image_token_id)
+    if teacher_inputs_differ:
+        collate.teacher = _builder(teacher)
+    examples = PlanningExamples(train_ds, descriptions, fusion=cfg.fusion)
+    train_log = eval_log = None
+    if procs.main:
+        train_log = CsvLog(out / "train_log.csv",
+                           ["epoch", "step", "loss", "traj", "align", "kd", "lr", "seconds"])
+        eval_log = CsvLog(out / "eval_log.csv",
+                          ["epoch", "step", "samples", *(f"l2_{h}" for h in HORIZON_KEYS),
+                           *(f"col_{h}" for h in HORIZON_KEYS)])
+    began = time.perf_counter()
+    last: dict = {}
+    val_result = None
+
+    def save(done_epoch: int, step_in_epoch: int) -> None:
+        if procs.main:
+            save_checkpoint(out, module.student, student.tokenizer, student.settings, heads, optimizer,
+                            scheduler, {**state, "epoch": done_epoch, "step_in_epoch": step_in_epoch})
+
+    for epoch in range(state["epoch"], cfg.epochs):
+        if state["global_step"] >= total_steps:
+            break
+        sampler.set_epoch(epoch)
+        skip = state["step_in_epoch"] * cfg.batch_size if epoch == state["epoch"] else 0
+        order = sampler.indices()[skip:]
+        # its own generator: a DataLoader iterator draws a seed, and from the global RNG that
+        # draw would shift dropout masks after a resume
+        loader = torch.utils.data.DataLoader(examples, batch_size=cfg.batch_size, sampler=order,
+                                             collate_fn=collate, num_workers=cfg.num_workers,
+                                             generator=torch.Generator().manual_seed(cfg.seed + epoch))
+        module.train()
+        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="step",
+                   disable=not (progress and procs.main))
+        step_in_epoch = state["step_in_epoch"] if epoch == state["epoch"] else 0
+        for batch in bar:
+            batch = _to(batch, procs.device)
+            logits, traj, align = wrapped(batch)
+            kd = None
+            if teacher is not None:
+                with torch.no_grad():
+                    t_logits, _, _ = forward_planner(teacher.model, batch.get("teacher", batch))
+                kd = distillation_loss(logits, t_logits, batch["traj_mask"], cfg.temperature)
+            losses = total_loss(traj, align, kd, weights)
+            optimizer.zero_grad(set_to_none=True)
+            losses["loss"].backward()
+            if cfg.grad_clip:
+                torch.nn.utils.clip_grad_norm_(trained, cfg.grad_clip)
+            optimizer.step()
+            scheduler.step()
+            state["global_step"] += 1
+            step_in_epoch += 1
+            last = {k: float(v.detach()) if torch.is_tensor(v) else float(v) for k, v in losses.items()}
+            bar.set_postfix(loss=f"{last['loss']:.3f}")
+            if procs.main and (state["global_step"] % cfg.log_every == 0 or state["global_step"] == 1):
+                train_log.write({"epoch": epoch + 1, "step": state["global_step"], **last,
+                                 "lr": scheduler.get_last_lr()[0],
+                                 "seconds": round(time.perf_counter() - began, 1)})
+            if cfg.checkpoint_every and state["global_step"] % cfg.checkpoint_every == 0:
+                save(epoch, step_in_epoch)
+            if state["global_step"] >= total_steps:
+                break
+        finished_epoch = step_in_epoch >= steps_per_epoch
+        state["epoch"], state["step_in_epoch"] = (epoch + 1, 0) if finished_epoch else (epoch, step_in_epoch)
+
+        if procs.main and val_ds is not None and len(val_ds):
+            module.eval()
+            current = LoadedModel(module.student, student.tokenizer, student.settings, "training")
+            batch = max(cfg.batch_size, 16)
+            planner = ModelPlanner(current, device=procs.device, batch_size=batch)
+            val_result = validate(planner, val_ds, cfg.eval_max_samples, cfg.collision, batch)
+            eval_log.write({"epoch": epoch + 1, "step": state["global_step"],
+                            "samples": val_result["num_samples"],
+                            **{f"l2_{h}": val_result["l2"][h] for h in HORIZON_KEYS},
+                            **{f"col_{h}": val_result["collision"][h] for h in HORIZON_KEYS}})
+            if state["best_l2"] is None or val_result["l2"]["avg"] <= state["best_l2"]:
+                state["best_l2"] = val_result["l2"]["avg"]
+                save_model(out / "model", module.student, student.tokenizer, student.settings,
+                           model_card(cfg, val_result, state["global_step"], time.perf_counter() - began),
+                           dtype=getattr(torch, cfg.export_dtype))
+        elif procs.main:
+            save_model(out / "model", module.student, student.tokenizer, student.settings,
+                       model_card(cfg, None, state["global_step"], time.perf_counter() - began),
+                       dtype=getattr(torch, cfg.export_dtype))
+        save(state["epoch"], state["step_in_epoch"])
+        procs.barrier()
+
+    summary = {"global_step": state["global_step"], "total_steps": total_steps, "world_size": procs.world,
+               "last_losses": last, "validation": val_result, "best_val_l2": state["best_l2"],
+               "ranks_in_sync": ranks_in_sync(module) if procs.world > 1 else True,
+               "seconds": round(time.perf_counter() - began, 1)}
+    if procs.main:
+        (out / "summary.json").write_text(json.dumps(summary, indent=1, default=str))
+    return summary
+
+
+def ranks_in_sync(module: nn.Module) -> bool:
+    """True when every process holds the same trained parameters (DDP's promise)."""
+    flat = torch.cat([p.detach().float().reshape(-1).cpu() for p in module.parameters()])
+    mine = torch.tensor([flat.sum().item(), (flat * flat).sum().item(), flat[::97].sum().item()],
+                        dtype=torch.float64)
+    gathered = [torch.zeros_like(mine) for _ in range(torch_dist.get_world_size())]
+    torch_dist.all_gather(gathered, mine)
+    return all(torch.equal(g, gathered[0]) for g in gathered)
+
+
+__all__ = ["PlannerTrainModule", "TrainConfig", "forward_planner", "train"]
