@@ -73,3 +73,20 @@ def test_console_script_is_installed(root):
                           text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout.split("\n}\n")[0] + "\n}")["samples"] == 120
+
+
+def test_table_merges_eval_results(root, tmp_path, capsys):
+    a, b = tmp_path / "a.json", tmp_path / "b.json"
+    assert main(["eval", str(root), "--planner", "constant-velocity", "--json", str(a), "--quiet"]) == 0
+    assert main(["eval", str(root), "--planner", "constant-velocity", "--collision", "obb",
+                 "--split", "val", "--json", str(b), "--quiet"]) == 0
+    capsys.readouterr()
+    assert main(["table", str(a), str(b), "--names", "all", "val", "--out", str(tmp_path / "t.md")]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("| method |")
+    assert lines[2].startswith("| all |") and lines[3].startswith("| val |")
+    l2 = json.loads(a.read_text())["l2"]["avg"]
+    assert f"{l2:.2f}" in lines[2]
+    assert (tmp_path / "t.md").read_text().splitlines() == lines
+    assert main(["table", str(a), "--names", "x", "y"]) == 2
+    assert main(["table", str(a), "--scenario", "left_turn"]) == 2  # the analytic data has no scenarios

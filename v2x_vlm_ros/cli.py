@@ -128,6 +128,32 @@ def cmd_eval(args) -> int:
     return 0
 
 
+def cmd_table(args) -> int:
+    from v2x_vlm_ros.eval.metrics import format_markdown_table
+
+    if args.names and len(args.names) != len(args.results):
+        raise ConfigError(f"--names gives {len(args.names)} names for {len(args.results)} results")
+    rows = {}
+    for i, path in enumerate(args.results):
+        try:
+            result = json.loads(Path(path).read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as exc:
+            raise ConfigError(f"{path}: {exc}") from None
+        if args.scenario:
+            if args.scenario not in result.get("by_scenario", {}):
+                raise ConfigError(f"{path}: no results for scenario {args.scenario!r}")
+            result = {**result["by_scenario"][args.scenario], "planner": result.get("planner"),
+                      "transmission": result.get("transmission")}
+        name = args.names[i] if args.names else result.get("planner", Path(path).stem)
+        rows[name] = result
+    table = format_markdown_table(rows)
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(table, encoding="utf-8")
+    print(table, end="")
+    return 0
+
+
 def cmd_describe(args) -> int:
     from v2x_vlm_ros.model.describer import SceneDescriber, describe_dataset
     from v2x_vlm_ros.model.modeling import ModelLoadError
@@ -204,6 +230,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", help="write the full result to this JSON file")
     p.add_argument("--markdown", help="write the table to this Markdown file")
     p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("table", help="one Markdown table from several `eval --json` results")
+    p.add_argument("results", nargs="+", help="JSON files written by v2x-vlm eval --json")
+    p.add_argument("--names", nargs="+", help="row names (default: each result's planner)")
+    p.add_argument("--scenario", help="tabulate this scenario's results instead of the overall ones")
+    p.add_argument("--out", help="also write the table to this file")
+    p.set_defaults(func=cmd_table)
 
     p = sub.add_parser("describe", help="caption each ego image with a Florence-2 (training descriptions)")
     _dataset_args(p)
