@@ -42,6 +42,9 @@ setup(
         "safetensors>=0.4",
         "tokenizers>=0.20",
         "Pillow>=10",
+        "rosbags>=0.10",
+        "mcap>=1.1",
+        "mcap-ros2-support>=0.5",
     ],
     extras_require={
         "test": ["pytest>=7", "hypothesis>=6", "flake8>=6", "colcon-common-extensions>=0.3"],
@@ -55,6 +58,9 @@ setup(
     entry_points={
         "console_scripts": [
             "v2x-vlm = v2x_vlm_ros.cli:main",
+            # ROS 2 nodes (need rclpy): ros2 run v2x_vlm_ros vehicle_node
+            "vehicle_node = v2x_vlm_ros.ros.vehicle_node:main",
+            "roadside_node = v2x_vlm_ros.ros.roadside_node:main",
         ],
     },
 )

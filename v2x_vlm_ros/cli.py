@@ -101,8 +101,12 @@ def cmd_eval(args) -> int:
         from v2x_vlm_ros.model.modeling import ModelLoadError
         from v2x_vlm_ros.model.planner import ModelPlanner
 
+        from v2x_vlm_ros.runtime.refine import RefineConfig, Refiner
+
+        refiner = None if args.no_refine else Refiner(RefineConfig())
         try:
-            planner = ModelPlanner(args.model, device=args.device, batch_size=args.batch_size)
+            planner = ModelPlanner(args.model, device=args.device, batch_size=args.batch_size,
+                                   refiner=refiner)
         except ModelLoadError as exc:
             raise ConfigError(str(exc)) from None
     else:
@@ -125,6 +129,21 @@ def cmd_eval(args) -> int:
         Path(args.markdown).parent.mkdir(parents=True, exist_ok=True)
         Path(args.markdown).write_text(table + note, encoding="utf-8")
     print(table + note, end="")
+    return 0
+
+
+def cmd_bag(args) -> int:
+    from v2x_vlm_ros.tools.bag import write_bag
+
+    if Path(args.out).exists():  # before indexing a whole dataset
+        raise ConfigError(f"{args.out}: output exists already (a rosbag2 is never overwritten); "
+                          "remove it or choose another path")
+    ds = _open_dataset(args)
+    try:
+        summary = write_bag(ds, args.out, storage=args.storage, distro=args.distro, progress=not args.quiet)
+    except (ValueError, FileExistsError, OSError) as exc:
+        raise ConfigError(str(exc)) from None
+    print(json.dumps(summary, indent=2, default=str))
     return 0
 
 
@@ -225,11 +244,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", help="--planner model: model directory (or hub id)")
     p.add_argument("--device", default="cpu", help="--planner model: torch device (cpu, cuda, ...)")
     p.add_argument("--batch-size", type=int, default=32, help="samples planned per batch")
+    p.add_argument("--no-refine", action="store_true",
+                   help="--planner model: score the decoded trajectory without refinement")
     p.add_argument("--collision", choices=("univ2x", "obb"), default="univ2x",
                    help="collision test: UniV2X raster boxes (default) or oriented-box overlap")
     p.add_argument("--json", help="write the full result to this JSON file")
     p.add_argument("--markdown", help="write the table to this Markdown file")
     p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("bag", help="write a DAIR-V2X dataset as a rosbag2 (ros2 bag play on Humble/Jazzy)")
+    _dataset_args(p)
+    p.add_argument("out", help="bag directory to create (must not exist)")
+    p.add_argument("--storage", required=True, choices=("mcap", "sqlite3"),
+                   help="mcap (Jazzy, metadata version 9) or sqlite3 (Humble, version 8)")
+    p.add_argument("--distro", choices=("humble", "jazzy"),
+                   help="message definitions (default: humble for sqlite3, jazzy for mcap)")
+    p.set_defaults(func=cmd_bag)
 
     p = sub.add_parser("table", help="one Markdown table from several `eval --json` results")
     p.add_argument("results", nargs="+", help="JSON files written by v2x-vlm eval --json")

@@ -22,7 +22,10 @@ class ConstantVelocityPlanner:
         self._times = dt_s * np.arange(1, num_waypoints + 1)
 
     def plan(self, sample: CooperativeSample) -> np.ndarray:
-        return np.column_stack([sample.motion.speed_mps * self._times, np.zeros_like(self._times)])
+        return self.plan_from_speed(sample.motion.speed_mps)
+
+    def plan_from_speed(self, speed_mps: float) -> np.ndarray:
+        return np.column_stack([speed_mps * self._times, np.zeros_like(self._times)])
 
 
 #: Planners ``v2x-vlm eval --planner`` knows, by name.

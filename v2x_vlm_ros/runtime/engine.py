@@ -1,0 +1,135 @@
+"""One planning step, the same everywhere: the vehicle service, replay and ``v2x-vlm eval``.
+
+``PlannerEngine.plan(inputs)`` takes frames already in memory (decoded ego and roadside
+images, the description, the ego's motion and the navigation command) and returns, per
+frame, the refined trajectory, the raw decoded one and the time each stage took:
+
+- ``preprocess``: the fused image to pixel values, the prompt to token ids;
+- ``model``: transformers' ``generate``, greedy and constrained to the codec's grammar
+  (vision tower, text encoder and decoder; the fast engine splits this stage further);
+- ``decode``: tokens to waypoints (a malformed answer falls back to constant velocity
+  and is counted);
+- ``refine``: kinematic repair and smoothing (``runtime.refine``), when enabled.
+
+Stage times of a batch are split evenly over its frames.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from transformers import LogitsProcessorList
+
+from v2x_vlm_ros.data.records import Command, EgoMotion
+from v2x_vlm_ros.eval.baselines import ConstantVelocityPlanner
+from v2x_vlm_ros.model.codec import LocTokenCodec, TrajectoryDecodeError, build_codec
+from v2x_vlm_ros.model.grammar import TrajectoryGrammar
+from v2x_vlm_ros.model.modeling import LoadedModel
+from v2x_vlm_ros.model.processing import ImagePreprocessor, PromptEncoder
+from v2x_vlm_ros.model.tokenizer import loc_token_ids
+
+STAGES = ("preprocess", "model", "decode", "refine")
+
+
+@dataclass
+class PlanInput:
+    ego: np.ndarray  # HxWx3 uint8, BGR (as OpenCV decodes)
+    roadside: np.ndarray | None  # None: no roadside image (ego-only canvas)
+    description: str | None
+    motion: EgoMotion
+    command: Command
+
+
+@dataclass
+class PlanOutput:
+    xy: np.ndarray  # (T, 2) refined trajectory, current ego frame
+    raw_xy: np.ndarray  # (T, 2) as decoded
+    decode_failed: bool = False
+    refine_report: object = None
+    stage_ms: dict = field(default_factory=dict)
+    truncated_prompt: bool = False
+
+
+class PlannerEngine:
+    """A loaded model plus everything around it for one planning step."""
+
+    def __init__(self, loaded: LoadedModel, device="cpu", refiner=None):
+        self.loaded = loaded
+        self.device = torch.device(device)
+        self.refiner = refiner
+        model, tok, settings = loaded.model, loaded.tokenizer, loaded.settings
+        self.settings = settings
+        self.images = ImagePreprocessor(settings, self.device)
+        self.prompts = PromptEncoder(tok, settings, model.config.text_config.max_position_embeddings)
+        self.codec = build_codec(settings.codec, loc_token_ids(tok))
+        self.fallback = ConstantVelocityPlanner(settings.codec.num_waypoints)
+        self.grammar = None
+        if isinstance(self.codec, LocTokenCodec):
+            self.grammar = TrajectoryGrammar(self.codec, tok.bos_token_id, tok.eos_token_id,
+                                             tok.pad_token_id, model.config.text_config.vocab_size)
+        self.generation_config = copy.deepcopy(model.generation_config)
+        self.generation_config.max_new_tokens = (
+            self.codec.num_tokens + 2 if self.grammar is not None else 16 * settings.codec.num_waypoints)
+        self.processors = LogitsProcessorList([self.grammar] if self.grammar is not None else [])
+
+    @property
+    def uses_roadside(self) -> bool:
+        return self.settings.fusion
+
+    def encode(self, inputs: list[PlanInput]) -> tuple[dict, list[bool]]:
+        """Model inputs for a batch, and which prompts had their description cut."""
+        pixels = self.images([(f.ego, f.roadside if self.uses_roadside else None) for f in inputs])
+        prompts = [self.prompts.encode(f.description, f.motion, f.command) for f in inputs]
+        width = max(len(p.input_ids) for p in prompts)
+        ids = torch.full((len(prompts), width), self.loaded.tokenizer.pad_token_id, dtype=torch.long)
+        mask = torch.zeros((len(prompts), width), dtype=torch.long)
+        for i, p in enumerate(prompts):
+            ids[i, : len(p.input_ids)] = torch.tensor(p.input_ids)
+            mask[i, : len(p.input_ids)] = 1
+        batch = {"pixel_values": pixels, "input_ids": ids.to(self.device),
+                 "attention_mask": mask.to(self.device)}
+        return batch, [p.truncated for p in prompts]
+
+    @torch.no_grad()
+    def generate(self, batch: dict) -> torch.Tensor:
+        return self.loaded.model.generate(**batch, logits_processor=self.processors,
+                                          generation_config=self.generation_config)
+
+    def decode(self, sequence: torch.Tensor) -> np.ndarray:
+        """Waypoints from one generated sequence (start token, ``<s>``, tokens, ``</s>``)."""
+        tok = self.loaded.tokenizer
+        specials = {tok.bos_token_id, tok.eos_token_id, tok.pad_token_id}
+        body = [int(t) for t in sequence.tolist()[1:] if int(t) not in specials]
+        if self.grammar is not None:
+            return self.codec.decode(body)
+        return self.codec.decode(tok.decode(body, skip_special_tokens=True))
+
+    def plan(self, inputs: list[PlanInput]) -> list[PlanOutput]:
+        n = len(inputs)
+        t0 = time.perf_counter()
+        batch, truncated = self.encode(inputs)
+        t1 = time.perf_counter()
+        sequences = self.generate(batch)
+        t2 = time.perf_counter()
+        outputs = []
+        for frame, seq, cut in zip(inputs, sequences, truncated):
+            try:
+                xy, failed = self.decode(seq), False
+            except TrajectoryDecodeError:
+                xy, failed = self.fallback.plan_from_speed(frame.motion.speed_mps), True
+            outputs.append(PlanOutput(xy=xy, raw_xy=xy, decode_failed=failed, truncated_prompt=cut))
+        t3 = time.perf_counter()
+        if self.refiner is not None:
+            for frame, out in zip(inputs, outputs):
+                # a speed measured over no time (a sequence's first frame) is unknown, not 0
+                speed = frame.motion.speed_mps if frame.motion.history_s > 0 else None
+                out.xy, out.refine_report = self.refiner(out.raw_xy, speed)
+        t4 = time.perf_counter()
+        per = [(t1 - t0), (t2 - t1), (t3 - t2), (t4 - t3)]
+        for out in outputs:
+            out.stage_ms = {stage: 1000.0 * dt / n for stage, dt in zip(STAGES, per)}
+        return outputs

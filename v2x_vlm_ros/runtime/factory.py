@@ -1,0 +1,50 @@
+"""Building the runtime pieces from settings, shared by the nodes and replay.
+
+``make_engine`` is where an inference backend is chosen. Only ``eager`` exists so far; a
+request for another backend falls back to it and says so in the returned note, which the
+caller logs (never a crash for an unavailable backend).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from v2x_vlm_ros.runtime.describer import ThreadedDescriber
+from v2x_vlm_ros.runtime.engine import PlannerEngine
+from v2x_vlm_ros.runtime.refine import RefineConfig, Refiner
+
+BACKENDS = ("eager",)
+DEMO_MODEL = "synthetic-student"
+
+
+def default_model_dir() -> str:
+    """The demo model installed with the package (share/v2x_vlm_ros/models/...), or the
+    source tree's when running from a checkout."""
+    try:
+        from ament_index_python.packages import get_package_share_directory  # ROS 2 installs only
+
+        installed = Path(get_package_share_directory("v2x_vlm_ros")) / "models" / DEMO_MODEL
+        if installed.is_dir():
+            return str(installed)
+    except (ImportError, LookupError):
+        pass
+    return str(Path(__file__).resolve().parents[2] / "models" / DEMO_MODEL)
+
+
+def make_engine(model_dir, device: str = "cpu", backend: str = "eager",
+                refine: RefineConfig | None = RefineConfig()) -> tuple[PlannerEngine, str]:
+    """(engine, note): the planning step for ``model_dir`` and a line saying which backend runs."""
+    from v2x_vlm_ros.model.modeling import load_model
+
+    note = f"backend {backend}"
+    if backend not in BACKENDS:
+        note = f"backend {backend!r} is not available in this build; falling back to eager"
+    refiner = Refiner(refine) if refine is not None and refine.enabled else None
+    return PlannerEngine(load_model(model_dir, device), device, refiner), note
+
+
+def make_describer(model_dir, device: str, cache, rate_hz: float, deadline_s: float) -> ThreadedDescriber:
+    from v2x_vlm_ros.model.describer import SceneDescriber
+
+    describer = SceneDescriber(model_dir, device=device)
+    return ThreadedDescriber(lambda image: describer.describe([image])[0], cache, rate_hz, deadline_s)

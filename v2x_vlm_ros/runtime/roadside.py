@@ -1,0 +1,110 @@
+"""Algorithm 1, Task B: the roadside side of the link.
+
+Each infrastructure frame offered is, at most ``rate_hz`` times a second (by stamp, so a
+replay at any speed sends the same frames), downsampled by ``scale`` and encoded (JPEG
+with ``quality``, PNG, or raw BGR bytes), and the bytes are accounted twice: by the
+paper's formula s²·W·H·C·f on the original size, and as actually sent (``BandwidthMeter``).
+``rate_hz = 0`` sends every frame.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from dataclasses import dataclass
+
+import numpy as np
+
+from v2x_vlm_ros.eval.transmission import BandwidthMeter, formula_bps
+from v2x_vlm_ros.preprocessing.image_codec import CODECS, downsample, encode_image
+
+
+@dataclass
+class RoadsideConfig:
+    """Roadside node parameters (roadside_node declares the same names)."""
+
+    #: Downsampling factor s in (0, 1] applied to width and height.
+    scale: float = 1.0
+    #: "jpeg", "png" or "raw".
+    codec: str = "jpeg"
+    #: JPEG quality 1..100 (ignored by png and raw).
+    quality: int = 90
+    #: Frames sent per second at most (the paper: 2 Hz); 0 sends every frame.
+    rate_hz: float = 2.0
+
+    def __post_init__(self):
+        if not 0 < self.scale <= 1:
+            raise ValueError(f"scale must be in (0, 1], got {self.scale}")
+        if self.codec not in CODECS:
+            raise ValueError(f"codec must be one of {CODECS}, got {self.codec!r}")
+        if not 1 <= self.quality <= 100:
+            raise ValueError(f"quality must be in 1..100, got {self.quality}")
+        if self.rate_hz < 0:
+            raise ValueError(f"rate_hz must be >= 0, got {self.rate_hz}")
+
+
+@dataclass
+class EncodedFrame:
+    stamp_ns: int
+    data: bytes
+    codec: str
+    width: int  # of the sent (downsampled) image
+    height: int
+    encode_ms: float
+
+
+class RoadsideService:
+    def __init__(self, config: RoadsideConfig | None = None):
+        self.config = config or RoadsideConfig()
+        self.meter = BandwidthMeter()
+        self.counts: Counter = Counter()
+        self._last_sent_ns: int | None = None
+        self._formula: float | None = None
+
+    def due(self, stamp_ns: int) -> bool:
+        """Whether a frame with this stamp would be sent (the rate limit, by stamp)."""
+        if self.config.rate_hz == 0 or self._last_sent_ns is None:
+            return True
+        if stamp_ns < self._last_sent_ns:  # the clock went back: start over
+            return True
+        # half a microsecond of slack: stamps of a 10 Hz camera are not exactly 100 ms apart
+        return stamp_ns - self._last_sent_ns >= 1e9 / self.config.rate_hz - 5e5
+
+    def admit(self, stamp_ns: int) -> bool:
+        """Count a frame offered at this stamp; True when it is due (then ``encode`` it), so a
+        node can skip decoding the frames the rate limit drops."""
+        self.counts["offered"] += 1
+        if not self.due(stamp_ns):
+            self.counts["skipped_rate"] += 1
+            return False
+        return True
+
+    def offer(self, stamp_ns: int, image: np.ndarray) -> EncodedFrame | None:
+        """Encode and account the frame if it is due; None when the rate limit skips it."""
+        return self.encode(stamp_ns, image) if self.admit(stamp_ns) else None
+
+    def encode(self, stamp_ns: int, image: np.ndarray) -> EncodedFrame:
+        """Downsample, encode and account an admitted frame."""
+        t0 = time.perf_counter()
+        small = downsample(image, self.config.scale)
+        data = encode_image(small, self.config.codec, self.config.quality)
+        encode_ms = 1000.0 * (time.perf_counter() - t0)
+        self._last_sent_ns = int(stamp_ns)
+        self.counts["sent"] += 1
+        self.meter.record(len(data), stamp_ns * 1e-9)
+        h, w = image.shape[:2]
+        rate = self.config.rate_hz or None
+        if rate is not None:
+            self._formula = formula_bps(self.config.scale, w, h, image.shape[2], rate)
+        return EncodedFrame(int(stamp_ns), data, self.config.codec, small.shape[1], small.shape[0], encode_ms)
+
+    def stats(self) -> dict:
+        """Counts and bandwidth. ``formula_bps`` needs a rate; with ``rate_hz = 0`` the
+        measured rate is the only meaningful number."""
+        return {
+            "config": {"scale": self.config.scale, "codec": self.config.codec,
+                       "quality": self.config.quality, "rate_hz": self.config.rate_hz},
+            "offered": self.counts["offered"], "sent": self.counts["sent"],
+            "skipped_rate": self.counts["skipped_rate"],
+            "formula_bps": self._formula, **{f"measured_{k}": v for k, v in self.meter.summary().items()},
+        }

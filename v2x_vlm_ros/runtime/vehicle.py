@@ -1,0 +1,244 @@
+"""Algorithm 1 on the vehicle, without ROS: inputs in, one plan per timer tick out.
+
+Subscriptions only store (``on_ego_image``, ``on_roadside_image``, ``on_motion``,
+``on_command``): decoding and planning happen in ``step(now_ns)``, which the node calls
+from a timer and replay calls on its clock. A step takes the newest ego frame (older ones
+are superseded, counted), pairs it with a roadside frame by the rule in ``runtime.sync``,
+reads the newest scene description from the cache (fresh, stale or none), and runs the
+planning step (``PlannerEngine``: preprocess, model, decode, refine). It records the
+latency of each stage; the caller adds the publish stage with ``record_publish``.
+
+Modes: **fused** when a roadside frame pairs; **ego_only** otherwise (stream missing,
+stale, undecodable): the roadside half of the model input is blank, which the model
+reads as "no roadside information". The mode is left as soon as a roadside frame pairs
+again; every cycle, entry and exit is counted. Nothing an input can contain stops the
+service: bad frames are dropped and counted by cause (``diagnostics()``).
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter, deque
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from v2x_vlm_ros.data.records import Command, EgoMotion
+from v2x_vlm_ros.preprocessing.image_codec import ImageDecodeError, decode_image
+from v2x_vlm_ros.runtime.describer import DescriptionCache
+from v2x_vlm_ros.runtime.engine import PlanInput
+from v2x_vlm_ros.runtime.sync import FrameBuffer, pick_roadside
+
+MODES = ("fused", "ego_only")
+
+
+@dataclass
+class VehicleConfig:
+    """Vehicle node parameters (vehicle_node declares the same names)."""
+
+    #: Planning timer rate.
+    planning_rate_hz: float = 10.0
+    #: A roadside frame may be this much newer than the ego frame (clock disagreement).
+    sync_slop_s: float = 0.25
+    #: A roadside frame older than this is stale: planning goes ego-only.
+    roadside_max_age_s: float = 1.0
+    #: A description of an ego image older than this is stale: the prompt goes without.
+    description_max_age_s: float = 3.0
+    #: An ego frame older than this when its step comes is not planned on (counted).
+    ego_max_age_s: float = 0.5
+    #: Frames from further in the future than this (clock error) are dropped.
+    future_tolerance_s: float = 0.5
+    #: Frames kept per input stream (the oldest is dropped first, counted).
+    queue_depth: int = 4
+    #: Navigation command until the route sends one: LEFT, RIGHT or FORWARD.
+    default_command: str = "FORWARD"
+    #: Largest image accepted (pixels); bigger ones are dropped before decoding.
+    max_image_pixels: int = 16_000_000
+    #: Planning steps kept for the latency statistics.
+    latency_window: int = 1000
+
+    def __post_init__(self):
+        for name in ("planning_rate_hz", "roadside_max_age_s", "description_max_age_s", "ego_max_age_s"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
+        for name in ("sync_slop_s", "future_tolerance_s"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.queue_depth < 1 or self.max_image_pixels < 1 or self.latency_window < 1:
+            raise ValueError("queue_depth, max_image_pixels and latency_window must be >= 1")
+        if self.default_command.upper() not in Command.__members__:
+            raise ValueError(f"default_command must be LEFT, RIGHT or FORWARD, got {self.default_command!r}")
+
+
+@dataclass
+class PlanResult:
+    stamp_ns: int  # stamp of the ego frame planned on
+    xy: np.ndarray  # (T, 2) refined plan in the ego frame at that stamp
+    raw_xy: np.ndarray
+    mode: str  # "fused" or "ego_only"
+    roadside_stamp_ns: int | None
+    roadside_age_s: float | None
+    description: str | None
+    description_state: str  # "fresh", "stale" or "none"
+    description_age_s: float | None
+    motion: EgoMotion
+    command: Command
+    stage_ms: dict = field(default_factory=dict)
+    decode_failed: bool = False
+    refine_report: object = None
+
+
+@dataclass
+class _Image:
+    """An image as received: decoded pixels or still-encoded bytes (decoded on planning)."""
+
+    pixels: np.ndarray | None = None
+    encoded: bytes | None = None
+    source: str = ""
+
+    def decode(self, max_pixels: int) -> np.ndarray:
+        if self.pixels is not None:
+            return self.pixels
+        return decode_image(self.encoded, self.source, max_pixels=max_pixels)
+
+
+class VehicleService:
+    def __init__(self, engine, config: VehicleConfig | None = None, describer=None,
+                 descriptions: DescriptionCache | None = None):
+        self.config = config or VehicleConfig()
+        self.engine = engine
+        self.describer = describer
+        self.descriptions = descriptions or DescriptionCache(self.config.description_max_age_s)
+        self.drops: Counter = Counter()
+        self.counts: Counter = Counter()
+        self.ego = FrameBuffer("ego", self.config.queue_depth, self.drops)
+        self.roadside = FrameBuffer("roadside", self.config.queue_depth, self.drops)
+        self.motion: tuple[int, EgoMotion] | None = None
+        self.command = Command[self.config.default_command.upper()]
+        self.mode: str | None = None
+        self._last_planned_ns: int | None = None
+        self.last_ego: np.ndarray | None = None  # the last image planned on (debug views)
+        self.latencies: deque[dict] = deque(maxlen=self.config.latency_window)
+
+    # -- subscriptions: store only --------------------------------------------------------
+
+    def _admit(self, name: str, stamp_ns: int, now_ns: int | None) -> bool:
+        if now_ns is not None and stamp_ns > now_ns + self.config.future_tolerance_s * 1e9:
+            self.drops[f"{name}_from_the_future"] += 1
+            return False
+        return True
+
+    def on_ego_image(self, stamp_ns: int, pixels: np.ndarray | None = None, encoded: bytes | None = None,
+                     source: str = "ego", now_ns: int | None = None) -> None:
+        self.counts["ego_frames_in"] += 1
+        if self._admit("ego", stamp_ns, now_ns):
+            self.ego.push(stamp_ns, _Image(pixels, encoded, source))
+        if self.describer is not None:
+            self.describer.submit(stamp_ns, pixels if pixels is not None else encoded)
+
+    def on_roadside_image(self, stamp_ns: int, pixels: np.ndarray | None = None, encoded: bytes | None = None,
+                          source: str = "roadside", now_ns: int | None = None) -> None:
+        self.counts["roadside_frames_in"] += 1
+        if self._admit("roadside", stamp_ns, now_ns):
+            self.roadside.push(stamp_ns, _Image(pixels, encoded, source))
+
+    def on_motion(self, stamp_ns: int, motion: EgoMotion) -> None:
+        values = (motion.speed_mps, motion.heading_rad, motion.yaw_rate_rps)
+        if not all(np.isfinite(values)):
+            self.drops["motion_not_finite"] += 1
+            return
+        self.motion = (int(stamp_ns), motion)
+
+    def on_command(self, command: Command) -> None:
+        self.command = Command(command)
+
+    # -- the planning step ----------------------------------------------------------------
+
+    def step(self, now_ns: int) -> PlanResult | None:
+        """Plan on the newest ego frame; None (and a counted reason) when there is none."""
+        self.counts["steps"] += 1
+        frame = self.ego.take_latest()
+        if frame is None:
+            self.counts["steps_without_new_ego_frame"] += 1
+            return None
+        if now_ns - frame.stamp_ns > self.config.ego_max_age_s * 1e9:
+            self.drops["ego_too_old"] += 1
+            return None
+        t0 = time.perf_counter()
+        try:
+            ego = frame.value.decode(self.config.max_image_pixels)
+        except ImageDecodeError:
+            self.drops["ego_undecodable"] += 1
+            return None
+        self.last_ego = ego
+        roadside, road_frame = self._roadside_for(frame.stamp_ns)
+        mode = "fused" if roadside is not None else "ego_only"
+        self._enter(mode)
+        text, state, age = self.descriptions.get(frame.stamp_ns)
+        self.counts[f"description_{state}"] += 1
+        motion = self.motion[1] if self.motion is not None else EgoMotion(0.0, 0.0, 0.0, 0.0)
+        if self.motion is None:
+            self.counts["steps_without_motion"] += 1
+        decode_ms = 1000.0 * (time.perf_counter() - t0)
+        out = self.engine.plan([PlanInput(ego, roadside, text, motion, self.command)])[0]
+        stage_ms = dict(out.stage_ms)
+        stage_ms["preprocess"] = stage_ms.get("preprocess", 0.0) + decode_ms
+        self.latencies.append(stage_ms)
+        self.counts["plans_out"] += 1
+        self.counts["decode_failures"] += int(out.decode_failed)
+        self._last_planned_ns = frame.stamp_ns
+        return PlanResult(
+            stamp_ns=frame.stamp_ns, xy=out.xy, raw_xy=out.raw_xy, mode=mode,
+            roadside_stamp_ns=None if road_frame is None else road_frame.stamp_ns,
+            roadside_age_s=None if road_frame is None else (frame.stamp_ns - road_frame.stamp_ns) * 1e-9,
+            description=text, description_state=state, description_age_s=age, motion=motion,
+            command=self.command, stage_ms=stage_ms, decode_failed=out.decode_failed,
+            refine_report=out.refine_report,
+        )
+
+    def _roadside_for(self, ego_stamp_ns: int):
+        if not self.engine.uses_roadside:
+            return None, None
+        frame = pick_roadside(ego_stamp_ns, self.roadside.frames, self.config.sync_slop_s,
+                              self.config.roadside_max_age_s)
+        if frame is None:
+            self.counts["roadside_unpaired"] += 1
+            return None, None
+        try:
+            return frame.value.decode(self.config.max_image_pixels), frame
+        except ImageDecodeError:
+            self.drops["roadside_undecodable"] += 1
+            self.roadside.discard(frame)
+            return None, None
+
+    def _enter(self, mode: str) -> None:
+        if mode != self.mode:
+            if self.mode is not None:
+                self.counts[f"mode_{mode}_entered"] += 1
+            self.mode = mode
+        self.counts[f"cycles_{mode}"] += 1
+
+    def record_publish(self, ms: float) -> None:
+        if self.latencies:
+            self.latencies[-1]["publish"] = ms
+
+    # -- reporting ------------------------------------------------------------------------
+
+    def latency_stats(self) -> dict:
+        """Per stage: mean, p50, p99 (ms) over the last ``latency_window`` plans."""
+        out = {}
+        stages = sorted({k for entry in self.latencies for k in entry})
+        for stage in stages + ["total"]:
+            values = np.array([sum(e.values()) if stage == "total" else e.get(stage, 0.0)
+                               for e in self.latencies])
+            if values.size:
+                out[stage] = {"mean": float(values.mean()), "p50": float(np.percentile(values, 50)),
+                              "p99": float(np.percentile(values, 99))}
+        return out
+
+    def diagnostics(self) -> dict:
+        return {
+            "mode": self.mode, "command": self.command.name, "counts": dict(self.counts),
+            "drops": dict(self.drops), "latency_ms": self.latency_stats(),
+            "describer": self.describer.stats() if self.describer is not None else None,
+        }
