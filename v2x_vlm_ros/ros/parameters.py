@@ -106,12 +106,13 @@ class ParameterSpec:
 
 
 def field_docs(cls) -> dict[str, str]:
-    """``{field: text}`` from the ``#:`` comment lines right above each field."""
+    """``{field: text}`` from the comment lines right above each field (``#:`` or ``#``;
+    section rulers such as ``# -- data ---`` are not documentation)."""
     docs, pending = {}, []
     for line in inspect.getsource(cls).splitlines():
         stripped = line.strip()
-        if stripped.startswith("#:"):
-            pending.append(stripped[2:].strip())
+        if stripped.startswith("#") and not stripped.startswith("# --"):
+            pending.append(stripped.lstrip("#:").strip())
             continue
         match = re.match(r"(\w+)\s*:", stripped)
         if match and pending:
@@ -151,3 +152,29 @@ def build(cls, values: dict, prefix: str = ""):
             default = getattr(cls, name, None)
             kwargs[name] = tuple(value) if isinstance(default, tuple) else value
     return cls(**kwargs)
+
+
+def render_param_yaml(node: str, specs: list[ParameterSpec]) -> str:
+    """The ``config/<node>.param.yaml`` text for ``specs`` (defaults, described)."""
+    import textwrap
+
+    import yaml
+
+    lines = [f"# {node} parameters, generated from the dataclasses the node declares them from",
+             "# (python -m v2x_vlm_ros.ros.parameters); test_node_interface.py keeps them in step.",
+             f"{node}:", "  ros__parameters:"]
+    for spec in specs:
+        lines += [f"    # {line}" for line in textwrap.wrap(spec.description, 92)]
+        value = yaml.safe_dump(spec.default, default_flow_style=True).strip()
+        lines.append(f"    {spec.name}: {value.removesuffix('...').strip()}")
+    return "\n".join(lines) + "\n"
+
+
+PARAM_FILES = {"vehicle_node": vehicle_node_parameters, "roadside_node": roadside_node_parameters}
+
+if __name__ == "__main__":
+    from pathlib import Path
+
+    config_dir = Path(__file__).resolve().parents[2] / "config"
+    for node_name, specs_of in PARAM_FILES.items():
+        (config_dir / f"{node_name}.param.yaml").write_text(render_param_yaml(node_name, specs_of()))
