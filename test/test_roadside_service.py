@@ -23,7 +23,17 @@ def test_two_hertz_of_a_ten_hertz_camera_by_stamp():
     # raw bytes of a half-size image: the formula and the measured rate agree
     assert (sent[0].width, sent[0].height) == (96, 54) and len(sent[0].data) == 54 * 96 * 3
     assert stats["formula_bps"] == pytest.approx(0.25 * 192 * 108 * 3 * 2.0)
-    assert stats["measured_bytes_per_second"] == pytest.approx(54 * 96 * 3 * 2.0)
+    # 6 frames of 15552 bytes over 2.9 s of streaming (30 stamps 0.1 s apart)
+    assert stats["measured_bps"] == pytest.approx(6 * 54 * 96 * 3 / 2.9)
+
+
+def test_gaps_between_sequences_are_not_stream_time():
+    svc = RoadsideService(RoadsideConfig(rate_hz=0.0, codec="raw"))
+    for start_s in (0.0, 100.0):  # two 1 s bursts at 10 Hz, 99 s apart
+        for k in range(11):
+            svc.offer(int((start_s + k / 10) * 1000) * MS, IMAGE)
+    assert svc.stats()["stream_seconds"] == pytest.approx(2.0)
+    assert svc.measured_bps == pytest.approx(22 * IMAGE.nbytes / 2.0)
 
 
 def test_jittered_stamps_still_give_the_rate():

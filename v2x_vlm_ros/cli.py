@@ -147,6 +147,40 @@ def cmd_bag(args) -> int:
     return 0
 
 
+def cmd_replay(args) -> int:
+    from v2x_vlm_ros.model.modeling import ModelLoadError
+    from v2x_vlm_ros.runtime.roadside import RoadsideConfig
+    from v2x_vlm_ros.tools.replay import ReplayOptions, replay
+
+    try:
+        link = RoadsideConfig(scale=args.roadside_scale, codec=args.roadside_codec,
+                              quality=args.roadside_quality, rate_hz=args.roadside_rate)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    options = ReplayOptions(model=args.model or _demo_model(), out=args.out, realtime=args.realtime,
+                            roadside=link, no_roadside=args.no_roadside, describer=args.describer,
+                            describer_rate_hz=args.describer_rate, device=args.device,
+                            collision=args.collision, refine=not args.no_refine)
+    source = Path(args.root)
+    dataset = None
+    if not (source / "metadata.yaml").is_file():  # a DAIR-V2X root, not a bag
+        dataset = _open_dataset(args)
+    try:
+        result = replay(source, options, dataset=dataset, progress=not args.quiet)
+    except ModelLoadError as exc:
+        raise ConfigError(str(exc)) from None
+    print((Path(args.out) / "metrics.md").read_text(), end="")
+    print(f"wrote {args.out}: predictions.mcap, metrics.json, metrics.md, "
+          f"{len(result['replay']['pictures'])} pictures, {result['replay']['video'] or 'no video'}")
+    return 0
+
+
+def _demo_model() -> str:
+    from v2x_vlm_ros.runtime.factory import default_model_dir
+
+    return default_model_dir()
+
+
 def cmd_table(args) -> int:
     from v2x_vlm_ros.eval.metrics import format_markdown_table
 
@@ -260,6 +294,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--distro", choices=("humble", "jazzy"),
                    help="message definitions (default: humble for sqlite3, jazzy for mcap)")
     p.set_defaults(func=cmd_bag)
+
+    p = sub.add_parser("replay", help="run the onboard services on a DAIR-V2X root or a bag, without ROS")
+    _dataset_args(p)
+    p.add_argument("--model", help="model directory (default: the demo model, models/synthetic-student)")
+    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--realtime", action="store_true", help="feed frames at their recorded pace")
+    p.add_argument("--roadside-scale", type=float, default=1.0, help="downsampling factor s in (0, 1]")
+    p.add_argument("--roadside-codec", choices=("jpeg", "png", "raw"), default="jpeg", help="link encoding")
+    p.add_argument("--roadside-quality", type=int, default=90, help="JPEG quality of the link")
+    p.add_argument("--roadside-rate", type=float, default=2.0,
+                   help="roadside frames sent per second (0: every frame)")
+    p.add_argument("--no-roadside", action="store_true", help="send no roadside frame (ego-only driving)")
+    p.add_argument("--describer", help="describer model directory: captions asynchronously")
+    p.add_argument("--describer-rate", type=float, default=0.5, help="captions per second at most")
+    p.add_argument("--device", default="cpu", help="torch device")
+    p.add_argument("--collision", choices=("univ2x", "obb"), default="univ2x", help="collision test")
+    p.add_argument("--no-refine", action="store_true", help="publish the decoded trajectory unrefined")
+    p.set_defaults(func=cmd_replay)
 
     p = sub.add_parser("table", help="one Markdown table from several `eval --json` results")
     p.add_argument("results", nargs="+", help="JSON files written by v2x-vlm eval --json")

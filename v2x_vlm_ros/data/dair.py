@@ -81,6 +81,8 @@ class _VehicleFrame:
     novatel_to_world: Path
     side_label: Path | None
     record: str  # "vehicle-side/data_info.json[i]" for messages
+    lidar_to_camera: Path | None = None
+    intrinsics: Path | None = None
 
 
 @dataclass
@@ -134,6 +136,10 @@ def _longest_increasing(stamps: list[int]) -> set[int]:
         keep.add(i)
         i = parent[i]
     return keep
+
+
+def _optional(side: Path, rel) -> Path | None:
+    return side / rel if isinstance(rel, str) and rel else None
 
 
 def _frame_id_from_path(path: str) -> str:
@@ -263,6 +269,8 @@ class DairV2XDataset:
                 novatel_to_world=side / str(rec["calib_novatel_to_world_path"]),
                 side_label=side / str(label) if isinstance(label, str) else None,
                 record=f"{name}{where}",
+                lidar_to_camera=_optional(side, rec.get("calib_lidar_to_camera_path")),
+                intrinsics=_optional(side, rec.get("calib_camera_intrinsic_path")),
             ))
 
         sequences = {}
@@ -468,7 +476,13 @@ class DairV2XDataset:
             command=entry.command, system_error_offset=entry.offset,
             description=self.descriptions.get(frame.frame_id),
             scenario=self.scenarios.get(seq.sequence_id), frame_index=pos,
+            ego_lidar_to_camera_path=frame.lidar_to_camera, ego_intrinsics_path=frame.intrinsics,
         )
+
+    def time_order(self) -> list[int]:
+        """Sample indices sequence by sequence, each in frame order (replay order)."""
+        return sorted(range(len(self._index)), key=lambda i: (self._index[i].sequence.sequence_id,
+                                                               self._index[i].position))
 
     def roadside_image_paths(self) -> list[Path]:
         """The distinct roadside images the samples use."""

@@ -98,3 +98,5 @@ class CooperativeSample:
     description: str | None = None
     scenario: str | None = None
     frame_index: int = 0  # position of the frame in its sequence
+    ego_lidar_to_camera_path: Path | None = None  # calibration, for drawing on the ego image
+    ego_intrinsics_path: Path | None = None

@@ -63,7 +63,9 @@ def as_chw(image, device, bgr: bool = True) -> torch.Tensor:
         raise ValueError(f"expected an HxWx3 image, got shape {arr.shape}")
     if arr.dtype != np.uint8:
         raise ValueError(f"expected uint8 pixels, got {arr.dtype}")
-    t = torch.from_numpy(np.ascontiguousarray(arr)).to(device).permute(2, 0, 1).float()
+    if not arr.flags.writeable or not arr.flags.c_contiguous:  # torch wants its own writable buffer
+        arr = np.array(arr, copy=True, order="C")
+    t = torch.from_numpy(arr).to(device).permute(2, 0, 1).float()
     return t.flip(0) if bgr else t
 
 

@@ -53,27 +53,48 @@ class EncodedFrame:
     encode_ms: float
 
 
+#: Gaps between offered frames longer than this are not stream time (a new sequence, a
+#: paused camera): the measured rate is bytes sent over the time the camera was streaming.
+STREAM_GAP_S = 2.0
+
+
 class RoadsideService:
     def __init__(self, config: RoadsideConfig | None = None):
         self.config = config or RoadsideConfig()
         self.meter = BandwidthMeter()
         self.counts: Counter = Counter()
         self._last_sent_ns: int | None = None
+        self._next_due_ns: int | None = None
+        self._period_ns = int(1e9 / self.config.rate_hz) if self.config.rate_hz else 0
+        self._last_offered_ns: int | None = None
+        self._stream_ns = 0
         self._formula: float | None = None
 
     def due(self, stamp_ns: int) -> bool:
-        """Whether a frame with this stamp would be sent (the rate limit, by stamp)."""
-        if self.config.rate_hz == 0 or self._last_sent_ns is None:
+        """Whether a frame with this stamp would be sent. Sends follow a grid of period
+        1 / rate_hz started by the first frame, and a frame up to a tenth of a period early
+        counts as on time, so camera jitter does not let the rate drift down."""
+        if self.config.rate_hz == 0 or self._next_due_ns is None:
             return True
-        if stamp_ns < self._last_sent_ns:  # the clock went back: start over
+        if self._last_sent_ns is not None and stamp_ns < self._last_sent_ns:  # clock went back
             return True
-        # half a microsecond of slack: stamps of a 10 Hz camera are not exactly 100 ms apart
-        return stamp_ns - self._last_sent_ns >= 1e9 / self.config.rate_hz - 5e5
+        return stamp_ns >= self._next_due_ns - self._period_ns // 10
+
+    def _schedule(self, stamp_ns: int) -> None:
+        if self.config.rate_hz == 0:
+            return
+        grid = self._next_due_ns
+        if grid is None or stamp_ns < (self._last_sent_ns or stamp_ns) or stamp_ns - grid >= self._period_ns:
+            grid = stamp_ns  # first frame, a clock reset, or a pause: restart the grid here
+        self._next_due_ns = grid + self._period_ns
 
     def admit(self, stamp_ns: int) -> bool:
         """Count a frame offered at this stamp; True when it is due (then ``encode`` it), so a
         node can skip decoding the frames the rate limit drops."""
         self.counts["offered"] += 1
+        if self._last_offered_ns is not None and 0 < stamp_ns - self._last_offered_ns <= STREAM_GAP_S * 1e9:
+            self._stream_ns += stamp_ns - self._last_offered_ns
+        self._last_offered_ns = int(stamp_ns)
         if not self.due(stamp_ns):
             self.counts["skipped_rate"] += 1
             return False
@@ -89,6 +110,7 @@ class RoadsideService:
         small = downsample(image, self.config.scale)
         data = encode_image(small, self.config.codec, self.config.quality)
         encode_ms = 1000.0 * (time.perf_counter() - t0)
+        self._schedule(int(stamp_ns))
         self._last_sent_ns = int(stamp_ns)
         self.counts["sent"] += 1
         self.meter.record(len(data), stamp_ns * 1e-9)
@@ -98,6 +120,13 @@ class RoadsideService:
             self._formula = formula_bps(self.config.scale, w, h, image.shape[2], rate)
         return EncodedFrame(int(stamp_ns), data, self.config.codec, small.shape[1], small.shape[0], encode_ms)
 
+    @property
+    def measured_bps(self) -> float | None:
+        """Bytes sent per second of streaming (gaps over ``STREAM_GAP_S`` excluded)."""
+        if self._stream_ns <= 0:
+            return None
+        return self.meter.total_bytes / (self._stream_ns * 1e-9)
+
     def stats(self) -> dict:
         """Counts and bandwidth. ``formula_bps`` needs a rate; with ``rate_hz = 0`` the
         measured rate is the only meaningful number."""
@@ -106,5 +135,7 @@ class RoadsideService:
                        "quality": self.config.quality, "rate_hz": self.config.rate_hz},
             "offered": self.counts["offered"], "sent": self.counts["sent"],
             "skipped_rate": self.counts["skipped_rate"],
-            "formula_bps": self._formula, **{f"measured_{k}": v for k, v in self.meter.summary().items()},
+            "formula_bps": self._formula, "measured_bps": self.measured_bps,
+            "measured_mean_bytes": self.meter.mean_bytes(), "measured_total_bytes": self.meter.total_bytes,
+            "stream_seconds": self._stream_ns * 1e-9,
         }
