@@ -14,8 +14,13 @@ ws=.colcon
 rm -rf "$ws/build" "$ws/install" "$ws/log"
 colcon --log-base "$ws/log" build --paths . --build-base "$ws/build" --install-base "$ws/install"
 colcon list --paths .
-for d in package.xml launch config models; do
-  test -e "$ws/install/v2x_vlm_ros/share/v2x_vlm_ros/$d" || { echo "missing share/v2x_vlm_ros/$d"; exit 1; }
+share="$ws/install/v2x_vlm_ros/share/v2x_vlm_ros"
+for f in package.xml launch/v2x_vlm.launch.py launch/replay.launch.py config/v2x_vlm.rviz \
+         config/vehicle_node.param.yaml config/roadside_node.param.yaml models; do
+  test -e "$share/$f" || { echo "missing share/v2x_vlm_ros/$f"; exit 1; }
+done
+for exe in vehicle_node roadside_node v2x-vlm; do
+  test -x "$ws/install/v2x_vlm_ros/lib/v2x_vlm_ros/$exe" || { echo "missing lib/v2x_vlm_ros/$exe"; exit 1; }
 done
 test -f "$ws/install/v2x_vlm_ros/share/ament_index/resource_index/packages/v2x_vlm_ros" \
   || { echo "missing ament index marker"; exit 1; }
