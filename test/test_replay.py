@@ -103,3 +103,15 @@ def test_a_bag_replays_too(tiny_model_dir, tmp_path):
     m = json.loads((out / "metrics.json").read_text())
     assert m["num_samples"] == 60 and m["replay"]["frames_not_planned"] == 0
     assert m["unlabelled_steps"]["4.5"] > 0  # a bag carries no agent boxes: no collision test
+
+
+def test_realtime_plans_the_newest_frame_and_counts_the_rest(tiny_model_dir, tmp_path):
+    out = tmp_path / "realtime"
+    assert main(["replay", str(SAMPLE), *PICK, "--model", str(tiny_model_dir), "--out", str(out),
+                 "--realtime", "--quiet"]) == 0
+    m = json.loads((out / "metrics.json").read_text())
+    drops = m["vehicle"]["drops"]
+    lost = drops.get("ego_superseded", 0) + drops.get("ego_queue_full", 0) + drops.get("ego_too_old", 0)
+    assert m["replay"]["frames"] == 60 and m["replay"]["realtime"]
+    assert m["replay"]["planned"] + lost == 60  # every frame is planned on or counted
+    assert m["replay"]["seconds"] >= 5.5  # the recorded pace: 6 s of frames

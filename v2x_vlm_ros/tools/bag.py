@@ -245,3 +245,21 @@ def read_bag(path, topics=None) -> dict[str, list[tuple[int, object]]]:
         for conn, timestamp, raw in reader.messages(connections=conns):
             out.setdefault(conn.topic, []).append((timestamp, reader.deserialize(raw, conn.msgtype)))
     return out
+
+
+def iter_bag(path, topics=None):
+    """``(log time ns, {topic: message})`` groups in log-time order, one group per log time,
+    streamed (``write_bag`` logs a sample's messages at one time, so a group is a sample)."""
+    from rosbags.highlevel import AnyReader
+
+    with AnyReader([Path(path)]) as reader:
+        conns = [c for c in reader.connections if topics is None or c.topic in topics]
+        group_ns, group = None, {}
+        for conn, timestamp, raw in reader.messages(connections=conns):
+            if group_ns is not None and timestamp != group_ns:
+                yield group_ns, group
+                group = {}
+            group_ns = timestamp
+            group[conn.topic] = reader.deserialize(raw, conn.msgtype)
+        if group:
+            yield group_ns, group

@@ -44,7 +44,7 @@ from v2x_vlm_ros.preprocessing.image_codec import ImageDecodeError, decode_image
 from v2x_vlm_ros.runtime.describer import ClockedDescriber, Description, DescriptionCache, ThreadedDescriber
 from v2x_vlm_ros.runtime.factory import make_engine
 from v2x_vlm_ros.runtime.refine import RefineConfig
-from v2x_vlm_ros.runtime.roadside import RoadsideConfig, RoadsideService
+from v2x_vlm_ros.runtime.roadside import STREAM_GAP_S, RoadsideConfig, RoadsideService
 from v2x_vlm_ros.runtime.vehicle import VehicleConfig, VehicleService
 from v2x_vlm_ros.tools import draw
 
@@ -71,15 +71,16 @@ class ReplayOptions:
 
 @dataclass
 class ReplayFrame:
-    """One ego frame with what came with it (encoded images, as a link would carry them)."""
+    """One ego frame with what came with it (encoded images, as a link would carry them;
+    a path is read when the frame is fed, so a long dataset never sits in memory)."""
 
     sample_id: str
     sequence_id: str
     scenario: str | None
     ego_stamp_ns: int
-    ego_jpeg: bytes
+    ego_image: bytes | Path
     roadside_stamp_ns: int | None
-    roadside_jpeg: bytes | None
+    roadside_image: bytes | Path | None
     motion: EgoMotion
     command: Command
     description: str | None
@@ -88,6 +89,18 @@ class ReplayFrame:
     truth_mask: np.ndarray
     truth_agents: list | None  # per future step; None when the source has no labels (a bag)
     calib_paths: tuple | None = None  # (lidar_to_camera, intrinsics) for drawing
+
+    @property
+    def ego_jpeg(self) -> bytes:
+        return _read(self.ego_image)
+
+    @property
+    def roadside_jpeg(self) -> bytes | None:
+        return None if self.roadside_image is None else _read(self.roadside_image)
+
+
+def _read(data) -> bytes:
+    return data if isinstance(data, bytes) else Path(data).read_bytes()
 
 
 def frames_from_dataset(dataset):
@@ -118,14 +131,8 @@ def frames_from_bag(path):
     from v2x_vlm_ros.conversion import messages as m
     from v2x_vlm_ros.tools import bag
 
-    topics = bag.read_bag(path)
-    by_time: dict[int, dict] = {}
-    for topic, items in topics.items():
-        for log_ns, msg in items:
-            by_time.setdefault(log_ns, {})[topic] = msg
-    for log_ns in sorted(by_time):
-        msgs = by_time[log_ns]
-        if bag.EGO_IMAGE not in msgs:
+    for log_ns, msgs in bag.iter_bag(path):
+        if bag.EGO_IMAGE not in msgs or bag.ODOMETRY not in msgs:
             continue
         ego = msgs[bag.EGO_IMAGE]
         road = msgs.get(bag.ROADSIDE_IMAGE)
@@ -281,8 +288,9 @@ def replay(source, options: ReplayOptions, dataset=None, progress: bool = True) 
     (out / "frames").mkdir(exist_ok=True)
     if (out / "predictions.mcap").exists():  # a rosbag2 writer never overwrites
         shutil.rmtree(out / "predictions.mcap")
-    frames = list(frames_from_dataset(dataset) if dataset is not None else frames_from_bag(source))
-    if not frames:
+    stream = iter(frames_from_dataset(dataset) if dataset is not None else frames_from_bag(source))
+    upcoming = next(stream, None)  # one frame of look-ahead: real time needs the next stamp
+    if upcoming is None:
         raise ValueError(f"{source}: nothing to replay")
 
     roadside = RoadsideService(options.roadside)
@@ -315,12 +323,14 @@ def replay(source, options: ReplayOptions, dataset=None, progress: bool = True) 
     video = None
     planned = 0
     began = time.perf_counter()
-    start_stamp = frames[0].ego_stamp_ns
+    start_stamp = upcoming.ego_stamp_ns
+
+    skipped_ns = 0  # real time skips the gaps between sequences (minutes of nothing)
 
     def now_ns(frame: ReplayFrame) -> int:
         if not options.realtime:
             return frame.ego_stamp_ns
-        return start_stamp + int((time.perf_counter() - began) * 1e9)
+        return start_stamp + skipped_ns + int((time.perf_counter() - began) * 1e9)
 
     def feed(frame: ReplayFrame) -> None:
         stamp_now = now_ns(frame)
@@ -348,26 +358,39 @@ def replay(source, options: ReplayOptions, dataset=None, progress: bool = True) 
             frame.ego_stamp_ns, encoded=frame.ego_jpeg, source=frame.sample_id, now_ns=stamp_now
         )
 
-    by_stamp = {f.ego_stamp_ns: f for f in frames}
-    pending = list(frames)
-    with tqdm(total=len(frames), desc="replay", unit="frame", disable=not progress) as bar:
-        while pending:
-            if options.realtime:  # wait for the next frame, then feed everything that is due
-                due_in = (pending[0].ego_stamp_ns - start_stamp) * 1e-9 - (time.perf_counter() - began)
+    waiting: dict[int, ReplayFrame] = {}  # fed, not planned yet
+    fed = 0
+    with tqdm(
+        total=len(dataset) if dataset is not None else None,
+        desc="replay",
+        unit="frame",
+        disable=not progress,
+    ) as bar:
+        while upcoming is not None:
+            batch = [upcoming]
+            upcoming = next(stream, None)
+            if options.realtime and batch[0].ego_stamp_ns - now_ns(batch[0]) > STREAM_GAP_S * 1e9:
+                skipped_ns += batch[0].ego_stamp_ns - now_ns(batch[0])
+            if options.realtime:  # wait for the frame, then feed everything that is due meanwhile
+                due_in = (batch[0].ego_stamp_ns - start_stamp - skipped_ns) * 1e-9 - (
+                    time.perf_counter() - began
+                )
                 if due_in > 0:
                     time.sleep(due_in)
-                elapsed_ns = int((time.perf_counter() - began) * 1e9)
-                batch = [f for f in pending if f.ego_stamp_ns - start_stamp <= elapsed_ns] or pending[:1]
-            else:
-                batch = pending[:1]
+                while upcoming is not None and upcoming.ego_stamp_ns <= now_ns(upcoming):
+                    batch.append(upcoming)
+                    upcoming = next(stream, None)
             for f in batch:
                 feed(f)
-            pending = pending[len(batch) :]
+                waiting[f.ego_stamp_ns] = f
+            fed += len(batch)
             bar.update(len(batch))
             result = vehicle.step(now_ns(batch[-1]))
             if result is None:
                 continue
-            frame = by_stamp[result.stamp_ns]
+            frame = waiting.pop(result.stamp_ns)
+            for stamp in [t for t in waiting if t < result.stamp_ns]:  # superseded: never planned
+                del waiting[stamp]
             t0 = time.perf_counter()
             agents = (
                 frame.truth_agents if frame.truth_agents is not None else [None] * len(frame.truth_mask)
@@ -429,9 +452,9 @@ def replay(source, options: ReplayOptions, dataset=None, progress: bool = True) 
             "describer": describer.stats() if describer is not None else None,
             "replay": {
                 "source": str(source),
-                "frames": len(frames),
+                "frames": fed,
                 "planned": planned,
-                "frames_not_planned": len(frames) - planned,
+                "frames_not_planned": fed - planned,
                 "realtime": options.realtime,
                 "backend": backend_note,
                 "seconds": round(time.perf_counter() - began, 2),
