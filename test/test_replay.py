@@ -44,7 +44,7 @@ def test_outputs_are_written(untouched):
     video = cv2.VideoCapture(str(untouched / "replay.mp4"))
     assert int(video.get(cv2.CAP_PROP_FRAME_COUNT)) == 60
     md = (untouched / "metrics.md").read_text()
-    assert "| model (replay) |" in md and "Latency per planning step" in md and "| model |" in md
+    assert "| model (replay) |" in md and "Latency per planning step" in md and "| decoder |" in md
 
 
 def test_predictions_mcap_reads_with_the_mcap_library(untouched):

@@ -195,5 +195,6 @@ def test_with_the_real_planning_step(tiny_model_dir):
     svc.record_publish(0.5)
     assert plan.mode == "fused" and plan.xy.shape == (10, 2) and np.isfinite(plan.xy).all()
     stats = svc.diagnostics()["latency_ms"]
-    assert set(stats) >= {"preprocess", "model", "decode", "refine", "publish", "total"}
-    assert stats["total"]["p50"] >= stats["model"]["p50"] > 0
+    stages = {"preprocess", "vision", "encoder", "decoder", "decode", "refine", "publish", "total"}
+    assert set(stats) >= stages
+    assert stats["total"]["p50"] >= stats["decoder"]["p50"] > 0

@@ -5,13 +5,17 @@ images, the description, the ego's motion and the navigation command) and return
 frame, the refined trajectory, the raw decoded one and the time each stage took:
 
 - ``preprocess``: the fused image to pixel values, the prompt to token ids;
-- ``model``: transformers' ``generate``, greedy and constrained to the codec's grammar
-  (vision tower, text encoder and decoder; the fast engine splits this stage further);
+- ``vision``, ``encoder``, ``decoder``: the vision tower with its projector, the text
+  encoder, and the greedy decode loop over a static KV cache (``runtime.fast_decode``),
+  constrained to the codec's grammar; with ``decoder="generate"`` (the reference path, and
+  the only one for the text codec) the three are one ``model`` stage, transformers'
+  ``generate`` with the same grammar and the same tokens;
 - ``decode``: tokens to waypoints (a malformed answer falls back to constant velocity
   and is counted);
 - ``refine``: kinematic repair and smoothing (``runtime.refine``), when enabled.
 
-Stage times of a batch are split evenly over its frames.
+The model stages run on the backend ``runtime.backends.choose_backend`` picked. Stage
+times of a batch are split evenly over its frames.
 """
 
 from __future__ import annotations
@@ -31,8 +35,10 @@ from v2x_vlm_ros.model.grammar import TrajectoryGrammar
 from v2x_vlm_ros.model.modeling import LoadedModel
 from v2x_vlm_ros.model.processing import ImagePreprocessor, PromptEncoder
 from v2x_vlm_ros.model.tokenizer import loc_token_ids
+from v2x_vlm_ros.runtime.backends import choose_backend
+from v2x_vlm_ros.runtime.fast_decode import StaticDecoder, compile_static
 
-STAGES = ("preprocess", "model", "decode", "refine")
+DECODERS = ("static", "generate")
 
 
 @dataclass
@@ -57,7 +63,10 @@ class PlanOutput:
 class PlannerEngine:
     """A loaded model plus everything around it for one planning step."""
 
-    def __init__(self, loaded: LoadedModel, device="cpu", refiner=None):
+    def __init__(self, loaded: LoadedModel, device="cpu", refiner=None, decoder: str = "static",
+                 backend: str = "eager"):
+        if decoder not in DECODERS:
+            raise ValueError(f"decoder must be one of {DECODERS}, got {decoder!r}")
         self.loaded = loaded
         self.device = torch.device(device)
         self.refiner = refiner
@@ -75,6 +84,18 @@ class PlannerEngine:
         self.generation_config.max_new_tokens = (
             self.codec.num_tokens + 2 if self.grammar is not None else 16 * settings.codec.num_waypoints)
         self.processors = LogitsProcessorList([self.grammar] if self.grammar is not None else [])
+        self.static = None
+        if decoder == "static" and self.grammar is not None:
+            self.static = StaticDecoder(model, self.codec.allowed_token_ids(0), self.codec.num_tokens,
+                                        tok.bos_token_id, tok.eos_token_id)
+        self.backend = choose_backend(backend, self.device)
+        if self.static is not None:
+            compile_static(self.static, self.backend.used)
+
+    def _sync(self) -> float:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        return time.perf_counter()
 
     @property
     def uses_roadside(self) -> bool:
@@ -99,26 +120,42 @@ class PlannerEngine:
         return self.loaded.model.generate(**batch, logits_processor=self.processors,
                                           generation_config=self.generation_config)
 
-    def decode(self, sequence: torch.Tensor) -> np.ndarray:
-        """Waypoints from one generated sequence (start token, ``<s>``, tokens, ``</s>``)."""
-        tok = self.loaded.tokenizer
-        specials = {tok.bos_token_id, tok.eos_token_id, tok.pad_token_id}
-        body = [int(t) for t in sequence.tolist()[1:] if int(t) not in specials]
+    @torch.no_grad()
+    def tokens(self, batch: dict) -> tuple[list[list[int]], dict]:
+        """Answer tokens of a batch (the trajectory's, specials stripped) and stage times (s)."""
+        if self.static is None:
+            t0 = self._sync()
+            sequences = self.generate(batch)
+            t1 = self._sync()
+            tok = self.loaded.tokenizer
+            specials = {tok.bos_token_id, tok.eos_token_id, tok.pad_token_id}
+            rows = [[int(t) for t in seq.tolist()[1:] if int(t) not in specials] for seq in sequences]
+            return rows, {"model": t1 - t0}
+        t0 = self._sync()
+        features = self.static.image_features(batch["pixel_values"])
+        t1 = self._sync()
+        states = self.static.text_encoder(features, batch["input_ids"], batch["attention_mask"])
+        t2 = self._sync()
+        out = self.static.decode(self.static.prepare(states, batch["attention_mask"]))
+        t3 = self._sync()
+        return out.tolist(), {"vision": t1 - t0, "encoder": t2 - t1, "decoder": t3 - t2}
+
+    def decode_tokens(self, body: list[int]) -> np.ndarray:
         if self.grammar is not None:
             return self.codec.decode(body)
-        return self.codec.decode(tok.decode(body, skip_special_tokens=True))
+        return self.codec.decode(self.loaded.tokenizer.decode(body, skip_special_tokens=True))
 
     def plan(self, inputs: list[PlanInput]) -> list[PlanOutput]:
         n = len(inputs)
-        t0 = time.perf_counter()
+        t0 = self._sync()
         batch, truncated = self.encode(inputs)
-        t1 = time.perf_counter()
-        sequences = self.generate(batch)
+        t1 = self._sync()
+        rows, model_s = self.tokens(batch)
         t2 = time.perf_counter()
         outputs = []
-        for frame, seq, cut in zip(inputs, sequences, truncated):
+        for frame, body, cut in zip(inputs, rows, truncated):
             try:
-                xy, failed = self.decode(seq), False
+                xy, failed = self.decode_tokens(body), False
             except TrajectoryDecodeError:
                 xy, failed = self.fallback.plan_from_speed(frame.motion.speed_mps), True
             outputs.append(PlanOutput(xy=xy, raw_xy=xy, decode_failed=failed, truncated_prompt=cut))
@@ -129,7 +166,15 @@ class PlannerEngine:
                 speed = frame.motion.speed_mps if frame.motion.history_s > 0 else None
                 out.xy, out.refine_report = self.refiner(out.raw_xy, speed)
         t4 = time.perf_counter()
-        per = [(t1 - t0), (t2 - t1), (t3 - t2), (t4 - t3)]
+        seconds = {"preprocess": t1 - t0, **model_s, "decode": t3 - t2, "refine": t4 - t3}
         for out in outputs:
-            out.stage_ms = {stage: 1000.0 * dt / n for stage, dt in zip(STAGES, per)}
+            out.stage_ms = {stage: 1000.0 * dt / n for stage, dt in seconds.items()}
         return outputs
+
+    def warm_up(self, frames: int = 2) -> None:
+        """Run blank frames through every stage (compiles, allocates) before reporting ready."""
+        h, w = 81, 144
+        blank = np.full((h, w, 3), 127, np.uint8)
+        dummy = PlanInput(blank, blank, "", EgoMotion(5.0, 0.0, 0.0, 0.5), Command.FORWARD)
+        for _ in range(frames):
+            self.plan([dummy])

@@ -46,16 +46,25 @@ class StaticDecoder:
         self.allowed = torch.tensor(allowed_ids, device=weight.device)
         self.allowed_weight = weight[self.allowed].detach()  # (A, d): logits over the alphabet only
 
-    @torch.no_grad()
-    def encode(self, pixel_values: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor):
-        """Encoder states of a batch (runs the vision tower and the text encoder once)."""
+    def image_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """Vision tower + projector: (B, image tokens, d)."""
+        m = self.model.model
+        return m.multi_modal_projector(m.vision_tower(pixel_values).last_hidden_state)
+
+    def text_encoder(self, features: torch.Tensor, input_ids: torch.Tensor,
+                     attention_mask: torch.Tensor) -> torch.Tensor:
+        """The image features in the ``<image>`` slots, then the BART encoder: (B, L, d)."""
         m = self.model
-        features = m.model.get_image_features(pixel_values).pooler_output
         embeds = m.get_input_embeddings()(input_ids)
         slots = (input_ids == m.config.image_token_id).unsqueeze(-1)
         embeds = embeds.masked_scatter(slots, features.to(embeds.dtype))
         encoder = m.model.language_model.encoder
         return encoder(inputs_embeds=embeds, attention_mask=attention_mask).last_hidden_state
+
+    @torch.no_grad()
+    def encode(self, pixel_values: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor):
+        """Encoder states of a batch (runs the vision tower and the text encoder once)."""
+        return self.text_encoder(self.image_features(pixel_values), input_ids, attention_mask)
 
     def _split(self, x: torch.Tensor) -> torch.Tensor:
         b, n, _ = x.shape
@@ -124,6 +133,19 @@ class StaticDecoder:
     def run(self, pixel_values, input_ids, attention_mask) -> torch.Tensor:
         encoder_states = self.encode(pixel_values, input_ids, attention_mask)
         return self.decode(self.prepare(encoder_states, attention_mask))
+
+
+def compile_static(decoder: StaticDecoder, backend: str) -> None:
+    """Compile the three model stages for ``backend`` in place. ``inductor``: torch.compile
+    with static shapes (each new batch size or prompt length compiles once; on CUDA the
+    decoder step uses CUDA graphs through mode="reduce-overhead"). ``eager`` leaves them.
+    ``tensorrt`` parts come from built engines (``runtime.engine_cache``), not from here."""
+    if backend != "inductor":
+        return
+    cuda = decoder.allowed.device.type == "cuda"
+    decoder.image_features = torch.compile(decoder.image_features, dynamic=False)
+    decoder.text_encoder = torch.compile(decoder.text_encoder, dynamic=False)
+    decoder.step = torch.compile(decoder.step, dynamic=False, mode="reduce-overhead" if cuda else None)
 
 
 class DecoderState:
