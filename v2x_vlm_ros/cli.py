@@ -181,6 +181,29 @@ def _demo_model() -> str:
     return default_model_dir()
 
 
+def cmd_build_engine(args) -> int:
+    from v2x_vlm_ros.model.modeling import ModelLoadError, load_model
+    from v2x_vlm_ros.runtime.engine import DEFAULT_PROMPT_TOKENS
+    from v2x_vlm_ros.runtime.engine_build import COMPILERS, build_engines
+    from v2x_vlm_ros.runtime.engine_cache import EngineCache
+
+    try:
+        loaded = load_model(args.model, args.device)
+    except ModelLoadError as exc:
+        raise ConfigError(str(exc)) from None
+    settings = loaded.settings
+    length = args.prompt_length or settings.num_image_tokens + DEFAULT_PROMPT_TOKENS
+    try:
+        summary = build_engines(loaded.model, args.model, args.device, args.precision, args.batch,
+                                settings.image_size, length, settings.num_image_tokens,
+                                EngineCache(args.cache_dir), COMPILERS[args.compiler]())
+    except Exception as exc:  # TensorRT missing, export failure, a failed parity check: say so
+        reason = getattr(exc, "reason", None) or f"{type(exc).__name__}: {exc}"
+        raise ConfigError(f"engine build failed: {reason}") from None
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
 def cmd_table(args) -> int:
     from v2x_vlm_ros.eval.metrics import format_markdown_table
 
@@ -312,6 +335,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--collision", choices=("univ2x", "obb"), default="univ2x", help="collision test")
     p.add_argument("--no-refine", action="store_true", help="publish the decoded trajectory unrefined")
     p.set_defaults(func=cmd_replay)
+
+    p = sub.add_parser("build-engine",
+                       help="compile and cache engines, so that the vehicle never compiles on start")
+    p.add_argument("--model", required=True, help="model directory")
+    p.add_argument("--device", default="cuda", help="device the engines are for (default cuda)")
+    p.add_argument("--precision", choices=("fp16", "bf16", "fp32"), default="fp16", help="engine precision")
+    p.add_argument("--batch", type=int, default=1, help="frames per call the engines are built for")
+    p.add_argument("--prompt-length", type=int, help="encoder length (default: image tokens + 160)")
+    p.add_argument("--cache-dir", default=str(Path.home() / ".cache" / "v2x_vlm_ros" / "engines"),
+                   help="engine cache folder (vehicle_node's engine_cache_dir)")
+    p.add_argument("--compiler", choices=("tensorrt", "export"), default="tensorrt",
+                   help="tensorrt (needs TensorRT and CUDA) or export (portable torch.export programs)")
+    p.set_defaults(func=cmd_build_engine)
 
     p = sub.add_parser("table", help="one Markdown table from several `eval --json` results")
     p.add_argument("results", nargs="+", help="JSON files written by v2x-vlm eval --json")

@@ -23,6 +23,7 @@ from __future__ import annotations
 import copy
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -35,10 +36,24 @@ from v2x_vlm_ros.model.grammar import TrajectoryGrammar
 from v2x_vlm_ros.model.modeling import LoadedModel
 from v2x_vlm_ros.model.processing import ImagePreprocessor, PromptEncoder
 from v2x_vlm_ros.model.tokenizer import loc_token_ids
-from v2x_vlm_ros.runtime.backends import choose_backend
+from v2x_vlm_ros.runtime.backends import BackendReport, choose_backend
 from v2x_vlm_ros.runtime.fast_decode import StaticDecoder, compile_static
 
 DECODERS = ("static", "generate")
+#: Prompt tokens (after the image tokens) that engines are built for; longer descriptions
+#: are cut by the prompt budget.
+DEFAULT_PROMPT_TOKENS = 160
+
+
+@dataclass
+class EngineOptions:
+    """Where built engines are, and the shapes and precision to look them up by."""
+
+    cache_dir: str = str(Path.home() / ".cache" / "v2x_vlm_ros" / "engines")
+    precision: str = "fp16"
+    batch: int = 1
+    prompt_length: int | None = None  # encoder length; None: image tokens + DEFAULT_PROMPT_TOKENS
+    compiler: str = "tensorrt"  # "export" builds portable torch.export programs (tests, CPU)
 
 
 @dataclass
@@ -64,7 +79,7 @@ class PlannerEngine:
     """A loaded model plus everything around it for one planning step."""
 
     def __init__(self, loaded: LoadedModel, device="cpu", refiner=None, decoder: str = "static",
-                 backend: str = "eager"):
+                 backend: str = "eager", engines: "EngineOptions | None" = None):
         if decoder not in DECODERS:
             raise ValueError(f"decoder must be one of {DECODERS}, got {decoder!r}")
         self.loaded = loaded
@@ -89,8 +104,40 @@ class PlannerEngine:
             self.static = StaticDecoder(model, self.codec.allowed_token_ids(0), self.codec.num_tokens,
                                         tok.bos_token_id, tok.eos_token_id)
         self.backend = choose_backend(backend, self.device)
+        self.fixed_length: int | None = None
+        if engines is not None and engines.compiler == "export":  # portable engines: run anywhere
+            self.backend = BackendReport(backend, "export", ["torch.export programs from the engine cache"])
+            self._use_engines(engines)
+        elif self.backend.used == "tensorrt":
+            self._use_engines(engines or EngineOptions())
         if self.static is not None:
             compile_static(self.static, self.backend.used)
+
+    def _use_engines(self, options: "EngineOptions") -> None:
+        """Built engines for the vision tower and the text encoder, or a fall back (noted)."""
+        from v2x_vlm_ros.runtime.engine_build import COMPILERS, load_engines
+        from v2x_vlm_ros.runtime.engine_cache import EngineCache
+
+        settings, model = self.settings, self.loaded.model
+        length = options.prompt_length or settings.num_image_tokens + DEFAULT_PROMPT_TOKENS
+        try:
+            if self.static is None:
+                raise RuntimeError("engines need the static decoder and the loc-token codec")
+            parts, parity = load_engines(model, self.loaded.source, self.device, options.precision,
+                                         options.batch, settings.image_size, length,
+                                         settings.num_image_tokens, EngineCache(options.cache_dir),
+                                         COMPILERS[options.compiler]())
+        except Exception as exc:  # a missing, stale or failing engine must not stop the vehicle
+            reason = getattr(exc, "reason", f"{type(exc).__name__}: {exc}")
+            self.backend.notes.append(f"tensorrt engines not usable: {reason}")
+            self.backend.used = choose_backend("inductor", self.device).used
+            return
+        self.static.image_features = parts["vision"]
+        self.static.text_encoder = parts["encoder"]
+        self.fixed_length = length
+        self.prompts = PromptEncoder(self.loaded.tokenizer, settings, length)
+        self.backend.notes.append(f"engines {options.precision}, batch {options.batch}, "
+                                  f"length {length}, parity {parity}")
 
     def _sync(self) -> float:
         if self.device.type == "cuda":
@@ -105,7 +152,7 @@ class PlannerEngine:
         """Model inputs for a batch, and which prompts had their description cut."""
         pixels = self.images([(f.ego, f.roadside if self.uses_roadside else None) for f in inputs])
         prompts = [self.prompts.encode(f.description, f.motion, f.command) for f in inputs]
-        width = max(len(p.input_ids) for p in prompts)
+        width = self.fixed_length or max(len(p.input_ids) for p in prompts)
         ids = torch.full((len(prompts), width), self.loaded.tokenizer.pad_token_id, dtype=torch.long)
         mask = torch.zeros((len(prompts), width), dtype=torch.long)
         for i, p in enumerate(prompts):
