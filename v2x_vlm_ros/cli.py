@@ -204,6 +204,26 @@ def cmd_build_engine(args) -> int:
     return 0
 
 
+def cmd_bench(args) -> int:
+    from v2x_vlm_ros.tools.bench import bench, record
+
+    if bool(args.model) == bool(args.config):
+        raise ConfigError("give exactly one of --model DIR and --config base|large|small|tiny")
+    preset = {"small": "small-student"}.get(args.config, args.config)
+    result = bench(args.model, preset, args.device, args.batch, args.backend, args.iterations, args.warmup,
+                   args.image_size)
+    _write_json(args.json, result)
+    if not args.no_record:
+        record(result, Path(args.history), Path(args.markdown))
+    f, b = result["fast"], result["baseline"]
+    print(f"{result['model']} on {result['device']} ({result['backend']}), batch {args.batch}: "
+          f"fast p50 {f['p50_ms']:.1f} ms ({f['fps']:.1f} FPS), baseline p50 {b['p50_ms']:.1f} ms, "
+          f"speed-up {result['speedup_p50']:.2f}x; "
+          f"preprocess {100 * result['preprocess_share']:.0f} % of the frame")
+    print("stages (ms):", ", ".join(f"{k} {v:.1f}" for k, v in f["stages_ms"].items()))
+    return 0
+
+
 def cmd_table(args) -> int:
     from v2x_vlm_ros.eval.metrics import format_markdown_table
 
@@ -348,6 +368,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--compiler", choices=("tensorrt", "export"), default="tensorrt",
                    help="tensorrt (needs TensorRT and CUDA) or export (portable torch.export programs)")
     p.set_defaults(func=cmd_build_engine)
+
+    p = sub.add_parser("bench", help="time the planning step against transformers' processor + generate")
+    p.add_argument("--model", help="model directory")
+    p.add_argument("--config", choices=("base", "large", "small", "tiny"),
+                   help="random weights of a size preset")
+    p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.add_argument("--batch", type=int, default=1, help="frames per planning call")
+    p.add_argument("--backend", choices=("eager", "inductor", "tensorrt"), default="eager",
+                   help="fast path backend")
+    p.add_argument("--iterations", type=int, default=30, help="timed frames (batches)")
+    p.add_argument("--warmup", type=int, default=3, help="untimed frames first")
+    p.add_argument("--image-size", type=_image_size, default=(1920, 1080), help="camera images, WxH")
+    p.add_argument("--json", help="write the result here too")
+    p.add_argument("--history", default="docs/benchmarks.json", help="results kept per configuration")
+    p.add_argument("--markdown", default="docs/BENCHMARKS.md", help="the table rendered from the history")
+    p.add_argument("--no-record", action="store_true", help="do not touch the history and the table")
+    p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("table", help="one Markdown table from several `eval --json` results")
     p.add_argument("results", nargs="+", help="JSON files written by v2x-vlm eval --json")

@@ -1,0 +1,66 @@
+"""``v2x-vlm bench``: what it times and what it records (never how fast: timings are not asserted)."""
+
+import json
+
+import numpy as np
+import pytest
+
+from v2x_vlm_ros.cli import main
+from v2x_vlm_ros.preprocessing.image_codec import decode_image
+from v2x_vlm_ros.tools.bench import bench, record, render, road_scene_jpeg
+
+
+@pytest.fixture(scope="module")
+def tiny_result():
+    return bench(None, "tiny", "cpu", 1, "eager", iterations=2, warmup=1, image_size=(96, 54))
+
+
+def test_test_image_is_a_decodable_jpeg_of_the_requested_size():
+    img = decode_image(road_scene_jpeg(96, 54, seed=3), "bench image")
+    assert img.shape == (54, 96, 3)
+    assert img.std() > 10  # structure, not a flat frame that would decode unrealistically fast
+
+
+def test_result_has_both_paths_stages_and_machine(tiny_result):
+    r = tiny_result
+    assert r["model"] == "tiny (random weights)" and r["batch"] == 1 and r["backend"] == "eager"
+    for path in ("fast", "baseline"):
+        p = r[path]
+        assert 0 < p["p50_ms"] <= p["p90_ms"] <= p["p99_ms"]
+        assert p["fps"] == pytest.approx(1000.0 / p["mean_ms"])
+        assert p["peak_memory_mb"] > 0
+    stages = r["fast"]["stages_ms"]
+    assert set(stages) == {"preprocess", "vision", "encoder", "decode", "postprocess"}
+    assert all(v >= 0 for v in stages.values())
+    # the stages are parts of the frame: together no longer than the whole frame
+    assert sum(stages.values()) <= r["fast"]["mean_ms"] * 1.05
+    assert r["speedup_p50"] == pytest.approx(r["baseline"]["p50_ms"] / r["fast"]["p50_ms"])
+    assert 0 < r["preprocess_share"] < 1
+    assert r["machine"]["cpu_count"] >= 1 and r["machine"]["torch"]
+    json.dumps(r)  # serialisable as written to docs/benchmarks.json
+
+
+def test_record_replaces_the_same_configuration_and_keeps_others(tiny_result, tmp_path):
+    history, md = tmp_path / "b.json", tmp_path / "B.md"
+    record(tiny_result, history, md)
+    record(tiny_result, history, md)
+    assert len(json.loads(history.read_text())) == 1
+    other = dict(tiny_result, batch=4)
+    record(other, history, md)
+    rows = json.loads(history.read_text())
+    assert sorted(r["batch"] for r in rows) == [1, 4]
+    table = md.read_text()
+    assert table == render(rows)
+    body = [line for line in table.splitlines() if line.startswith("| 20")]
+    assert len(body) == 2 and "tiny (random weights)" in body[0]
+    assert "TensorRT" in table  # what was not measured is said
+
+
+def test_cli_bench_writes_json_and_needs_exactly_one_model_source(tmp_path, capsys):
+    out = tmp_path / "r.json"
+    rc = main(["bench", "--config", "tiny", "--image-size", "96x54", "--iterations", "1", "--warmup", "0",
+               "--no-record", "--json", str(out)])
+    assert rc == 0
+    r = json.loads(out.read_text())
+    assert np.isfinite(r["fast"]["p50_ms"]) and "speed-up" in capsys.readouterr().out
+    assert main(["bench", "--image-size", "96x54"]) != 0
