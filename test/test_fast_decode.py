@@ -3,14 +3,17 @@ well-formed, in exactly 2T + 1 decoder steps."""
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
 from v2x_vlm_ros.data.dair import DairV2XDataset
+from v2x_vlm_ros.data.records import Command, EgoMotion
 from v2x_vlm_ros.model.modeling import build_model, load_model
 from v2x_vlm_ros.model.planner import ModelPlanner
 from v2x_vlm_ros.model.tokenizer import loc_token_ids
-from v2x_vlm_ros.runtime.fast_decode import StaticDecoder
+from v2x_vlm_ros.runtime.engine import PlanInput
+from v2x_vlm_ros.runtime.fast_decode import GraphedDecode, StaticDecoder
 
 SAMPLE = Path(__file__).resolve().parents[1] / "data" / "sample"
 
@@ -71,3 +74,65 @@ def test_trained_weights_agree_too(tiny_model_dir, batch):
             p.add_(torch.randn_like(p) * 0.05)
     other = ModelPlanner(loaded)
     assert torch.equal(static_decoder(other).run(**inputs), other.generate(inputs)[:, 2:-1])
+
+
+def test_the_buffered_loop_of_cuda_graphs_gives_the_same_tokens(batch):
+    """``GraphedDecode`` without capture: the static buffers a graph replays over, refilled
+    per frame (several frames through one instance), give ``StaticDecoder``'s tokens."""
+    planner, inputs = batch
+    dec = static_decoder(planner)
+    states = dec.encode(**inputs)
+    mask = inputs["attention_mask"]
+    graphed = GraphedDecode(dec, mask.shape[0], mask.shape[1], states.dtype, "cpu", capture=False)
+    assert graphed.graph is None
+    first = graphed.decode(states, mask)
+    assert torch.equal(first, dec.run(**inputs))
+    flipped = torch.flip(states, dims=[0]), torch.flip(mask, dims=[0])
+    assert torch.equal(graphed.decode(*flipped), torch.flip(first, dims=[0]))  # no state left over
+    assert torch.equal(graphed.decode(states, mask), first)
+
+
+def test_engine_pads_prompts_to_buckets_keeps_few_graphs_and_survives_a_failed_capture(batch, monkeypatch):
+    from v2x_vlm_ros.runtime import engine as engine_module
+
+    planner, _ = batch
+    eng = planner.engine
+    img = np.full((81, 144, 3), 90, np.uint8)
+    inputs = [PlanInput(img, img, "word " * n, EgoMotion(6.0, 0.0, 0.0, 0.5), Command.FORWARD)
+              for n in (0, 3, 40)]
+    plain = [o.raw_xy for o in eng.plan(inputs)]
+    eng.graphs = {}  # what a CUDA device turns on (here the loop runs without capture)
+    try:
+        batch_in, _ = eng.encode(inputs)
+        assert batch_in["input_ids"].shape[1] % engine_module.GRAPH_LENGTH_BUCKET == 0
+        bucketed = [o.raw_xy for o in eng.plan(inputs)]
+        for a, b in zip(plain, bucketed):  # padding is masked: the same plan
+            assert np.allclose(a, b, atol=1e-6)
+        for n in range(0, 400, 20):
+            eng.plan([PlanInput(img, img, "word " * n, EgoMotion(6.0, 0.0, 0.0, 0.5), Command.FORWARD)])
+        assert 1 < len(eng.graphs) <= engine_module.MAX_GRAPHS
+
+        def broken(*args, **kwargs):
+            raise RuntimeError("CUDA error: operation not permitted when stream is capturing")
+
+        eng.graphs = {}
+        monkeypatch.setattr(engine_module, "GraphedDecode", broken)
+        out = eng.plan(inputs)
+        assert eng.graphs is None and any("CUDA graph capture failed" in n for n in eng.backend.notes)
+        assert all(np.allclose(a, o.raw_xy, atol=1e-6) for a, o in zip(plain, out))
+    finally:
+        eng.graphs = None
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (run on the device machine)")
+def test_captured_cuda_graph_matches_eager_on_cuda(tiny_model_dir):
+    loaded = load_model(tiny_model_dir, "cuda")
+    planner = ModelPlanner(loaded, device="cuda")
+    ds = DairV2XDataset(SAMPLE, split="val")
+    inputs = planner.model_inputs([ds[i] for i in (0, 9, 70)])
+    dec = static_decoder(planner)
+    states = dec.encode(**inputs)
+    mask = inputs["attention_mask"]
+    graphed = GraphedDecode(dec, mask.shape[0], mask.shape[1], states.dtype, "cuda", capture=True)
+    assert graphed.graph is not None
+    assert torch.equal(graphed.decode(states, mask), dec.run(**inputs))

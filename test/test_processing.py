@@ -51,6 +51,27 @@ def test_pixels_match_the_florence2_processor_within_one_level(tiny_tokenizer, h
     assert in_levels(ours, ref) <= 1.0 + 1e-4
 
 
+def test_roadside_at_another_height_matches_the_processor_within_one_level(tiny_tokenizer):
+    ego, road = scene(216, 384, 0), scene(108, 192, 1)  # the roadside node sent it at s = 0.5
+    ours = ImagePreprocessor(SETTINGS)([(ego, road)])
+    assert in_levels(ours, reference(tiny_tokenizer, ego, road)) <= 1.0 + 1e-4
+
+
+def test_the_8_bit_cpu_path_and_the_float_device_path_agree():
+    """The CPU resizes in 8 bits; a GPU gets the float path (used here for tensors on a CPU)."""
+    prep = ImagePreprocessor(SETTINGS)
+    for ego, road in [(scene(216, 384, 6), scene(216, 384, 7)), (scene(216, 384, 6), scene(108, 192, 7))]:
+        u8 = prep([(ego, road)])
+        as_float = [torch.from_numpy(x[..., ::-1].copy()).permute(2, 0, 1) for x in (ego, road)]
+        fl = prep([tuple(as_float)])
+        assert in_levels(u8, fl) <= 1.0 + 1e-4
+    settings = ModelSettings(image_size=(96, 256), fusion=False)
+    ego = scene(81, 144, 8)
+    tensor = torch.from_numpy(ego[..., ::-1].copy()).permute(2, 0, 1)
+    prep = ImagePreprocessor(settings)
+    assert in_levels(prep([(ego, None)]), prep([(tensor, None)]), settings) <= 1.0 + 1e-4
+
+
 def test_roadside_height_matching_is_pillows_bicubic_within_one_level():
     ego, road = scene(216, 384, 0), scene(108, 192, 1)  # the roadside node sent it at s = 0.5
     prep = ImagePreprocessor(SETTINGS)

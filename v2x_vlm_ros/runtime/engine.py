@@ -37,12 +37,17 @@ from v2x_vlm_ros.model.modeling import LoadedModel
 from v2x_vlm_ros.model.processing import ImagePreprocessor, PromptEncoder
 from v2x_vlm_ros.model.tokenizer import loc_token_ids
 from v2x_vlm_ros.runtime.backends import BackendReport, choose_backend
-from v2x_vlm_ros.runtime.fast_decode import StaticDecoder, compile_static
+from v2x_vlm_ros.runtime.fast_decode import GraphedDecode, StaticDecoder, compile_static
 
 DECODERS = ("static", "generate")
 #: Prompt tokens (after the image tokens) that engines are built for; longer descriptions
 #: are cut by the prompt budget.
 DEFAULT_PROMPT_TOKENS = 160
+#: With CUDA graphs, prompts are padded to a multiple of this many tokens so that a few
+#: captured graphs serve every description length.
+GRAPH_LENGTH_BUCKET = 32
+#: Captured graphs kept (per batch size and padded length); the oldest is dropped.
+MAX_GRAPHS = 8
 
 
 @dataclass
@@ -79,7 +84,8 @@ class PlannerEngine:
     """A loaded model plus everything around it for one planning step."""
 
     def __init__(self, loaded: LoadedModel, device="cpu", refiner=None, decoder: str = "static",
-                 backend: str = "eager", engines: "EngineOptions | None" = None):
+                 backend: str = "eager", engines: "EngineOptions | None" = None,
+                 cuda_graphs: bool = True):
         if decoder not in DECODERS:
             raise ValueError(f"decoder must be one of {DECODERS}, got {decoder!r}")
         self.loaded = loaded
@@ -112,6 +118,12 @@ class PlannerEngine:
             self._use_engines(engines or EngineOptions())
         if self.static is not None:
             compile_static(self.static, self.backend.used)
+        # inductor captures its own graphs (mode="reduce-overhead"); eager and TensorRT
+        # engines get a captured decoder step here
+        self.graphs: dict[tuple[int, int], GraphedDecode] | None = None
+        if (cuda_graphs and self.static is not None and self.device.type == "cuda"
+                and self.backend.used != "inductor"):
+            self.graphs = {}
 
     def _use_engines(self, options: "EngineOptions") -> None:
         """Built engines for the vision tower and the text encoder, or a fall back (noted)."""
@@ -153,6 +165,9 @@ class PlannerEngine:
         pixels = self.images([(f.ego, f.roadside if self.uses_roadside else None) for f in inputs])
         prompts = [self.prompts.encode(f.description, f.motion, f.command) for f in inputs]
         width = self.fixed_length or max(len(p.input_ids) for p in prompts)
+        if self.graphs is not None and not self.fixed_length:
+            bucket = -(-width // GRAPH_LENGTH_BUCKET) * GRAPH_LENGTH_BUCKET
+            width = min(bucket, self.prompts.budget + self.settings.num_image_tokens)
         ids = torch.full((len(prompts), width), self.loaded.tokenizer.pad_token_id, dtype=torch.long)
         mask = torch.zeros((len(prompts), width), dtype=torch.long)
         for i, p in enumerate(prompts):
@@ -183,9 +198,28 @@ class PlannerEngine:
         t1 = self._sync()
         states = self.static.text_encoder(features, batch["input_ids"], batch["attention_mask"])
         t2 = self._sync()
-        out = self.static.decode(self.static.prepare(states, batch["attention_mask"]))
+        out = self._decode(states, batch["attention_mask"])
         t3 = self._sync()
         return out.tolist(), {"vision": t1 - t0, "encoder": t2 - t1, "decoder": t3 - t2}
+
+    def _decode(self, states: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        if self.graphs is None:
+            return self.static.decode(self.static.prepare(states, attention_mask))
+        key = tuple(attention_mask.shape)
+        graphed = self.graphs.pop(key, None)
+        if graphed is None:
+            try:
+                graphed = GraphedDecode(self.static, key[0], key[1], states.dtype, self.device,
+                                        capture=self.device.type == "cuda")
+            except Exception as exc:  # a graph that cannot be captured must not stop planning
+                self.backend.notes.append(f"CUDA graph capture failed, decoding without: "
+                                          f"{type(exc).__name__}: {exc}")
+                self.graphs = None
+                return self.static.decode(self.static.prepare(states, attention_mask))
+            if len(self.graphs) >= MAX_GRAPHS:
+                self.graphs.pop(next(iter(self.graphs)))
+        self.graphs[key] = graphed  # most recently used last
+        return graphed.decode(states, attention_mask)
 
     def decode_tokens(self, body: list[int]) -> np.ndarray:
         if self.grammar is not None:
