@@ -31,8 +31,15 @@ class VehicleNodeConfig:
     model: str = ""
     #: torch device for the model: cpu, cuda, cuda:1, ...
     device: str = "cpu"
-    #: Inference backend; unavailable ones fall back with a log line.
+    #: Inference backend: tensorrt, inductor or eager; unavailable ones fall back (logged).
     backend: str = "eager"
+    #: Where engines built by `v2x-vlm build-engine` are looked up (tensorrt backend);
+    #: empty: ~/.cache/v2x_vlm_ros/engines.
+    engine_cache_dir: str = ""
+    #: Engine precision to look up: fp16, bf16 or fp32.
+    engine_precision: str = "fp16"
+    #: Blank frames planned before the node reports ready (compilation, allocation).
+    warmup_frames: int = 2
     #: Ego camera input: "raw" (sensor_msgs/Image) or "compressed" (CompressedImage).
     ego_image_transport: str = "compressed"
     #: Roadside input: "raw" or "compressed" (what roadside_node sends).
@@ -67,6 +74,9 @@ class VehicleNodeConfig:
         _check_choice("qos_outputs", self.qos_outputs, QOS_CHOICES)
         if self.qos_depth < 1:
             raise ValueError(f"qos_depth must be >= 1, got {self.qos_depth}")
+        _check_choice("engine_precision", self.engine_precision, ("fp16", "bf16", "fp32"))
+        if self.warmup_frames < 0:
+            raise ValueError(f"warmup_frames must be >= 0, got {self.warmup_frames}")
         for name in ("input_silence_warn_s", "describer_rate_hz", "describer_deadline_s"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")

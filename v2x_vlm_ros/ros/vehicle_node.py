@@ -32,6 +32,7 @@ from v2x_vlm_ros.preprocessing.image_codec import ImageDecodeError
 from v2x_vlm_ros.ros.parameters import VehicleNodeConfig, build, vehicle_node_parameters
 from v2x_vlm_ros.runtime.describer import DescriptionCache
 from v2x_vlm_ros.runtime.refine import RefineConfig
+from v2x_vlm_ros.runtime.engine import EngineOptions
 from v2x_vlm_ros.runtime.factory import default_model_dir, make_describer, make_engine
 from v2x_vlm_ros.runtime.vehicle import VehicleConfig, VehicleService
 
@@ -64,8 +65,13 @@ class VehicleNode(Node):
         self.types = conv.rclpy_types()
 
         model_dir = self.cfg.model or default_model_dir()
+        engines = EngineOptions(precision=self.cfg.engine_precision)
+        if self.cfg.engine_cache_dir:
+            engines.cache_dir = self.cfg.engine_cache_dir
+        # warm-up runs before the subscriptions exist: the node is ready when they do
         engine, backend_note = make_engine(
-            model_dir, self.cfg.device, self.cfg.backend, build(RefineConfig, values, "refine.")
+            model_dir, self.cfg.device, self.cfg.backend, build(RefineConfig, values, "refine."),
+            engines=engines, warm_up=self.cfg.warmup_frames,
         )
         self.get_logger().info(f"model {model_dir} on {self.cfg.device}: {backend_note}")
         cache = DescriptionCache(service_cfg.description_max_age_s)

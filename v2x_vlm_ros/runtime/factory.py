@@ -1,8 +1,10 @@
 """Building the runtime pieces from settings, shared by the nodes and replay.
 
-``make_engine`` is where an inference backend is chosen. Only ``eager`` exists so far; a
-request for another backend falls back to it and says so in the returned note, which the
-caller logs (never a crash for an unavailable backend).
+``make_engine`` is where an inference backend is chosen (``runtime.backends``): a request
+for one that cannot run here falls back along tensorrt -> inductor -> eager and says so in
+the returned note, which the caller logs (never a crash for an unavailable backend). It
+warms the engine up before returning, so a node reports ready only once the first frame
+will not pay for lazy set-up or compilation.
 """
 
 from __future__ import annotations
@@ -10,10 +12,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from v2x_vlm_ros.runtime.describer import ThreadedDescriber
-from v2x_vlm_ros.runtime.engine import PlannerEngine
+from v2x_vlm_ros.runtime.backends import BACKENDS
+from v2x_vlm_ros.runtime.engine import EngineOptions, PlannerEngine
 from v2x_vlm_ros.runtime.refine import RefineConfig, Refiner
 
-BACKENDS = ("eager",)
 DEMO_MODEL = "synthetic-student"
 
 
@@ -32,15 +34,22 @@ def default_model_dir() -> str:
 
 
 def make_engine(model_dir, device: str = "cpu", backend: str = "eager",
-                refine: RefineConfig | None = RefineConfig()) -> tuple[PlannerEngine, str]:
-    """(engine, note): the planning step for ``model_dir`` and a line saying which backend runs."""
+                refine: RefineConfig | None = RefineConfig(), engines: EngineOptions | None = None,
+                warm_up: int = 0) -> tuple[PlannerEngine, str]:
+    """(engine, note): the planning step for ``model_dir`` and a line saying which backend
+    runs (and why, when it is not the requested one). ``warm_up``: blank frames run first."""
     from v2x_vlm_ros.model.modeling import load_model
 
-    note = f"backend {backend}"
-    if backend not in BACKENDS:
-        note = f"backend {backend!r} is not available in this build; falling back to eager"
+    unknown = backend not in BACKENDS
     refiner = Refiner(refine) if refine is not None and refine.enabled else None
-    return PlannerEngine(load_model(model_dir, device), device, refiner), note
+    engine = PlannerEngine(load_model(model_dir, device), device, refiner,
+                           backend="eager" if unknown else backend, engines=engines)
+    if unknown:
+        engine.backend.requested = backend
+        engine.backend.notes.append(f"unknown backend {backend!r} (choose from {', '.join(BACKENDS)})")
+    if warm_up:
+        engine.warm_up(warm_up)
+    return engine, engine.backend.line()
 
 
 def make_describer(model_dir, device: str, cache, rate_hz: float, deadline_s: float) -> ThreadedDescriber:

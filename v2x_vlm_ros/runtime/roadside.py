@@ -61,7 +61,9 @@ STREAM_GAP_S = 2.0
 class RoadsideService:
     def __init__(self, config: RoadsideConfig | None = None):
         self.config = config or RoadsideConfig()
-        self.meter = BandwidthMeter()
+        # the latest messages only (a node runs for days); totals are running sums
+        self.meter = BandwidthMeter(window=256)
+        self._bytes_sent = 0
         self.counts: Counter = Counter()
         self._last_sent_ns: int | None = None
         self._next_due_ns: int | None = None
@@ -114,6 +116,7 @@ class RoadsideService:
         self._last_sent_ns = int(stamp_ns)
         self.counts["sent"] += 1
         self.meter.record(len(data), stamp_ns * 1e-9)
+        self._bytes_sent += len(data)
         h, w = image.shape[:2]
         rate = self.config.rate_hz or None
         if rate is not None:
@@ -125,7 +128,7 @@ class RoadsideService:
         """Bytes sent per second of streaming (gaps over ``STREAM_GAP_S`` excluded)."""
         if self._stream_ns <= 0:
             return None
-        return self.meter.total_bytes / (self._stream_ns * 1e-9)
+        return self._bytes_sent / (self._stream_ns * 1e-9)
 
     def stats(self) -> dict:
         """Counts and bandwidth. ``formula_bps`` needs a rate; with ``rate_hz = 0`` the
@@ -136,6 +139,8 @@ class RoadsideService:
             "offered": self.counts["offered"], "sent": self.counts["sent"],
             "skipped_rate": self.counts["skipped_rate"],
             "formula_bps": self._formula, "measured_bps": self.measured_bps,
-            "measured_mean_bytes": self.meter.mean_bytes(), "measured_total_bytes": self.meter.total_bytes,
+            "measured_mean_bytes": self._bytes_sent / self.counts["sent"] if self.counts["sent"] else None,
+            "measured_total_bytes": self._bytes_sent,
+            "recent_bps": self.meter.bytes_per_second(),
             "stream_seconds": self._stream_ns * 1e-9,
         }
