@@ -204,6 +204,34 @@ def cmd_build_engine(args) -> int:
     return 0
 
 
+def cmd_experiments(args) -> int:
+    from v2x_vlm_ros.eval.experiments import (
+        ExperimentError,
+        ExperimentOptions,
+        parse_ablations,
+        parse_tables,
+        run_experiments,
+    )
+    from v2x_vlm_ros.model.modeling import ModelLoadError
+
+    try:
+        options = ExperimentOptions(
+            root=args.root, model=args.model or _demo_model(), teacher=args.teacher,
+            ego_only_model=args.ego_only_model, ablations=parse_ablations(args.ablation), out=args.out,
+            split=args.split, split_file=args.split_file, max_samples=args.max_samples, seed=args.seed,
+            device=args.device, tables=parse_tables(args.tables), batch_size=args.batch_size,
+            collision=args.collision, refine=not args.no_refine, train_config=args.train_config)
+        result = run_experiments(options, progress=not args.quiet)
+    except ModelLoadError as exc:
+        raise ConfigError(f"{exc} (check --model, --teacher, --ego-only-model and --ablation)") from None
+    except ExperimentError as exc:
+        raise ConfigError(str(exc)) from None
+    print((Path(args.out) / "tables.md").read_text(encoding="utf-8"), end="")
+    print(f"wrote {args.out}: {', '.join(result['files'])} "
+          f"({result['timings']['total_s']:.1f} s)")
+    return 0
+
+
 def cmd_bench(args) -> int:
     from v2x_vlm_ros.tools.bench import bench, record
 
@@ -222,6 +250,29 @@ def cmd_bench(args) -> int:
           f"preprocess {100 * result['preprocess_share']:.0f} % of the frame")
     print("stages (ms):", ", ".join(f"{k} {v:.1f}" for k, v in f["stages_ms"].items()))
     return 0
+
+
+def cmd_soak(args) -> int:
+    from v2x_vlm_ros.model.modeling import ModelLoadError
+    from v2x_vlm_ros.tools.soak import SoakOptions, soak, summary_line
+
+    try:
+        options = SoakOptions(frames=args.frames, model=args.model or _demo_model(), data=args.data,
+                              out=args.out, camera_rate_hz=args.camera_rate,
+                              roadside_rate_hz=args.roadside_rate, device=args.device,
+                              sample_every=args.sample_every, max_growth_mb=args.max_growth_mb,
+                              realtime=args.realtime)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    try:
+        result = soak(options, progress=not args.quiet)
+    except ModelLoadError as exc:
+        raise ConfigError(f"{exc} (--model DIR chooses another model)") from None
+    _write_json(args.json, result)
+    print((Path(args.out) / "soak.md").read_text(encoding="utf-8"), end="")
+    print(summary_line(result))
+    print(f"wrote {args.out}: soak.json, soak.md, memory.png")
+    return 0 if result["passed"] else 1
 
 
 def cmd_table(args) -> int:
@@ -369,6 +420,33 @@ def build_parser() -> argparse.ArgumentParser:
                    help="tensorrt (needs TensorRT and CUDA) or export (portable torch.export programs)")
     p.set_defaults(func=cmd_build_engine)
 
+    p = sub.add_parser("experiments",
+                       help="the paper's Tables 1-5 on a DAIR-V2X root: tables.md, results.json, plot")
+    p.add_argument("root", nargs="?", default="data/sample", help="dataset root (default: data/sample)")
+    p.add_argument("--model", help="model directory (default: the demo model, models/synthetic-student)")
+    p.add_argument("--teacher", help="teacher model directory: an extra Table 1 row")
+    p.add_argument("--ego-only-model",
+                   help="ego-only model directory (default: <model>-ego-only when it exists, else the "
+                        "model with the roadside half blanked)")
+    p.add_argument("--ablation", action="append", default=[], metavar="NAME=DIR",
+                   help="Table 5 checkpoint, e.g. no_scene_text=runs/ablation-no-scene-text/model "
+                        "(repeatable)")
+    p.add_argument("--out", default="out/experiments",
+                   help="output directory (tables.md, results.json, l2_vs_bandwidth.png)")
+    p.add_argument("--split", help="split (train/val/test) in the split file; default: all sequences")
+    p.add_argument("--split-file", help="DAIR-shaped split file (default: split_datas/*.json under ROOT)")
+    p.add_argument("--max-samples", type=int, help="evaluate at most N samples, evenly spaced")
+    p.add_argument("--seed", type=int, default=0, help="seed of the noise and text perturbations")
+    p.add_argument("--device", default="cpu", help="torch device (cpu, cuda, ...)")
+    p.add_argument("--tables", default="1,2,3,4,5", help="tables to run, e.g. 1,4 (default: all)")
+    p.add_argument("--batch-size", type=int, default=8, help="frames planned per batch")
+    p.add_argument("--collision", choices=("univ2x", "obb"), default="univ2x", help="collision test")
+    p.add_argument("--no-refine", action="store_true", help="score the decoded trajectories unrefined")
+    p.add_argument("--train-config", default="config/train_synthetic_student.yaml",
+                   help="training config the Table 5 commands override")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_experiments)
+
     p = sub.add_parser("bench", help="time the planning step against transformers' processor + generate")
     p.add_argument("--model", help="model directory")
     p.add_argument("--config", choices=("base", "large", "small", "tiny"),
@@ -385,6 +463,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--markdown", default="docs/BENCHMARKS.md", help="the table rendered from the history")
     p.add_argument("--no-record", action="store_true", help="do not touch the history and the table")
     p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("soak", help="a long run of the onboard services: frames accounted, memory watched")
+    p.add_argument("--frames", type=int, required=True, help="camera frames to feed")
+    p.add_argument("--model", help="model directory (default: the demo model, models/synthetic-student)")
+    p.add_argument("--data", help="DAIR-V2X root whose frames are cycled (default: data/sample)")
+    p.add_argument("--camera-rate", type=float, default=10.0, help="ego and roadside camera rate, Hz")
+    p.add_argument("--roadside-rate", type=float, default=2.0,
+                   help="roadside frames sent per second (0: every frame)")
+    p.add_argument("--device", default="cpu", help="torch device")
+    p.add_argument("--sample-every", type=int, default=100, help="frames between memory samples")
+    p.add_argument("--out", default="out/soak", help="output directory (soak.json, soak.md, memory.png)")
+    p.add_argument("--json", help="write the result here too")
+    p.add_argument("--max-growth-mb", type=float, default=50.0,
+                   help="resident memory growth after warm-up that fails the run (MiB)")
+    p.add_argument("--realtime", action="store_true",
+                   help="pace by the wall clock (default: a logical clock, as fast as planning goes)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_soak)
 
     p = sub.add_parser("table", help="one Markdown table from several `eval --json` results")
     p.add_argument("results", nargs="+", help="JSON files written by v2x-vlm eval --json")

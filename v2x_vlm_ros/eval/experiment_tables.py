@@ -1,0 +1,203 @@
+"""The five tables of ``v2x-vlm experiments``, each a function of an ``Experiments`` run
+(``eval.experiments``), which owns the samples, the loaded models and the cached runs.
+
+- Table 1: the model, the constant-velocity baseline, the ego-only model and the teacher,
+  plus the ``occluded_crossing`` rows (the case where the roadside view matters).
+- Table 2: the roadside image through ``RoadsideService`` at each s of ``SCALES``.
+- Table 3: roadside noise, description-word perturbation, both (``eval.perturb``).
+- Table 4: the engine's stage times of the Table 1 model run.
+- Table 5: ablation checkpoints, and the training command of every switch.
+
+Each table is a dict with a one-line ``caption`` (what was measured, on what) and rows of
+plain numbers; ``run`` in a row names the full result in results.json's ``runs``.
+"""
+
+from __future__ import annotations
+
+from v2x_vlm_ros.eval.baselines import ConstantVelocityPlanner
+from v2x_vlm_ros.eval.evaluate import ROADSIDE_RATE_HZ
+from v2x_vlm_ros.eval.experiment_planners import ExperimentPlanner
+from v2x_vlm_ros.eval.metrics import HORIZONS
+from v2x_vlm_ros.eval.perturb import DescriptionPerturbation, RoadsideLink, RoadsideNoise
+
+#: Table 2's roadside downsampling factors (the paper's).
+SCALES = (1.0, 0.5, 0.2, 0.1)
+#: Table 3: roadside noise standard deviations (0..255 pixel values) and the word probability.
+NOISE_STDS = (5.0, 10.0)
+TEXT_P = 0.1
+#: The scenario whose rows Table 1 adds: a crossing the ego camera cannot see.
+FOCUS_SCENARIO = "occluded_crossing"
+#: Table 5: ablation name -> the TrainConfig switch it turns off.
+SWITCHES = {"no_fusion": "fusion", "no_scene_text": "scene_text", "no_alignment": "alignment",
+            "no_distillation": "distillation"}
+KEYS = (*HORIZONS, "avg")
+STAGE_LABELS = {"preprocess": "preprocessing (fusion, resize, normalise; prompt tokens)",
+                "vision": "vision tower + projector", "encoder": "text encoder",
+                "decoder": "decoder (constrained greedy, static KV cache)",
+                "model": "model (generate: vision + encoder + decoder)",
+                "decode": "trajectory decode (tokens -> waypoints)", "refine": "refinement"}
+
+
+def train_command(name: str, train_config: str) -> str | None:
+    """The ``v2x-vlm train`` command that produces the ablation ``name`` (None: unknown)."""
+    switch = SWITCHES.get(name)
+    if switch is None:
+        return None
+    out = f"runs/ablation-{name.replace('_', '-')}"
+    return f"v2x-vlm train {train_config} --override {switch}=false --override output_dir={out}"
+
+
+def ablation_model_dir(name: str) -> str:
+    return f"runs/ablation-{name.replace('_', '-')}/model"
+
+
+def compact(result: dict) -> dict:
+    """The numbers a table row shows."""
+    t = result.get("transmission") or {}
+    return {"num_samples": result["num_samples"], "l2": dict(result["l2"]),
+            "collision": dict(result["collision"]), "formula_bps": t.get("formula_bps"),
+            "measured_bps": t.get("measured_bps")}
+
+
+def _delta(a: dict, b: dict) -> dict:
+    return {k: None if a.get(k) is None or b.get(k) is None else a[k] - b[k] for k in KEYS}
+
+
+def table1(ex) -> dict:
+    rows = [("V2X-VLM (model)", "model", ex.clean())]
+    rows.append(("constant velocity", "constant_velocity",
+                 ex.evaluate("constant_velocity", ConstantVelocityPlanner())))
+    rows.append(ex.ego_only())
+    if ex.options.teacher:
+        teacher = ExperimentPlanner(ex.model("teacher", ex.options.teacher), "teacher")
+        rows.append(("teacher", "teacher", ex.evaluate("teacher", teacher)))
+    scenario = FOCUS_SCENARIO if any(FOCUS_SCENARIO in r["by_scenario"] for _, _, r in rows) else None
+    scenario_rows = []
+    for name, key, r in rows if scenario else []:
+        if scenario in r["by_scenario"]:
+            sub = {**r["by_scenario"][scenario], "transmission": r["transmission"]}
+            scenario_rows.append({"method": f"{name}, {scenario}", "run": key, **compact(sub)})
+    bps = ex.stored_cost
+    return {
+        "caption": (f"Planning error L2 (m) and collision rate (%) at 2.5/3.5/4.5 s (UniV2X, one waypoint "
+                    f"per horizon; collision test {ex.options.collision}) on {ex.on}; BPS of the "
+                    f"roadside stream at {ROADSIDE_RATE_HZ:g} Hz as stored ({bps['width']}x{bps['height']}"
+                    f" JPEG): the paper's s²·W·H·C·f and measured (mean file size x rate)."),
+        "rows": [{"method": name, "run": key, **compact(r)} for name, key, r in rows],
+        "ego_only_source": ex.ego_only_dir()[1],
+        "scenario": scenario,
+        "scenario_rows": scenario_rows,
+    }
+
+
+def table2(ex) -> dict:
+    base = ex.model("model", ex.options.model)
+    caption = (f"Roadside downsampling on {ex.on}: the roadside image downsampled by s and "
+               f"JPEG-encoded by RoadsideService (RoadsideConfig defaults), decoded, then fused; "
+               f"BPS at {ROADSIDE_RATE_HZ:g} Hz by the formula s²·W·H·C·f and measured (encoded bytes "
+               f"x rate); latency: the engine's mean per frame (batch {ex.options.batch_size}), "
+               f"link encode/decode apart.")
+    if not base.uses_roadside:
+        return {"caption": caption, "rows": [], "skipped": "the model does not read the roadside image "
+                "(fusion off): downsampling it changes nothing"}
+    rows = []
+    for s in SCALES:
+        link = RoadsideLink(s, ROADSIDE_RATE_HZ)
+        key = f"model:link_s{s:g}"
+        result = ex.evaluate(key, ExperimentPlanner(base, f"model, s = {s:g}", [link]))
+        cost = link.cost()
+        result["transmission"] = {"uses_roadside": True, "source": "RoadsideService", **cost}
+        lat = result["latency"]
+        rows.append({"scale": s, "run": key, **compact(result), "mean_bytes": cost["mean_bytes"],
+                     "original_size": cost["original_size"], "sent_size": cost["sent_size"],
+                     "codec": cost["codec"], "quality": cost["quality"],
+                     "latency": {"model_ms": lat["total_ms"], "fps": lat["fps"], **link.timing()}})
+    return {"caption": caption, "rows": rows}
+
+
+def table3(ex) -> dict:
+    base = ex.model("model", ex.options.model)
+    clean = ex.clean()
+    seed = ex.options.seed
+    conditions = [(f"noise std {s:g}", s, 0.0) for s in NOISE_STDS]
+    conditions.append((f"text p = {TEXT_P:g}", 0.0, TEXT_P))
+    conditions += [(f"noise std {s:g} + text p = {TEXT_P:g}", s, TEXT_P) for s in NOISE_STDS]
+    rows = [{"condition": "clean", "noise_std": 0.0, "text_p": 0.0, "run": "model", **compact(clean),
+             "delta_l2": _delta(clean["l2"], clean["l2"]),
+             "delta_collision": _delta(clean["collision"], clean["collision"]), "text": None}]
+    for name, std, p in conditions:
+        transforms, text = [], None
+        if std:
+            transforms.append(RoadsideNoise(std, seed))
+        if p:
+            text = DescriptionPerturbation(p, seed, ex.vocabulary)
+            transforms.append(text)
+        key = f"model:noise{std:g}_text{p:g}"
+        result = ex.evaluate(key, ExperimentPlanner(base, f"model, {name}", transforms))
+        rows.append({"condition": name, "noise_std": std, "text_p": p, "run": key, **compact(result),
+                     "delta_l2": _delta(result["l2"], clean["l2"]),
+                     "delta_collision": _delta(result["collision"], clean["collision"]),
+                     "text": None if text is None else text.stats()})
+    notes = []
+    if not base.uses_roadside:
+        notes.append("the model does not read the roadside image: the noise cannot change anything")
+    if not base.settings.scene_text:
+        notes.append("the model's prompt has no scene description: the text perturbation cannot change "
+                     "anything")
+    return {
+        "caption": (f"Robustness on {ex.on}: Gaussian noise (std on 0..255, rounded, clipped) on the "
+                    f"roadside image; each scene-description word dropped or replaced with probability "
+                    f"p (state, command and task text untouched); seeded per sample from seed {seed}; "
+                    f"Δ = perturbed - clean."),
+        "rows": rows, "notes": notes,
+    }
+
+
+def table4(ex) -> dict:
+    base = ex.model("model", ex.options.model)
+    lat = ex.clean()["latency"]
+    total = lat["total_ms"]
+    stages = [{"stage": s, "label": STAGE_LABELS.get(s, s), "mean_ms": ms,
+               "share": ms / total if total else None} for s, ms in lat["stages_ms"].items()]
+    m = ex.machine
+    device = ex.options.device
+    hardware = m.get("gpu") if device.startswith("cuda") and m.get("gpu") else m["cpu"]
+    return {
+        "caption": (f"Latency per frame of the planning step (the engine, from decoded images to the "
+                    f"refined trajectory) on {device} ({hardware}), backend "
+                    f"{base.engine.backend.used}, batch {ex.options.batch_size} (a batch's stage "
+                    f"times split evenly over its frames), {lat['frames']} frames of {ex.on}."),
+        "device": device, "hardware": hardware, "backend": base.engine.backend.line(),
+        "batch_size": ex.options.batch_size, "frames": lat["frames"], "stages": stages,
+        "total_ms": total, "fps": lat["fps"], "image_read_ms": lat["image_read_ms"], "run": "model",
+    }
+
+
+def table5(ex) -> dict:
+    opts = ex.options
+    reference = {"name": "full model", "switch": None, "status": "evaluated", "model_dir": opts.model,
+                 "command": None, "run": "model", **compact(ex.clean())}
+    names = list(SWITCHES) + [n for n in opts.ablations if n not in SWITCHES]
+    rows = []
+    for name in names:
+        row = {"name": name, "switch": SWITCHES.get(name), "command": train_command(name, opts.train_config),
+               "use": None if name not in SWITCHES else f"--ablation {name}={ablation_model_dir(name)}"}
+        directory = opts.ablations.get(name)
+        if directory is not None:
+            planner = ExperimentPlanner(ex.model(f"ablation_{name}", directory), name)
+            key = f"ablation_{name}"
+            row.update(status="evaluated", model_dir=directory, run=key,
+                       **compact(ex.evaluate(key, planner)))
+        elif name == "no_fusion" and ex.ego_only_dir()[0] is not None:
+            result = ex.ego_only()[2]
+            row.update(status="evaluated (the ego-only model)",
+                       model_dir=ex.sources.get("ego_only"), run="ego_only", **compact(result))
+        else:
+            row.update(status="not trained", model_dir=None, run=None)
+        rows.append(row)
+    return {
+        "caption": (f"Ablations on {ex.on}, each checkpoint evaluated as in Table 1; switches without "
+                    f"a checkpoint are listed as not trained, with the command that trains one "
+                    f"(config {opts.train_config})."),
+        "train_config": opts.train_config, "reference": reference, "rows": rows,
+    }
