@@ -193,19 +193,26 @@ def pose_msg(types, pose_4x4):
                                            orientation=_quaternion(types, quaternion_from_matrix(p)))
 
 
+def _finite_xyz(v, what: str) -> tuple[float, float, float]:
+    xyz = (float(v.x), float(v.y), float(v.z))
+    if not all(math.isfinite(c) for c in xyz):
+        raise ValueError(f"{what} is not finite: {xyz}")
+    return xyz
+
+
 def pose_to_matrix(pose) -> np.ndarray:
-    """4x4 of a geometry_msgs/Pose."""
+    """4x4 of a geometry_msgs/Pose (ValueError for a non-finite position or orientation)."""
     out = np.eye(4)
     out[:3, :3] = matrix_from_quaternion(pose.orientation)
-    out[:3, 3] = (pose.position.x, pose.position.y, pose.position.z)
+    out[:3, 3] = _finite_xyz(pose.position, "pose position")
     return out
 
 
 def transform_to_matrix(transform) -> np.ndarray:
-    """4x4 of a geometry_msgs/Transform."""
+    """4x4 of a geometry_msgs/Transform (ValueError when not finite)."""
     out = np.eye(4)
     out[:3, :3] = matrix_from_quaternion(transform.rotation)
-    out[:3, 3] = (transform.translation.x, transform.translation.y, transform.translation.z)
+    out[:3, 3] = _finite_xyz(transform.translation, "transform translation")
     return out
 
 

@@ -172,7 +172,9 @@ def clean_description(text: str | None, max_chars: int) -> str:
     """Control characters out, whitespace collapsed, at most ``max_chars`` characters."""
     if not text:
         return ""
-    text = _CONTROL.sub(" ", str(text)[: max_chars * 2])
+    # lone surrogates (a JSON "\udcff", bytes decoded with surrogateescape) cannot be tokenized
+    text = str(text)[: max_chars * 2].encode("utf-8", "replace").decode("utf-8")
+    text = _CONTROL.sub(" ", text)
     return " ".join(text.split())[:max_chars]
 
 

@@ -176,7 +176,12 @@ class VehicleNode(Node):
 
     def on_odometry(self, msg):
         self.last_seen["odometry"] = self.now_ns()
-        pose, speed, yaw_rate = conv.odometry_to_state(msg)
+        try:
+            pose, speed, yaw_rate = conv.odometry_to_state(msg)
+        except ValueError as exc:  # NaN pose, broken quaternion: count it, keep the last good one
+            self.service.drops["odometry_invalid"] += 1
+            self.get_logger().warning(f"odometry refused: {exc}", throttle_duration_sec=5.0)
+            return
         self.pose = pose
         # odometry measures the speed itself: a nominal history marks it as known
         self.service.on_motion(

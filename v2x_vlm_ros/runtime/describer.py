@@ -42,16 +42,19 @@ class Description:
 
 
 class DescriptionCache:
-    def __init__(self, max_age_s: float):
+    def __init__(self, max_age_s: float, reset_s: float = 2.0):
         if not max_age_s > 0:
             raise ValueError(f"description max_age_s must be > 0, got {max_age_s}")
         self.max_age_ns = int(max_age_s * 1e9)
+        self.reset_ns = int(reset_s * 1e9)  # a jump back this large is a clock reset (as in FrameBuffer)
         self._latest: Description | None = None
         self._lock = threading.Lock()
 
     def put(self, description: Description) -> None:
         with self._lock:
-            if self._latest is None or description.image_stamp_ns >= self._latest.image_stamp_ns:
+            latest = self._latest
+            if (latest is None or description.image_stamp_ns >= latest.image_stamp_ns
+                    or description.image_stamp_ns < latest.image_stamp_ns - self.reset_ns):
                 self._latest = description
 
     def get(self, now_ns: int) -> tuple[str | None, str, float | None]:
@@ -61,7 +64,7 @@ class DescriptionCache:
         if latest is None:
             return None, "none", None
         age_ns = now_ns - latest.image_stamp_ns
-        if age_ns > self.max_age_ns:
+        if abs(age_ns) > self.max_age_ns:  # too old, or of an image stamped far ahead of now
             return None, "stale", age_ns * 1e-9
         return latest.text, "fresh", max(age_ns, 0) * 1e-9
 

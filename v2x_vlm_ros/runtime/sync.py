@@ -68,6 +68,7 @@ class FrameBuffer(Generic[T]):
             return False
         if newest is not None and stamp_ns < newest - self.reset_ns:
             self.drops[f"{self.name}_clock_reset"] += 1
+            self.drops[f"{self.name}_clock_reset_discarded"] += len(self.frames)  # frames, not events
             self.frames.clear()
         elif newest is not None and stamp_ns < newest:
             self.drops[f"{self.name}_out_of_order"] += 1

@@ -12,7 +12,10 @@ Modes: **fused** when a roadside frame pairs; **ego_only** otherwise (stream mis
 stale, undecodable): the roadside half of the model input is blank, which the model
 reads as "no roadside information". The mode is left as soon as a roadside frame pairs
 again; every cycle, entry and exit is counted. Nothing an input can contain stops the
-service: bad frames are dropped and counted by cause (``diagnostics()``).
+service: bad frames are dropped and counted by cause (``diagnostics()``). Neither does a
+planning step that raises (the model out of memory, ...): that frame gets no plan, the
+failure is counted (``plan_failed``, ``plan_error_<type>``, ``last_plan_error``) and the
+next cycle plans as usual.
 """
 
 from __future__ import annotations
@@ -30,6 +33,9 @@ from v2x_vlm_ros.runtime.engine import PlanInput
 from v2x_vlm_ros.runtime.sync import FrameBuffer, pick_roadside
 
 MODES = ("fused", "ego_only")
+#: Ego motion beyond these is a broken sensor, not a car: dropped (counted) like a NaN.
+MAX_SPEED_MPS = 100.0
+MAX_YAW_RATE_RPS = 10.0
 
 
 @dataclass
@@ -98,8 +104,26 @@ class _Image:
 
     def decode(self, max_pixels: int) -> np.ndarray:
         if self.pixels is not None:
-            return self.pixels
+            return _checked_pixels(self.pixels, self.source, max_pixels)
         return decode_image(self.encoded, self.source, max_pixels=max_pixels)
+
+
+def _checked_pixels(pixels, source: str, max_pixels: int) -> np.ndarray:
+    """Decoded pixels obey the same rules as encoded images (``ImageDecodeError`` otherwise)."""
+    if not (isinstance(pixels, np.ndarray) and pixels.dtype == np.uint8 and pixels.ndim == 3
+            and pixels.shape[2] == 3 and pixels.size > 0):
+        got = f"{pixels.dtype} {pixels.shape}" if isinstance(pixels, np.ndarray) else type(pixels).__name__
+        raise ImageDecodeError(source, f"expected a non-empty HxWx3 uint8 image, got {got}")
+    if pixels.shape[0] * pixels.shape[1] > max_pixels:
+        raise ImageDecodeError(source, f"{pixels.shape[1]}x{pixels.shape[0]} pixels, more than {max_pixels}")
+    return pixels
+
+
+def _fused_pixels(ego_shape, roadside_shape) -> int:
+    """Pixels of the fused canvas: the roadside image is resized to the ego's height
+    (``ImagePreprocessor.fuse``), so a thin strip next to a tall image can be huge."""
+    h, w = ego_shape[:2]
+    return h * (w + max(1, round(roadside_shape[1] * h / roadside_shape[0])))
 
 
 class VehicleService:
@@ -119,6 +143,7 @@ class VehicleService:
         self._last_planned_ns: int | None = None
         self.last_ego: np.ndarray | None = None  # the last image planned on (debug views)
         self.latencies: deque[dict] = deque(maxlen=self.config.latency_window)
+        self.last_plan_error: str | None = None
 
     # -- subscriptions: store only --------------------------------------------------------
 
@@ -131,9 +156,9 @@ class VehicleService:
     def on_ego_image(self, stamp_ns: int, pixels: np.ndarray | None = None, encoded: bytes | None = None,
                      source: str = "ego", now_ns: int | None = None) -> None:
         self.counts["ego_frames_in"] += 1
-        if self._admit("ego", stamp_ns, now_ns):
-            self.ego.push(stamp_ns, _Image(pixels, encoded, source))
-        if self.describer is not None:
+        image = _Image(pixels, encoded, source)
+        kept = self._admit("ego", stamp_ns, now_ns) and self.ego.push(stamp_ns, image)
+        if self.describer is not None and kept:  # a frame from the future would pin the cache
             self.describer.submit(stamp_ns, pixels if pixels is not None else encoded)
 
     def on_roadside_image(self, stamp_ns: int, pixels: np.ndarray | None = None, encoded: bytes | None = None,
@@ -146,6 +171,9 @@ class VehicleService:
         values = (motion.speed_mps, motion.heading_rad, motion.yaw_rate_rps)
         if not all(np.isfinite(values)):
             self.drops["motion_not_finite"] += 1
+            return
+        if abs(motion.speed_mps) > MAX_SPEED_MPS or abs(motion.yaw_rate_rps) > MAX_YAW_RATE_RPS:
+            self.drops["motion_implausible"] += 1
             return
         self.motion = (int(stamp_ns), motion)
 
@@ -171,16 +199,28 @@ class VehicleService:
             self.drops["ego_undecodable"] += 1
             return None
         self.last_ego = ego
-        roadside, road_frame = self._roadside_for(frame.stamp_ns)
+        roadside, road_frame = self._roadside_for(frame.stamp_ns, ego.shape)
         mode = "fused" if roadside is not None else "ego_only"
         self._enter(mode)
         text, state, age = self.descriptions.get(frame.stamp_ns)
         self.counts[f"description_{state}"] += 1
+        if text is not None:
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError:  # lone surrogates: the tokenizer and ROS strings refuse them
+                text = text.encode("utf-8", "replace").decode("utf-8")
+                self.counts["description_not_utf8"] += 1
         motion = self.motion[1] if self.motion is not None else EgoMotion(0.0, 0.0, 0.0, 0.0)
         if self.motion is None:
             self.counts["steps_without_motion"] += 1
         decode_ms = 1000.0 * (time.perf_counter() - t0)
-        out = self.engine.plan([PlanInput(ego, roadside, text, motion, self.command)])[0]
+        try:
+            out = self.engine.plan([PlanInput(ego, roadside, text, motion, self.command)])[0]
+        except Exception as exc:  # the model failing (CUDA out of memory, ...) must not stop the service
+            self.drops["plan_failed"] += 1
+            self.counts[f"plan_error_{type(exc).__name__}"] += 1
+            self.last_plan_error = f"{type(exc).__name__}: {exc}"
+            return None
         stage_ms = dict(out.stage_ms)
         stage_ms["preprocess"] = stage_ms.get("preprocess", 0.0) + decode_ms
         self.latencies.append(stage_ms)
@@ -196,7 +236,7 @@ class VehicleService:
             refine_report=out.refine_report,
         )
 
-    def _roadside_for(self, ego_stamp_ns: int):
+    def _roadside_for(self, ego_stamp_ns: int, ego_shape):
         if not self.engine.uses_roadside:
             return None, None
         frame = pick_roadside(ego_stamp_ns, self.roadside.frames, self.config.sync_slop_s,
@@ -205,11 +245,16 @@ class VehicleService:
             self.counts["roadside_unpaired"] += 1
             return None, None
         try:
-            return frame.value.decode(self.config.max_image_pixels), frame
+            image = frame.value.decode(self.config.max_image_pixels)
         except ImageDecodeError:
             self.drops["roadside_undecodable"] += 1
             self.roadside.discard(frame)
             return None, None
+        if _fused_pixels(ego_shape, image.shape) > self.config.max_image_pixels:
+            self.drops["roadside_canvas_too_large"] += 1
+            self.roadside.discard(frame)
+            return None, None
+        return image, frame
 
     def _enter(self, mode: str) -> None:
         if mode != self.mode:
@@ -241,4 +286,5 @@ class VehicleService:
             "mode": self.mode, "command": self.command.name, "counts": dict(self.counts),
             "drops": dict(self.drops), "latency_ms": self.latency_stats(),
             "describer": self.describer.stats() if self.describer is not None else None,
+            "last_plan_error": self.last_plan_error,
         }
