@@ -53,7 +53,14 @@ def test_record_replaces_the_same_configuration_and_keeps_others(tiny_result, tm
     assert table == render(rows)
     body = [line for line in table.splitlines() if line.startswith("| 20")]
     assert len(body) == 2 and "tiny (random weights)" in body[0]
-    assert "TensorRT" in table  # what was not measured is said
+    assert "TensorRT" in table and "GPU: not measured" in table  # what was not measured is said
+    goals = [line for line in table.splitlines() if line.startswith("- tiny (random weights)")]
+    assert len(goals) == 2 and all((" met (" in g) != (" missed (" in g) for g in goals)
+    record(dict(tiny_result, note="why it missed"), history, md)
+    assert "why it missed" in md.read_text()
+    gpu = dict(tiny_result, device="cuda", machine=dict(tiny_result["machine"], gpu="Some GPU"))
+    record(gpu, history, md)
+    assert "GPU: not measured" not in md.read_text() and "Some GPU (cuda)" in md.read_text()
 
 
 def test_cli_bench_writes_json_and_needs_exactly_one_model_source(tmp_path, capsys):

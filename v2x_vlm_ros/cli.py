@@ -239,7 +239,7 @@ def cmd_bench(args) -> int:
         raise ConfigError("give exactly one of --model DIR and --config base|large|small|tiny")
     preset = {"small": "small-student"}.get(args.config, args.config)
     result = bench(args.model, preset, args.device, args.batch, args.backend, args.iterations, args.warmup,
-                   args.image_size)
+                   args.image_size, note=args.note)
     _write_json(args.json, result)
     if not args.no_record:
         record(result, Path(args.history), Path(args.markdown))
@@ -462,6 +462,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--history", default="docs/benchmarks.json", help="results kept per configuration")
     p.add_argument("--markdown", default="docs/BENCHMARKS.md", help="the table rendered from the history")
     p.add_argument("--no-record", action="store_true", help="do not touch the history and the table")
+    p.add_argument("--note", help="a remark kept with this result (e.g. why a goal was missed)")
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("soak", help="a long run of the onboard services: frames accounted, memory watched")

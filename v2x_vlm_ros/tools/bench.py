@@ -231,6 +231,7 @@ def bench(
     iterations: int,
     warmup: int,
     image_size: tuple[int, int],
+    note: str | None = None,
 ) -> dict:
     torch.manual_seed(0)
     loaded = model_for(model_dir, preset, device)
@@ -267,6 +268,7 @@ def bench(
         "speedup_p50": baseline["p50_ms"] / fast["p50_ms"],
         "preprocess_share": fast_pre,
         "machine": machine(),
+        "note": note,
     }
 
 
@@ -306,6 +308,23 @@ def render(history: list[dict]) -> str:
             f"{s['postprocess']:.1f} | {b['p50_ms']:.1f} | {r['speedup_p50']:.2f}x | "
             f"{f['peak_memory_mb']:.0f} / {b['peak_memory_mb']:.0f} |"
         )
+    lines += ["", "Goals (issue 5; measured, not asserted):", ""]
+    for r in history:
+        f = r["fast"]
+        if r["device"].startswith("cuda"):
+            ok = f["p50_ms"] <= 15.0 and r["speedup_p50"] >= 5.0
+            goal = "GPU: p50 <= 15 ms and >= 5x the baseline"
+        else:
+            ok = r["speedup_p50"] >= 3.0 and r["preprocess_share"] < 0.15
+            goal = "CPU: >= 3x the baseline, preprocessing < 15 % of the frame"
+        lines.append(
+            f"- {r['model']}, {r['input_images']}, batch {r['batch']}, {r['backend']} on {r['device']}: "
+            f"{'met' if ok else 'missed'} ({goal}; measured p50 {f['p50_ms']:.1f} ms, "
+            f"{r['speedup_p50']:.2f}x, preprocessing {100 * r['preprocess_share']:.0f} %)"
+            + (f". {r['note']}" if r.get("note") else "")
+        )
+    if not any(r["device"].startswith("cuda") for r in history):
+        lines.append("- GPU: not measured (no CUDA GPU was available to the runs recorded here).")
     lines += [
         "",
         "Not measured: TensorRT. torch-tensorrt's libraries cannot be installed on any machine this",
