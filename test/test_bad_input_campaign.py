@@ -361,6 +361,13 @@ def test_raw_image_messages_with_wrong_encoding_step_or_size():
     @campaign(200)
     @given(st.one_of(st.sampled_from(ENCODINGS), st.text(max_size=12)), st.integers(-2, 12),
            st.integers(-2, 12), st.integers(-4, 60), st.integers(0, 400), st.booleans())
+    # well-formed messages of every accepted encoding, whatever the generator draws
+    @example("bgr8", 2, 3, 9, 18, False)
+    @example("rgb8", 4, 4, 14, 56, False)  # step padding
+    @example("mono8", 3, 5, 5, 15, True)
+    @example("bgra8", 2, 2, 8, 16, False)
+    @example("rgba8", 1, 1, 4, 4, False)
+    @example("8UC3", 2, 2, 6, 13, False)  # one spare byte
     def case(encoding, height, width, step, size, bigendian):
         msg = TYPES("sensor_msgs/msg/Image")(
             header=m.header(TYPES, 0, "cam"), height=height, width=width, encoding=encoding,
