@@ -149,3 +149,18 @@ def test_descriptions_are_cleaned_and_can_be_left_out(tiny_tokenizer):
 def test_too_many_image_tokens_for_the_text_positions(tiny_tokenizer):
     with pytest.raises(ValueError, match="too few for the prompt"):
         PromptEncoder(tiny_tokenizer, ModelSettings(image_size=(768, 768)), max_positions=600)
+
+
+def test_a_repeated_description_is_tokenized_once_and_the_cache_is_bounded(tiny_tokenizer):
+    enc = PromptEncoder(tiny_tokenizer, SETTINGS, 1024)
+    motion = EgoMotion(8.0, 0.1, 0.0, 0.5)
+    first = enc.encode("A white truck parked at the right roadside.", motion, Command.LEFT)
+    calls = []
+    original = enc._ids
+    enc._ids = lambda text: calls.append(text) or original(text)
+    again = enc.encode("A white truck parked at the right roadside.", motion, Command.LEFT)
+    assert again.input_ids == first.input_ids
+    assert not any("truck" in c for c in calls)  # only the per-frame state text was tokenized
+    for i in range(100):
+        enc.encode(f"Description number {i}.", motion, Command.FORWARD)
+    assert len(enc._description_cache) == 64

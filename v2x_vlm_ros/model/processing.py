@@ -215,12 +215,23 @@ class PromptEncoder:
     def _command_ids(self) -> dict[Command, list[int]]:
         return {c: self._ids(" " + t) for c, t in COMMAND_TEXT.items()}
 
+    def _description_ids(self, text: str) -> list[int]:
+        """Token ids of a cleaned description, cached: a description is reused for many
+        frames (the describer runs far slower than the camera), so it is tokenized once."""
+        cache = self.__dict__.setdefault("_description_cache", {})
+        ids = cache.get(text)
+        if ids is None:
+            if len(cache) >= 64:
+                cache.pop(next(iter(cache)))  # the oldest
+            ids = cache[text] = self._ids(text + " ")
+        return ids
+
     def encode(self, description: str | None, motion: EgoMotion, command: Command) -> PromptTokens:
         tail = self._ids(state_text(motion)) + self._command_ids[Command(command)] + self._task_ids
         desc: list[int] = []
         if self.settings.scene_text:
             text = clean_description(description, self.settings.description_max_chars)
-            desc = self._ids(text + " ") if text else []
+            desc = self._description_ids(text) if text else []
         room = self.budget - 2 - len(tail)  # <s> and </s>
         truncated = len(desc) > room
         body = desc[: max(room, 0)] + tail
