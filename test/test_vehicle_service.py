@@ -198,3 +198,20 @@ def test_with_the_real_planning_step(tiny_model_dir):
     stages = {"preprocess", "vision", "encoder", "decoder", "decode", "refine", "publish", "total"}
     assert set(stats) >= stages
     assert stats["total"]["p50"] >= stats["decoder"]["p50"] > 0
+
+
+def test_an_encoded_roadside_frame_is_decoded_once_for_all_the_ego_frames_it_serves(monkeypatch):
+    from v2x_vlm_ros.runtime import vehicle as vehicle_module
+
+    calls = []
+    real = vehicle_module.decode_image
+    monkeypatch.setattr(vehicle_module, "decode_image", lambda *a, **k: calls.append(a[1]) or real(*a, **k))
+    svc, engine = service(roadside_max_age_s=1.0)
+    road_png = cv2.imencode(".png", ROAD)[1].tobytes()
+    svc.on_roadside_image(t(1.0), encoded=road_png)
+    for k in range(5):  # a 2 Hz roadside frame, five 10 Hz ego frames
+        svc.on_ego_image(t(1.0 + 0.1 * k), EGO)
+        plan = svc.step(t(1.0 + 0.1 * k))
+        assert plan.mode == "fused" and plan.roadside_stamp_ns == t(1.0)
+        assert np.array_equal(engine.inputs[-1].roadside, ROAD)
+    assert len(calls) == 1

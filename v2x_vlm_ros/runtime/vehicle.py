@@ -103,9 +103,12 @@ class _Image:
     source: str = ""
 
     def decode(self, max_pixels: int) -> np.ndarray:
-        if self.pixels is not None:
-            return _checked_pixels(self.pixels, self.source, max_pixels)
-        return decode_image(self.encoded, self.source, max_pixels=max_pixels)
+        if self.pixels is None:
+            # decoded once: at 2 Hz a roadside frame serves about five ego frames
+            self.pixels = decode_image(self.encoded, self.source, max_pixels=max_pixels)
+            self.encoded = None
+            return self.pixels
+        return _checked_pixels(self.pixels, self.source, max_pixels)
 
 
 def _checked_pixels(pixels, source: str, max_pixels: int) -> np.ndarray:
