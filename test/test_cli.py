@@ -67,6 +67,19 @@ def test_bad_input_exits_2_with_a_message(tmp_path, capsys):
     assert "unknown key(s) ['waypoint_dt']" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("argv, message", [
+    (["synth", "OUT", "--sequences", "-3"], "num_sequences >= 0"),
+    (["bench", "--config", "tiny", "--batch", "0", "--no-record"], "--batch >= 1"),
+    (["eval", "ROOT", "--planner", "model", "--model", "/no/such/model"], "no such directory"),
+    (["eval", "ROOT", "--planner", "model", "--model", "./model"], "no such directory"),
+])
+def test_out_of_range_values_and_missing_paths_are_clear_errors(root, tmp_path, capsys, argv, message):
+    argv = [str(tmp_path / "out") if a == "OUT" else str(root) if a == "ROOT" else a for a in argv]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+
+
 def test_console_script_is_installed(root):
     exe = shutil.which("v2x-vlm") or str(__import__("pathlib").Path(sys.executable).with_name("v2x-vlm"))
     proc = subprocess.run([exe, "dataset", "summary", str(root), "--quiet"], capture_output=True,

@@ -66,7 +66,10 @@ def cmd_synth(args) -> int:
                  "duration_s": args.duration, "layout": args.layout, "jpeg_quality": args.jpeg_quality,
                  "workers": args.workers}
     # replace() re-runs the config's validation on the overridden values
-    config = dataclasses.replace(config, **{k: v for k, v in overrides.items() if v is not None})
+    try:
+        config = dataclasses.replace(config, **{k: v for k, v in overrides.items() if v is not None})
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
     summary = generate(args.out, config, progress=not args.quiet)
     print(json.dumps(summary, indent=2))
     return 0
@@ -238,6 +241,9 @@ def cmd_bench(args) -> int:
     if bool(args.model) == bool(args.config):
         raise ConfigError("give exactly one of --model DIR and --config base|large|small|tiny")
     preset = {"small": "small-student"}.get(args.config, args.config)
+    if args.batch < 1 or args.iterations < 1 or args.warmup < 0:
+        raise ConfigError(f"need --batch >= 1, --iterations >= 1 and --warmup >= 0 "
+                          f"(got {args.batch}, {args.iterations}, {args.warmup})")
     result = bench(args.model, preset, args.device, args.batch, args.backend, args.iterations, args.warmup,
                    args.image_size, note=args.note)
     _write_json(args.json, result)

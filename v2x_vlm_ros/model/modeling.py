@@ -10,6 +10,7 @@ id such as ``florence-community/Florence-2-base`` for users who have access to t
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -70,6 +71,9 @@ def _check_local_dir(path: Path) -> None:
         raise ModelLoadError(f"{path}: no *.safetensors weights{hint}")
 
 
+_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*")
+
+
 def load_model(source, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
                trust_remote_code: bool = False) -> LoadedModel:
     """Load a planner from a local directory or a hub id (safetensors only), in ``dtype``
@@ -80,7 +84,7 @@ def load_model(source, device: str | torch.device = "cpu", dtype: torch.dtype = 
         _check_local_dir(path)
     elif path.exists():
         raise ModelLoadError(f"{source}: not a model directory")
-    elif str(source).count("/") != 1:
+    elif not _HUB_ID.fullmatch(str(source)):  # "/data/model", "./model", "model": paths, not ids
         raise ModelLoadError(f"{source}: no such directory, and not a hub id like {HUB_IDS[0]}")
     if trust_remote_code:
         log.warning("trust_remote_code=True: running the checkpoint's own Python code")
