@@ -27,6 +27,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from builders import line, sequence, write
+from service_checks import check_accounting, register_summary
 from v2x_vlm_ros.conversion import messages as m
 from v2x_vlm_ros.data.calib import read_intrinsics, read_rigid
 from v2x_vlm_ros.data.dair import DairV2XDataset
@@ -76,33 +77,23 @@ def record(category: str, outcome: str) -> None:
     CASES.setdefault(category, Counter())[outcome] += 1
 
 
-class _SummaryPlugin:
-    def __init__(self, title: str, table: dict[str, Counter]):
-        self.title = title
-        self.table = table
-
-    def pytest_terminal_summary(self, terminalreporter):
-        if not self.table:
-            return
-        tr = terminalreporter
-        tr.section(self.title, sep="-")
-        width = max(len(c) for c in self.table) + 2
-        tr.write_line(f"{'category':<{width}}{'cases':>7}" + "".join(f"{o:>9}" for o in OUTCOMES))
-        for category, counts in sorted(self.table.items()):
-            tr.write_line(f"{category:<{width}}{sum(counts.values()):>7}"
-                          + "".join(f"{counts[o]:>9}" for o in OUTCOMES))
-        total = sum(sum(c.values()) for c in self.table.values())
-        tr.write_line(f"{'total':<{width}}{total:>7}")
+def _campaign_lines() -> list[str]:
+    if not CASES:
+        return []
+    width = max(len(c) for c in CASES) + 2
+    lines = [f"{'category':<{width}}{'cases':>7}" + "".join(f"{o:>9}" for o in OUTCOMES)]
+    for category, counts in sorted(CASES.items()):
+        lines.append(f"{category:<{width}}{sum(counts.values()):>7}"
+                     + "".join(f"{counts[o]:>9}" for o in OUTCOMES))
+    lines.append(f"{'total':<{width}}{sum(sum(c.values()) for c in CASES.values()):>7}")
+    return lines
 
 
 @pytest.fixture(scope="module", autouse=True)
 def campaign_summary(request):
-    """Registers a terminal-summary plugin for this module (no conftest hook needed); the
-    table is printed at the end of the session, in plain ``pytest -q`` output too."""
-    name = "v2x-bad-input-campaign-summary"
-    if not request.config.pluginmanager.has_plugin(name):
-        request.config.pluginmanager.register(
-            _SummaryPlugin("bad-input campaign: cases per category", CASES), name)
+    """The table is printed at the end of the session (no conftest hook needed)."""
+    register_summary(request.config, "v2x-bad-input-campaign-summary",
+                     "bad-input campaign: cases per category", _campaign_lines)
     yield
 
 
@@ -121,25 +112,6 @@ class ConstantVelocityEngine:
         self.inputs = list(inputs)  # keep only the last batch: runs are long
         xy = np.column_stack([np.arange(1, 11) * 0.5 * inputs[0].motion.speed_mps, np.zeros(10)])
         return [PlanOutput(xy=xy, raw_xy=xy, stage_ms={"model": 0.1})]
-
-
-EGO_DROPS = ("ego_superseded", "ego_out_of_order", "ego_duplicate_stamp", "ego_from_the_future",
-             "ego_queue_full", "ego_clock_reset_discarded", "ego_too_old", "ego_undecodable", "plan_failed")
-ROAD_DROPS = ("roadside_out_of_order", "roadside_duplicate_stamp", "roadside_from_the_future",
-              "roadside_queue_full", "roadside_clock_reset_discarded", "roadside_undecodable",
-              "roadside_canvas_too_large")
-
-
-def check_accounting(svc: VehicleService) -> None:
-    """Bounded queues, and every frame that came in is planned, still queued, or counted."""
-    depth = svc.config.queue_depth
-    assert len(svc.ego.frames) <= depth and len(svc.roadside.frames) <= depth
-    diag = svc.diagnostics()
-    counts, drops = diag["counts"], diag["drops"]
-    ego_out = counts.get("plans_out", 0) + sum(drops.get(k, 0) for k in EGO_DROPS) + len(svc.ego.frames)
-    assert counts.get("ego_frames_in", 0) == ego_out, diag
-    road_out = sum(drops.get(k, 0) for k in ROAD_DROPS) + len(svc.roadside.frames)
-    assert counts.get("roadside_frames_in", 0) == road_out, diag
 
 
 class Rig:

@@ -28,6 +28,8 @@ from v2x_vlm_ros.runtime.engine import PlanOutput
 from v2x_vlm_ros.runtime.factory import make_engine
 from v2x_vlm_ros.runtime.vehicle import VehicleConfig, VehicleService
 
+from service_checks import check_accounting, register_summary
+
 S = 1_000_000_000
 MS = 1_000_000
 T0 = 1_700_000_000 * S
@@ -58,30 +60,22 @@ def record(scenario: str, svc: VehicleService) -> None:
                        + sum(described[k] for k in ("errors", "hung", "late", "superseded")))
 
 
-class _SummaryPlugin:
-    def __init__(self, title: str, table: dict[str, Counter]):
-        self.title = title
-        self.table = table
-
-    def pytest_terminal_summary(self, terminalreporter):
-        if not self.table:
-            return
-        tr = terminalreporter
-        tr.section(self.title, sep="-")
-        width = max(len(s) for s in self.table) + 2
-        tr.write_line(f"{'scenario':<{width}}" + "".join(f"{c:>9}" for c in COLUMNS))
-        for scenario, row in sorted(self.table.items()):
-            tr.write_line(f"{scenario:<{width}}" + "".join(f"{row[c]:>9}" for c in COLUMNS))
-        runs = sum(row["runs"] for row in self.table.values())
-        tr.write_line(f"{len(self.table)} fault scenarios, {runs} runs")
+def _fault_lines() -> list[str]:
+    if not SCENARIOS:
+        return []
+    width = max(len(s) for s in SCENARIOS) + 2
+    lines = [f"{'scenario':<{width}}" + "".join(f"{c:>9}" for c in COLUMNS)]
+    for scenario, row in sorted(SCENARIOS.items()):
+        lines.append(f"{scenario:<{width}}" + "".join(f"{row[c]:>9}" for c in COLUMNS))
+    runs = sum(row["runs"] for row in SCENARIOS.values())
+    lines.append(f"{len(SCENARIOS)} fault scenarios, {runs} runs")
+    return lines
 
 
 @pytest.fixture(scope="module", autouse=True)
 def fault_summary(request):
-    """Registers a terminal-summary plugin for this module (no conftest hook needed)."""
-    name = "v2x-fault-scenarios-summary"
-    if not request.config.pluginmanager.has_plugin(name):
-        request.config.pluginmanager.register(_SummaryPlugin("fault scenarios run", SCENARIOS), name)
+    """The table is printed at the end of the session (no conftest hook needed)."""
+    register_summary(request.config, "v2x-fault-scenarios-summary", "fault scenarios run", _fault_lines)
     yield
 
 
@@ -104,24 +98,6 @@ class FakeEngine:
             raise error
         xy = np.column_stack([np.arange(1, 11) * 0.5 * inputs[0].motion.speed_mps, np.zeros(10)])
         return [PlanOutput(xy=xy, raw_xy=xy, stage_ms={"model": 1.0})]
-
-
-EGO_DROPS = ("ego_superseded", "ego_out_of_order", "ego_duplicate_stamp", "ego_from_the_future",
-             "ego_queue_full", "ego_clock_reset_discarded", "ego_too_old", "ego_undecodable", "plan_failed")
-ROAD_DROPS = ("roadside_out_of_order", "roadside_duplicate_stamp", "roadside_from_the_future",
-              "roadside_queue_full", "roadside_clock_reset_discarded", "roadside_undecodable",
-              "roadside_canvas_too_large")
-
-
-def check_accounting(svc: VehicleService) -> None:
-    """Bounded queues, and every frame that came in is planned, still queued, or counted."""
-    depth = svc.config.queue_depth
-    assert len(svc.ego.frames) <= depth and len(svc.roadside.frames) <= depth
-    assert len(svc.latencies) <= svc.config.latency_window
-    counts, drops = svc.counts, svc.drops
-    ego_out = counts["plans_out"] + sum(drops[k] for k in EGO_DROPS) + len(svc.ego.frames)
-    assert counts["ego_frames_in"] == ego_out
-    assert counts["roadside_frames_in"] == sum(drops[k] for k in ROAD_DROPS) + len(svc.roadside.frames)
 
 
 def service(engine=None, describer=None, cache=None, **config):
