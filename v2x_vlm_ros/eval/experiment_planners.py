@@ -14,6 +14,8 @@ import time
 
 import numpy as np
 
+from v2x_vlm_ros.model.planner import plan_in_batches
+
 #: Engine stages in pipeline order (``model`` replaces vision/encoder/decoder with generate).
 STAGES = ("preprocess", "vision", "encoder", "decoder", "model", "decode", "refine")
 
@@ -55,14 +57,12 @@ class ExperimentPlanner:
             out.append(frame)
         return out
 
+    @property
+    def batch_size(self) -> int:
+        return self.base.batch_size
+
     def plan_batch(self, samples) -> list[np.ndarray]:
-        out = []
-        size = self.base.batch_size
-        for start in range(0, len(samples), size):
-            for result in self.engine.plan(self.inputs(samples[start: start + size])):
-                self.decode_failures += int(result.decode_failed)
-                out.append(result.xy)
-        return out
+        return plan_in_batches(self, samples)
 
     def latency(self) -> dict:
         return latency_summary(self.engine.stage_ms, self.read_ms)

@@ -17,6 +17,17 @@ from v2x_vlm_ros.model.modeling import LoadedModel, load_model
 from v2x_vlm_ros.runtime.engine import PlanInput, PlannerEngine
 
 
+def plan_in_batches(planner, samples) -> list[np.ndarray]:
+    """Refined trajectories of ``samples``, ``planner.batch_size`` frames per engine call,
+    through ``planner.inputs`` and ``planner.engine``; counts ``planner.decode_failures``."""
+    out = []
+    for start in range(0, len(samples), planner.batch_size):
+        for result in planner.engine.plan(planner.inputs(samples[start: start + planner.batch_size])):
+            planner.decode_failures += int(result.decode_failed)
+            out.append(result.xy)
+    return out
+
+
 class ModelPlanner:
     name = "model"
 
@@ -44,12 +55,7 @@ class ModelPlanner:
         return self.engine.generate(batch)
 
     def plan_batch(self, samples: list[CooperativeSample]) -> list[np.ndarray]:
-        out = []
-        for start in range(0, len(samples), self.batch_size):
-            for result in self.engine.plan(self.inputs(samples[start: start + self.batch_size])):
-                self.decode_failures += result.decode_failed
-                out.append(result.xy)
-        return out
+        return plan_in_batches(self, samples)
 
     def plan(self, sample: CooperativeSample) -> np.ndarray:
         return self.plan_batch([sample])[0]

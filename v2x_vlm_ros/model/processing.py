@@ -168,13 +168,17 @@ def florence2_processor(tokenizer, settings: ModelSettings):
 # -- prompt ------------------------------------------------------------------------------
 
 
+def valid_utf8(text: str) -> str:
+    """``text`` with lone surrogates (a JSON "\\udcff", bytes decoded with surrogateescape)
+    replaced: tokenizers and ROS strings refuse them."""
+    return text.encode("utf-8", "replace").decode("utf-8")
+
+
 def clean_description(text: str | None, max_chars: int) -> str:
     """Control characters out, whitespace collapsed, at most ``max_chars`` characters."""
     if not text:
         return ""
-    # lone surrogates (a JSON "\udcff", bytes decoded with surrogateescape) cannot be tokenized
-    text = str(text)[: max_chars * 2].encode("utf-8", "replace").decode("utf-8")
-    text = _CONTROL.sub(" ", text)
+    text = _CONTROL.sub(" ", valid_utf8(str(text)[: max_chars * 2]))
     return " ".join(text.split())[:max_chars]
 
 
@@ -199,6 +203,7 @@ class PromptEncoder:
         self.tokenizer = tokenizer
         self.settings = settings
         self.budget = max_positions - settings.num_image_tokens
+        self._description_cache: dict[str, list[int]] = {}
         fixed = len(self._ids(TASK_TEXT)) + max(len(self._ids(c)) for c in COMMAND_TEXT.values())
         if self.budget < fixed + 48:  # the state text is ~40 tokens
             raise ValueError(f"{settings.num_image_tokens} image tokens leave {self.budget} of "
@@ -218,7 +223,7 @@ class PromptEncoder:
     def _description_ids(self, text: str) -> list[int]:
         """Token ids of a cleaned description, cached: a description is reused for many
         frames (the describer runs far slower than the camera), so it is tokenized once."""
-        cache = self.__dict__.setdefault("_description_cache", {})
+        cache = self._description_cache
         ids = cache.get(text)
         if ids is None:
             if len(cache) >= 64:

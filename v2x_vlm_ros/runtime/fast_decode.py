@@ -72,14 +72,20 @@ class StaticDecoder:
         return x.view(b, n, self.heads, self.head_dim).transpose(1, 2)
 
     @torch.no_grad()
+    def cross_attention(self, encoder_states: torch.Tensor, attention_mask: torch.Tensor):
+        """Cross-attention keys/values of every layer, and the additive encoder mask."""
+        cross = [(self._split(layer.encoder_attn.k_proj(encoder_states)),
+                  self._split(layer.encoder_attn.v_proj(encoder_states))) for layer in self.layers]
+        mask = torch.zeros(encoder_states.shape[0], 1, 1, encoder_states.shape[1], dtype=encoder_states.dtype,
+                           device=encoder_states.device)
+        mask.masked_fill_(attention_mask[:, None, None, :] == 0, torch.finfo(encoder_states.dtype).min)
+        return cross, mask
+
+    @torch.no_grad()
     def prepare(self, encoder_states: torch.Tensor, attention_mask: torch.Tensor) -> "DecoderState":
         """Cross-attention keys/values for every layer and empty self-attention caches."""
         b = encoder_states.shape[0]
-        cross = [(self._split(layer.encoder_attn.k_proj(encoder_states)),
-                  self._split(layer.encoder_attn.v_proj(encoder_states))) for layer in self.layers]
-        mask = torch.zeros(b, 1, 1, encoder_states.shape[1], dtype=encoder_states.dtype,
-                           device=encoder_states.device)
-        mask.masked_fill_(attention_mask[:, None, None, :] == 0, torch.finfo(encoder_states.dtype).min)
+        cross, mask = self.cross_attention(encoder_states, attention_mask)
         shape = (len(self.layers), b, self.heads, self.steps, self.head_dim)
         keys = torch.zeros(shape, dtype=encoder_states.dtype, device=encoder_states.device)
         return DecoderState(cross, mask, keys, torch.zeros_like(keys))
@@ -192,11 +198,11 @@ class GraphedDecode:
     def decode(self, encoder_states: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """The 2T location tokens (B, 2T), as ``StaticDecoder.decode`` gives them."""
         d = self.decoder
-        fresh = d.prepare(encoder_states, attention_mask)
-        for (k, v), (k_buf, v_buf) in zip(fresh.cross, self.state.cross):
+        cross, mask = d.cross_attention(encoder_states, attention_mask)
+        for (k, v), (k_buf, v_buf) in zip(cross, self.state.cross):
             k_buf.copy_(k)
             v_buf.copy_(v)
-        self.state.cross_mask.copy_(fresh.cross_mask)
+        self.state.cross_mask.copy_(mask)
         self.state.keys.zero_()
         self.state.values.zero_()
         self.tokens.fill_(d.start)

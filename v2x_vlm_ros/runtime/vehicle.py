@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from v2x_vlm_ros.data.records import Command, EgoMotion
+from v2x_vlm_ros.model.processing import valid_utf8
 from v2x_vlm_ros.preprocessing.image_codec import ImageDecodeError, decode_image
 from v2x_vlm_ros.runtime.describer import DescriptionCache
 from v2x_vlm_ros.runtime.engine import PlanInput
@@ -211,7 +212,7 @@ class VehicleService:
             try:
                 text.encode("utf-8")
             except UnicodeEncodeError:  # lone surrogates: the tokenizer and ROS strings refuse them
-                text = text.encode("utf-8", "replace").decode("utf-8")
+                text = valid_utf8(text)
                 self.counts["description_not_utf8"] += 1
         motion = self.motion[1] if self.motion is not None else EgoMotion(0.0, 0.0, 0.0, 0.0)
         if self.motion is None:

@@ -290,8 +290,8 @@ def soak(options: SoakOptions, progress: bool = True, on_frame=None) -> dict:
     model = options.model or default_model_dir()
     data = options.data or default_data_root()
     pool = source_frames(data, limit=options.frames)
-    engine, backend_note = make_engine(model, options.device, "eager", RefineConfig(enabled=options.refine))
-    engine.warm_up()
+    engine, backend_note = make_engine(model, options.device, "eager", RefineConfig(enabled=options.refine),
+                                       warm_up=2)
     vcfg = VehicleConfig()
     cache = DescriptionCache(vcfg.description_max_age_s)
     vehicle = VehicleService(engine, vcfg, None, cache)
