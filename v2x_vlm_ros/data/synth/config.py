@@ -11,8 +11,15 @@ import math
 from dataclasses import dataclass, fields
 
 #: Scenario names (a contract: they appear in scenarios.json). Sequences are assigned
-#: round-robin in this order, so occluded_crossing >= 20 % and turns >= 30 % for N >= 2.
-SCENARIOS = ("occluded_crossing", "left_turn", "right_turn", "follow_lead", "straight")
+#: round-robin in this order; a paired scenario takes two consecutive sequences (``cycle``).
+SCENARIOS = ("occluded_crossing", "left_turn", "right_turn", "follow_lead", "straight",
+             "hidden_queue", "stop_sign")
+#: Scenarios written as twins: the same sequence with the hidden agent(s) ("agent") and
+#: without ("twin"), identical otherwise; only the roadside camera can tell them apart
+#: until the hazard comes into the ego camera's view.
+PAIRED_SCENARIOS = ("occluded_crossing", "hidden_queue")
+#: What hides behind the parked truck in ``occluded_crossing`` (class -> probability).
+HIDDEN_AGENTS = {"Car": 0.45, "Cyclist": 0.3, "Pedestrian": 0.25}
 
 #: Split pattern applied within each scenario's list of sequences (repeats).
 SPLIT_PATTERN = ("train", "val", "train", "test", "train")
@@ -25,12 +32,18 @@ class SynthConfig:
     # -- size of the dataset --------------------------------------------------------------
     num_sequences: int = 10  # sequences to write; sequence i gets scenario SCENARIOS[i % 5]
     seed: int = 0  # sequence i draws from np.random.default_rng([seed, i]) only
-    duration_s: float = 10.0  # length of each sequence (vehicle frames at 10 Hz)
+    duration_s: float = 12.0  # length of each sequence (10 Hz): approach, yield and restart fit
     scenarios: tuple[str, ...] = SCENARIOS  # round-robin order (a subset restricts the mix)
+    paired: bool = True  # PAIRED_SCENARIOS as twins (with / without the hidden agent)
+    conflict_share: float = 0.7  # hidden crossing agents that cross the ego's path (the rest
+    #                              stop at their own line or wait at the kerb: no conflict)
+    slowdown_share: float = 0.5  # "straight" sequences with a gentle slow-down of no visible cause
 
     # -- output format --------------------------------------------------------------------
     layout: str = "spd"  # "spd" (V2X-Seq-SPD) or "c" (DAIR-V2X-C), passed to the writer
     image_size: tuple[int, int] = (1920, 1080)  # (width, height) of both cameras' images
+    supersample_width: int = 960  # render at least this wide, then shrink by area averaging
+    #                               (anti-aliased: an image looks alike at every size)
     jpeg_quality: int = 90  # JPEG quality of every image (1..100)
     side_labels: bool = True  # write vehicle-side label/lidar and label/camera files
     infra_labels: bool = True  # write infrastructure-side labels (world boxes, ego included)
@@ -65,6 +78,10 @@ class SynthConfig:
     pedestrians: tuple[int, int] = (1, 5)  # people walking on sidewalks
     cyclists: tuple[int, int] = (0, 2)  # riders on the shoulders
 
+    # -- descriptions ---------------------------------------------------------------------
+    attention_text: bool = False  # add driver-attention text (VLM-E2E): where a careful driver
+    #                               should look, written from both cameras (the roadside's too)
+
     def __post_init__(self):
         self.image_size = tuple(int(v) for v in self.image_size)
         self.mask_size = tuple(int(v) for v in self.mask_size)
@@ -80,6 +97,11 @@ class SynthConfig:
             raise ValueError("image_size and mask_size must be at least 16 x 16")
         if not 1 <= self.jpeg_quality <= 100:
             raise ValueError("jpeg_quality must be in 1..100")
+        for name in ("conflict_share", "slowdown_share"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
+        if self.supersample_width < 1:
+            raise ValueError("supersample_width must be >= 1")
 
     @classmethod
     def from_dict(cls, values: dict) -> "SynthConfig":
@@ -90,21 +112,58 @@ class SynthConfig:
             raise ValueError(f"unknown synth config keys: {extra}")
         return cls(**values)
 
+    @property
+    def cycle(self) -> tuple[tuple[str, str | None], ...]:
+        """(scenario, variant) of consecutive sequences, repeated: a paired scenario gives
+        ("agent") then ("twin"), any other one sequence (variant None)."""
+        out = []
+        for name in self.scenarios:
+            if self.paired and name in PAIRED_SCENARIOS:
+                out += [(name, "agent"), (name, "twin")]
+            else:
+                out.append((name, None))
+        return tuple(out)
+
     def scenario_of(self, index: int) -> str:
-        return self.scenarios[index % len(self.scenarios)]
+        return self.cycle[index % len(self.cycle)][0]
+
+    def variant_of(self, index: int) -> str | None:
+        """"agent" / "twin" for the two sequences of a pair, None otherwise."""
+        return self.cycle[index % len(self.cycle)][1]
+
+    def draw_index(self, index: int) -> int:
+        """Whose random draws sequence ``index`` uses: a twin uses its partner's, so the two
+        are the same scene."""
+        return index - 1 if self.variant_of(index) == "twin" else index
+
+    def partner_of(self, index: int) -> int | None:
+        """The other sequence of a pair (None when unpaired or when it is not generated)."""
+        variant = self.variant_of(index)
+        other = {"agent": index + 1, "twin": index - 1}.get(variant)
+        return other if other is not None and 0 <= other < self.num_sequences else None
+
+    def render_scale(self) -> int:
+        """Supersampling factor: images are drawn this many times larger, then shrunk."""
+        return max(1, math.ceil(self.supersample_width / self.image_size[0]))
 
 
 def split_of(config: SynthConfig) -> dict[str, list[int]]:
     """Sequence indices per split, stratified per scenario (``SPLIT_PATTERN`` within each
-    scenario's list of sequences)."""
+    scenario's list of scenes); the two sequences of a pair are one scene, in one split."""
     out: dict[str, list[int]] = {"train": [], "val": [], "test": []}
     seen: dict[str, int] = {}
+    owner: dict[int, str] = {}
     for i in range(config.num_sequences):
-        name = config.scenario_of(i)
-        k = seen.get(name, 0)
-        seen[name] = k + 1
-        out[SPLIT_PATTERN[k % len(SPLIT_PATTERN)]].append(i)
+        if config.variant_of(i) == "twin":
+            name = owner[i - 1]
+        else:
+            scenario = config.scenario_of(i)
+            k = seen.get(scenario, 0)
+            seen[scenario] = k + 1
+            name = SPLIT_PATTERN[k % len(SPLIT_PATTERN)]
+        owner[i] = name
+        out[name].append(i)
     return out
 
 
-__all__ = ["SCENARIOS", "SPLIT_PATTERN", "SynthConfig", "split_of"]
+__all__ = ["HIDDEN_AGENTS", "PAIRED_SCENARIOS", "SCENARIOS", "SPLIT_PATTERN", "SynthConfig", "split_of"]

@@ -3,8 +3,13 @@
 Inputs are what is visible in the ego camera at one instant (objects with enough visible
 pixels in the id mask, their class, colour and rough position) plus the road layout in
 view. The future, the navigation command, the scenario and anything hidden from the ego
-camera never reach this module, and ``BANNED`` words are checked on every output.
+camera never reach ``describe``, and ``BANNED`` words are checked on every output.
 Phrasing varies deterministically with a generator passed in.
+
+``attention`` (the synthetic world's ``attention_text`` option, VLM-E2E's driver
+attention) adds where a careful driver should look, written from both cameras: the road
+users near the junction that the roadside camera sees and the ego camera does not. It
+describes the present only (place, moving or standing), never what the ego will do.
 """
 
 from __future__ import annotations
@@ -61,6 +66,7 @@ class View:
     buildings_right: int
     trees: bool
     roadside_pole: bool
+    sign: bool = False  # the red sign at the junction (stop_sign scenario)
 
 
 def color_name(bgr) -> str:
@@ -125,6 +131,10 @@ def describe(view: View, rng: np.random.Generator) -> str:
         parts.append(forms[int(rng.integers(len(forms)))])
     elif view.junction == "inside":
         parts.append("The ego car is inside a four-way intersection.")
+    if view.sign:
+        forms = ("A red regulatory sign stands at the left corner of our approach.",
+                 "There is a red octagonal sign on the left at the junction.")
+        parts.append(forms[int(rng.integers(len(forms)))])
     seen = sorted(view.seen, key=lambda s: math.hypot(s.x, s.y))
     phrases = [_phrase(s, rng) for s in seen[:4]]
     if phrases:
@@ -151,6 +161,35 @@ def describe(view: View, rng: np.random.Generator) -> str:
         text = " ".join(parts + [agents])
     check(text)
     return text
+
+
+def _attention_phrase(s: Seen) -> str:
+    noun = NOUNS.get(s.category, "vehicle")
+    if s.category not in ("Pedestrian", "Cyclist"):
+        noun = f"{color_name(s.color)} {noun}"
+    side = "ahead" if abs(s.y) < 3.0 and s.x > 0 else f"on the {_side(s.y)}"
+    state = "moving" if s.moving else "standing still"
+    return f"a {noun} {side}, {_distance(math.hypot(s.x, s.y))}, {state}"
+
+
+def attention(view: View, roadside_only: list[Seen], text: str) -> str:
+    """``text`` with a driver-attention sentence: where to look, from what the roadside
+    camera sees near the junction that the ego camera does not (sentences of ``text`` are
+    dropped from the end when the whole would be too long)."""
+    near = sorted(roadside_only, key=lambda s: math.hypot(s.x, s.y))[:2]
+    if near:
+        phrases = _join([_attention_phrase(s) for s in near])
+        sentence = f"Attention, seen by the roadside camera: {phrases}."
+    elif view.junction in ("ahead", "inside"):
+        sentence = "Attention: the roadside camera shows no hidden road user near the junction."
+    else:
+        return text
+    kept = text
+    while len(kept) + 1 + len(sentence) > MAX_CHARS and ". " in kept:
+        kept = kept[: kept.rstrip(".").rfind(". ") + 1]
+    out = (kept + " " + sentence)[:MAX_CHARS]
+    check(out)
+    return out
 
 
 def check(text: str) -> None:

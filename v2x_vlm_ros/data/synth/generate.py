@@ -9,6 +9,16 @@ Time: vehicle frames at 10 Hz with a small jitter; the roadside camera at 10 Hz 
 own phase, its stamps on a clock offset from the vehicle's by a constant per sequence.
 Everything is sampled at the true capture times; each vehicle frame is paired with the
 roadside frame nearest in true time.
+
+Pairs: the twin of a paired scenario (``SynthConfig.cycle``) draws from its partner's
+generator, so the two are the same scene; the twin leaves the hidden agents out.
+
+Images are drawn ``SynthConfig.render_scale()`` times larger than written and shrunk by
+area averaging, so thin markings keep their share of a pixel at every image size.
+
+Besides the DAIR-V2X files, ``visibility.json`` (``synth.visibility``) records per vehicle
+frame which agents the ego camera and the paired roadside frame see, and which agents the
+ground-truth ego yields to.
 """
 
 from __future__ import annotations
@@ -24,11 +34,12 @@ import numpy as np
 from tqdm import tqdm
 
 from v2x_vlm_ros.data.records import AgentBox
-from v2x_vlm_ros.data.synth.camera import Camera
+from v2x_vlm_ros.data.synth.camera import Camera, intrinsics
 from v2x_vlm_ros.data.synth.config import SynthConfig, split_of
-from v2x_vlm_ros.data.synth.describe import Seen, View, describe
+from v2x_vlm_ros.data.synth.describe import Seen, View, attention, describe
 from v2x_vlm_ros.data.synth.render import ViewRenderer
 from v2x_vlm_ros.data.synth.scenarios import Scene, build_scene
+from v2x_vlm_ros.data.synth.visibility import sequence_entry, write_visibility
 from v2x_vlm_ros.data.synth.world import (CAMERA_FROM_LIDAR, HALF_WIDTH, LANE, LIDAR_FROM_CAMERA,
                                           LIDAR_HEIGHT, NOVATEL_FROM_LIDAR, World, build_world)
 from v2x_vlm_ros.data.writer import (DatasetWriter, InfraFrameSpec, SequenceSpec,
@@ -37,8 +48,8 @@ from v2x_vlm_ros.geometry import invert_pose, planar_pose, wrap_angle
 
 EGO_IDENT = 999
 AGENT_IDENT0 = 1000
-HIDDEN_FOR_S = 2.0  # occluded_crossing: hidden from the ego camera (seen by the roadside) this long
-OCCLUDER_FRAMES = 5  # ... in at least this many frames by an occluder (parked truck, building), not the view's edge
+HIDDEN_FOR_S = 2.0  # a hidden hazard: hidden from the ego camera (seen by the roadside) this long
+OCCLUDER_FRAMES = 5  # ... in at least this many frames by an occluder (truck, building), not the view's edge
 
 
 @dataclass
@@ -84,36 +95,54 @@ class Simulation:
 
     # -- renderers ----------------------------------------------------------------------
 
+    @property
+    def render_size(self) -> tuple[int, int]:
+        """Size the images are drawn at before they are shrunk to ``config.image_size``."""
+        scale = self.config.render_scale()
+        return (self.config.image_size[0] * scale, self.config.image_size[1] * scale)
+
     def vehicle_renderer(self, size=None) -> ViewRenderer:
-        cam = Camera(self.config.vehicle_hfov_deg, tuple(size or self.config.image_size),
+        """The ego camera's renderer, drawing at ``size`` (default: the supersampled size)."""
+        cam = Camera(self.config.vehicle_hfov_deg, tuple(size or self.render_size),
                      self.local_from_lidar(0.0) @ LIDAR_FROM_CAMERA)
         return ViewRenderer(cam, self.config.mask_size, self.world.ground, self.world.statics,
                             self.world.lighting)
 
     def infra_renderer(self, size=None) -> ViewRenderer:
-        cam = Camera(self.config.infra_hfov_deg, tuple(size or self.config.image_size),
+        cam = Camera(self.config.infra_hfov_deg, tuple(size or self.render_size),
                      self.world.local_from_infra_camera)
         statics = [s for s in self.world.statics if s.kind != "pole"]
         return ViewRenderer(cam, self.config.mask_size, self.world.ground, statics,
                             self.world.lighting, static_camera=True)
+
+    def shrink(self, image):
+        """A supersampled image at ``config.image_size`` (area averaging); other sizes as they are."""
+        if image is None or tuple(image.shape[1::-1]) != self.render_size or \
+                self.render_size == tuple(self.config.image_size):
+            return image
+        return cv2.resize(image, tuple(self.config.image_size), interpolation=cv2.INTER_AREA)
 
     def render_vehicle(self, k: int, renderer=None, with_image=True, without=()):
         r = renderer or self.vehicle_renderer()
         t = float(self.vehicle_t[k])
         r.set_pose(self.local_from_lidar(t) @ LIDAR_FROM_CAMERA)
         dyn = self.things(t, ego=False, without=without)
-        return r.render(dyn, with_image=with_image)
+        img, mask, vis = r.render(dyn, with_image=with_image)
+        return self.shrink(img), mask, vis
 
     def render_infra(self, j: int, renderer=None, with_image=True, without=()):
         r = renderer or self.infra_renderer()
         t = float(self.infra_t[j])
-        return r.render(self.things(t, ego=True, without=without), with_image=with_image)
+        img, mask, vis = r.render(self.things(t, ego=True, without=without), with_image=with_image)
+        return self.shrink(img), mask, vis
 
 
 def simulate(config: SynthConfig, index: int) -> Simulation:
-    """World, motion and capture times of sequence ``index`` (no rendering)."""
-    rng = np.random.default_rng([config.seed, index])
+    """World, motion and capture times of sequence ``index`` (no rendering). The twin of a
+    pair draws from its partner's generator: same world, scene and capture times."""
+    rng = np.random.default_rng([config.seed, config.draw_index(index)])
     scenario = config.scenario_of(index)
+    variant = config.variant_of(index)
     world = build_world(rng)
     period = config.frame_period_us
     n_veh = int(round(config.duration_s * 1e6 / period))
@@ -130,26 +159,29 @@ def simulate(config: SynthConfig, index: int) -> Simulation:
                           pairing, dict(scene.notes))
 
     def accept(trial) -> bool:
-        span = _hidden_span(make(trial))
+        span = _hidden_span(make(trial), trial.key_agent)
         early = int(np.sum(veh_us * 1e-6 <= HIDDEN_FOR_S))
+        occluder_frames = OCCLUDER_FRAMES if scenario == "occluded_crossing" else 0
         return (span["hidden_frames"] >= early and span["hidden_frames_seen_by_infra"] >= early
-                and span["hidden_frames_by_occluder"] >= OCCLUDER_FRAMES)
+                and span["hidden_frames_by_occluder"] >= occluder_frames)
 
-    scene = build_scene(rng, world, scenario, config, accept=accept)
+    scene = build_scene(rng, world, scenario, config, variant=variant, accept=accept)
     sim = make(scene)
-    if scenario == "occluded_crossing":
-        sim.notes.update(_hidden_span(sim))
+    sim.notes["variant"] = variant
+    partner = config.partner_of(index)
+    sim.notes["pair"] = None if partner is None else partner
+    if scene.conflict:
+        sim.notes.update(_hidden_span(sim, scene.conflict[0]))
     return sim
 
 
-def _hidden_span(sim: Simulation) -> dict:
-    """How long the crossing car stays hidden from the ego camera from the first frame, in
-    how many of those frames the roadside camera sees it, and in how many the ego camera
-    would see it if nothing stood in the way (hidden by an occluder, a building or a parked
-    vehicle, not by the field of view)."""
-    key = sim.scene.key_agent
+def _hidden_span(sim: Simulation, key) -> dict:
+    """How long agent ``key`` stays hidden from the ego camera from the first frame, in how
+    many of those frames the roadside camera sees it, and in how many the ego camera would
+    see it if nothing stood in the way (hidden by an occluder, a building or a parked
+    vehicle, not by the field of view). Drawn at the mask size (no image)."""
     ident = sim.ident(key)
-    vr, ir = sim.vehicle_renderer(), sim.infra_renderer()
+    vr, ir = sim.vehicle_renderer(sim.config.mask_size), sim.infra_renderer(sim.config.mask_size)
     bare = ViewRenderer(vr.cam, sim.config.mask_size, [], [], sim.world.lighting)
     hidden_until, seen_by_infra, by_occluder, frames = 0.0, 0, 0, 0
     for k, t in enumerate(sim.vehicle_t):
@@ -199,18 +231,12 @@ def _view(sim: Simulation, t: float, vis: dict, cam: Camera) -> View:
         visible, _ = vis.get(sim.ident(agent), (0, 0))
         if visible < cfg.min_visible_pixels:
             continue
-        x, y, yaw, v = (float(a) for a in agent.pose(t))
-        p = lidar_from_local @ np.array([x, y, 0.0, 1.0])
-        lateral = min(abs(x), abs(y))  # distance from the nearer road axis
-        seen.append(Seen(agent.category, agent.colors[0], float(p[0]), float(p[1]),
-                         float(yaw) - ego_yaw,
-                         v > 0.2, on_sidewalk=lateral > HALF_WIDTH,
-                         on_shoulder=LANE < lateral <= HALF_WIDTH))
+        seen.append(_seen(agent, t, lidar_from_local, ego_yaw))
     b_left = b_right = 0
-    trees = pole = False
+    trees = pole = sign = False
     for thing in sim.world.statics:
         visible = vis.get(thing.ident, (0, 0))[0]
-        if visible < 4 * cfg.min_visible_pixels:
+        if visible < (cfg.min_visible_pixels if thing.kind == "sign" else 4 * cfg.min_visible_pixels):
             continue
         c = thing.footprint.mean(axis=0)
         side_y = (lidar_from_local @ np.array([c[0], c[1], 0.0, 1.0]))[1]
@@ -219,6 +245,7 @@ def _view(sim: Simulation, t: float, vis: dict, cam: Camera) -> View:
             b_right += side_y <= 0
         trees |= thing.kind == "tree"
         pole |= thing.kind == "pole"
+        sign |= thing.kind == "sign"
     centre = lidar_from_local @ np.array([0.0, 0.0, 0.0, 1.0])
     ego_xy = sim.local_from_lidar(t)[:2, 3]
     inner = HALF_WIDTH + sim.world.curb_radius
@@ -230,7 +257,30 @@ def _view(sim: Simulation, t: float, vis: dict, cam: Camera) -> View:
         junction, dist = "ahead", float(max(centre[0] - sim.world.crosswalk[1], 0.0))
     else:
         junction, dist = "none", 0.0
-    return View(sim.world.lighting.name, junction, dist, tuple(seen), b_left, b_right, trees, pole)
+    return View(sim.world.lighting.name, junction, dist, tuple(seen), b_left, b_right, trees, pole, sign)
+
+
+def _seen(agent, t: float, lidar_from_local: np.ndarray, ego_yaw: float) -> Seen:
+    """An agent as the descriptions see it: class, colour, place in the ego frame."""
+    x, y, yaw, v = (float(a) for a in agent.pose(t))
+    p = lidar_from_local @ np.array([x, y, 0.0, 1.0])
+    lateral = min(abs(x), abs(y))  # distance from the nearer road axis
+    return Seen(agent.category, agent.colors[0], float(p[0]), float(p[1]), float(yaw) - ego_yaw,
+                v > 0.2, on_sidewalk=lateral > HALF_WIDTH, on_shoulder=LANE < lateral <= HALF_WIDTH)
+
+
+def _attention_view(sim: Simulation, t: float, roadside_seen: list) -> list[Seen]:
+    """Road users the roadside camera sees near the junction that the ego camera does not:
+    what a careful driver, told by the roadside unit, would look out for."""
+    lidar_from_local = invert_pose(sim.local_from_lidar(t))
+    ego_yaw = float(sim.scene.ego_body.lidar(t)[2])
+    reach = sim.world.stop_line + 25.0
+    out = []
+    for agent in roadside_seen:
+        x, y, _, _ = (float(a) for a in agent.pose(t))
+        if min(abs(x), abs(y)) <= HALF_WIDTH + 3.0 and max(abs(x), abs(y)) <= reach:
+            out.append(_seen(agent, t, lidar_from_local, ego_yaw))
+    return out
 
 
 def _encode(img: np.ndarray, quality: int) -> bytes:
@@ -241,11 +291,13 @@ def _encode(img: np.ndarray, quality: int) -> bytes:
     return buf.tobytes()
 
 
-def render_sequence(sim: Simulation) -> SequenceSpec:
-    """Render, label and describe every frame of a simulated sequence."""
+def render_sequence(sim: Simulation) -> tuple[SequenceSpec, list[dict]]:
+    """Render, label and describe every frame of a simulated sequence; also returns, per
+    vehicle frame, the track ids the ego camera and the paired roadside frame see."""
     cfg, world, scene = sim.config, sim.world, sim.scene
     min_px = cfg.min_visible_pixels
-    text_rng = np.random.default_rng([cfg.seed, sim.index, 7])
+    # a twin describes its frames with its partner's phrasing while they look the same
+    text_rng = np.random.default_rng([cfg.seed, cfg.draw_index(sim.index), 7])
     everyone = scene.agents + [scene.ego]
     ir = sim.infra_renderer()
     infra_frames, infra_vis = [], []
@@ -264,7 +316,7 @@ def render_sequence(sim: Simulation) -> SequenceSpec:
         infra_frames.append(InfraFrameSpec(sim.infra_stamps_us[j], _encode(img, cfg.jpeg_quality), labels))
 
     vr = sim.vehicle_renderer()
-    vehicle_frames = []
+    vehicle_frames, visibility = [], []
     for k, t in enumerate(sim.vehicle_t):
         t = float(t)
         img, mask, vis = sim.render_vehicle(k, vr)
@@ -272,10 +324,15 @@ def render_sequence(sim: Simulation) -> SequenceSpec:
         ivis = infra_vis[sim.pairing[k]]
         lidar = sim.local_from_lidar(t)[:2, 3]
         agents, camera_agents = [], []
+        seen_ego, seen_road = [], []
         for agent in scene.agents:
             v, alone = vis.get(sim.ident(agent), (0, 0))
             by_veh = v >= min_px
             by_inf = ivis.get(sim.ident(agent), (0, 0))[0] >= min_px
+            if by_veh:
+                seen_ego.append(agent)
+            if by_inf:
+                seen_road.append(agent)
             far = np.hypot(*(np.array(agent.pose(t)[:2]) - lidar)) > cfg.label_range_m
             if far and not (by_veh or by_inf):
                 continue
@@ -284,23 +341,31 @@ def render_sequence(sim: Simulation) -> SequenceSpec:
             agents.append(box)
             if by_veh:
                 camera_agents.append(box)
+        visibility.append({"ego": [a.track_id for a in seen_ego],
+                           "roadside": [a.track_id for a in seen_road]})
         static_vis = {s.ident: (int(counts[s.ident]) if s.ident < len(counts) else 0, 0)
                       for s in world.statics}
         view = _view(sim, t, {**vis, **static_vis}, vr.cam)
+        text = describe(view, text_rng)
+        if cfg.attention_text:
+            only_road = [a for a in seen_road if a not in seen_ego]
+            text = attention(view, _attention_view(sim, t, only_road), text)
         vehicle_frames.append(VehicleFrameSpec(
             timestamp_us=sim.vehicle_stamps_us[k], world_from_lidar=sim.world_from_lidar(t),
             image=_encode(img, cfg.jpeg_quality), agents=agents, infra_index=int(sim.pairing[k]),
-            description=describe(view, text_rng), camera_agents=camera_agents))
+            description=text, camera_agents=camera_agents))
 
     world_from_vl = world.world_from_local @ world.local_from_virtuallidar
     vl_from_cam = invert_pose(world.local_from_virtuallidar) @ world.local_from_infra_camera
-    return SequenceSpec(
+    spec = SequenceSpec(
         vehicle_frames=vehicle_frames, infra_frames=infra_frames,
         novatel_from_lidar=NOVATEL_FROM_LIDAR, camera_from_lidar=CAMERA_FROM_LIDAR,
-        vehicle_K=vr.cam.K, world_from_virtuallidar=world_from_vl,
-        camera_from_virtuallidar=invert_pose(vl_from_cam), infra_K=ir.cam.K,
+        vehicle_K=intrinsics(cfg.vehicle_hfov_deg, cfg.image_size), world_from_virtuallidar=world_from_vl,
+        camera_from_virtuallidar=invert_pose(vl_from_cam),
+        infra_K=intrinsics(cfg.infra_hfov_deg, cfg.image_size),
         intersection_loc=world.intersection_loc, system_error_offset=(0.0, 0.0),
         scenario=scene.scenario)
+    return spec, visibility
 
 
 def _plain(value):
@@ -310,11 +375,17 @@ def _plain(value):
     return value.item() if isinstance(value, np.generic) else value
 
 
-def _build(args) -> tuple[SequenceSpec, dict]:
+def _build(args) -> tuple[SequenceSpec, dict, dict]:
     config, index = args
     sim = simulate(config, index)
     notes = {key: _plain(value) for key, value in sim.notes.items()}
-    return render_sequence(sim), {"scenario": sim.scene.scenario, **notes}
+    spec, frames = render_sequence(sim)
+    scene = sim.scene
+    agents = {a.track_id: {"category": a.category, "role": a.role} for a in scene.agents}
+    return spec, {"scenario": scene.scenario, **notes}, {
+        "scenario": scene.scenario, "variant": scene.variant, "agents": agents,
+        "conflict": [a.track_id for a in scene.conflict],
+        "hidden": [a.track_id for a in scene.hidden], "frames": frames}
 
 
 def generate(out_dir, config: SynthConfig | None = None, progress: bool = True) -> dict:
@@ -326,20 +397,28 @@ def generate(out_dir, config: SynthConfig | None = None, progress: bool = True) 
     bar = dict(total=len(jobs), desc="synth sequences", unit="seq", disable=not progress)
     options = WriteOptions(layout=cfg.layout, jpeg_quality=cfg.jpeg_quality, side_labels=cfg.side_labels)
     writer = DatasetWriter(Path(out_dir), options)
-    infos = []
+    infos, entries = [], []
+
+    def add(spec, info, seen) -> None:
+        written = writer.add(spec)
+        infos.append(info)
+        entries.append((written, seen))
+
     # Sequences are written as they come so that a large world never sits in memory.
     if cfg.workers > 1 and len(jobs) > 1:
         with ProcessPoolExecutor(max_workers=cfg.workers) as pool:
-            for spec, info in tqdm(pool.map(_build, jobs), **bar):
-                writer.add(spec)
-                infos.append(info)
+            for spec, info, seen in tqdm(pool.map(_build, jobs), **bar):
+                add(spec, info, seen)
     else:
         for job in tqdm(jobs, **bar):
-            spec, info = _build(job)
-            writer.add(spec)
-            infos.append(info)
+            add(*_build(job))
     split = split_of(cfg)
     written = writer.close(split)
+    for info in infos:  # a pair by sequence id, as written
+        if info.get("pair") is not None:
+            info["pair"] = written[info["pair"]].sequence_id
+    write_visibility(Path(out_dir), cfg, [sequence_entry(w, info.get("pair"), seen)
+                                          for (w, seen), info in zip(entries, infos)])
     return {
         "out_dir": str(out_dir),
         "layout": cfg.layout,

@@ -1,0 +1,204 @@
+"""Paired scenes (the same sequence with and without the hidden agent), the visibility
+sidecar, and that nothing on the ego's side predicts the yield."""
+
+import json
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from v2x_vlm_ros.data.labels import read_label_file
+from v2x_vlm_ros.data.synth import SynthConfig, generate, simulate
+from v2x_vlm_ros.data.synth.config import HIDDEN_AGENTS
+from v2x_vlm_ros.data.synth.visibility import (VISIBILITY_FILE, VisibilityError, hidden_hazard_frames,
+                                               read_visibility)
+
+CFG = SynthConfig(num_sequences=4, seed=7, image_size=(96, 54), jpeg_quality=60, conflict_share=1.0,
+                  scenarios=("occluded_crossing", "hidden_queue"))
+
+
+@pytest.fixture(scope="module")
+def pairs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("pairs")
+    summary = generate(root, CFG, progress=False)
+    return root, summary
+
+
+def _json(path: Path):
+    return json.loads(path.read_text())
+
+
+def _frames(root: Path) -> dict:
+    seqs = defaultdict(list)
+    for rec in _json(root / "vehicle-side/data_info.json"):
+        seqs[rec["sequence_id"]].append(rec)
+    return {k: sorted(v, key=lambda r: r["frame_id"]) for k, v in seqs.items()}
+
+
+def _coop(root: Path) -> dict:
+    return {r["vehicle_frame"]: r["infrastructure_frame"] for r in _json(root / "cooperative/data_info.json")}
+
+
+@pytest.mark.parametrize("agent_seq, twin_seq", [("0000", "0001"), ("0002", "0003")])
+def test_twins_are_identical_except_the_hidden_agent(pairs, agent_seq, twin_seq):
+    root, summary = pairs
+    info = {s["sequence_id"]: s for s in summary["sequences"]}
+    assert info[agent_seq]["variant"] == "agent" and info[twin_seq]["variant"] == "twin"
+    assert info[agent_seq]["pair"] == twin_seq and info[twin_seq]["pair"] == agent_seq
+    vis = read_visibility(root)["sequences"]
+    hidden = set(vis[agent_seq]["hidden"])
+    assert hidden and set(vis[agent_seq]["conflict"]) <= hidden and vis[twin_seq]["conflict"] == []
+    frames = _frames(root)
+    a_recs, t_recs = frames[agent_seq], frames[twin_seq]
+    assert len(a_recs) == len(t_recs) == 120
+    onset = info[agent_seq]["yield_onset_s"]  # where the informed ego starts to differ
+    assert 0.0 < onset < 8.0 and info[twin_seq]["yield_onset_s"] == onset
+    coop = _coop(root)
+    veh, inf = root / "vehicle-side", root / "infrastructure-side"
+    same_image = differ_roadside = 0
+    for k, (a, t) in enumerate(zip(a_recs, t_recs)):
+        a_vis = vis[agent_seq]["frames"][a["frame_id"]]
+        t_vis = vis[twin_seq]["frames"][t["frame_id"]]
+        before_onset = k / 10.0 < onset - 0.2
+        # same capture times (relative), same poses until the informed ego brakes
+        assert int(a["image_timestamp"]) - int(a_recs[0]["image_timestamp"]) == \
+            int(t["image_timestamp"]) - int(t_recs[0]["image_timestamp"])
+        a_pose = (veh / a["calib_novatel_to_world_path"]).read_bytes()
+        t_pose = (veh / t["calib_novatel_to_world_path"]).read_bytes()
+        if not before_onset:
+            continue
+        assert a_pose == t_pose
+        # the same labels, but for the hidden agents
+        labels = root / "cooperative/label"
+        a_labels = {b.track_id: b for b in read_label_file(labels / f"{a['frame_id']}.json")}
+        t_labels = {b.track_id: b for b in read_label_file(labels / f"{t['frame_id']}.json")}
+        assert set(t_labels) == set(a_labels) - hidden
+        for track, box in t_labels.items():
+            assert box.x == a_labels[track].x and box.y == a_labels[track].y
+        # while no hidden agent shows in the ego camera, the ego image is byte-identical
+        if not set(a_vis["ego"]) & hidden:
+            assert (veh / a["image_path"]).read_bytes() == (veh / t["image_path"]).read_bytes()
+            assert t_vis["ego"] == [x for x in a_vis["ego"] if x not in hidden]
+            same_image += 1
+        if set(a_vis["roadside"]) & hidden:
+            ra = (inf / "image" / f"{coop[a['frame_id']]}.jpg").read_bytes()
+            rt = (inf / "image" / f"{coop[t['frame_id']]}.jpg").read_bytes()
+            differ_roadside += ra != rt
+    assert same_image >= 5 and differ_roadside >= 5, (same_image, differ_roadside)
+    # descriptions: the same words while the ego cannot see the difference
+    desc = {json.loads(line)["vehicle_frame"]: json.loads(line)["description"]
+            for line in (root / "descriptions.jsonl").read_text().splitlines()}
+    assert desc[a_recs[0]["frame_id"]] == desc[t_recs[0]["frame_id"]]
+
+
+def test_twin_drives_on_where_the_agent_sequence_yields(pairs):
+    root, summary = pairs
+    for agent_seq, twin_seq in (("0000", "0001"), ("0002", "0003")):
+        sims = [simulate(CFG, int(s)) for s in (agent_seq, twin_seq)]
+        v_agent, v_twin = (s.scene.ego.motion.traj.v for s in sims)
+        assert v_agent.min() < 1.0, agent_seq  # the informed ego yields (nearly to a stand)
+        if sims[1].scene.scenario == "occluded_crossing":
+            assert v_twin.min() > v_twin[0] - 1.5  # nothing there: it keeps its speed
+        else:
+            assert v_twin.min() > 2.0  # the right turn slows for the arc only
+
+
+def test_visibility_sidecar_matches_the_id_masks(pairs):
+    root, _ = pairs
+    data = read_visibility(root)
+    assert data["min_visible_pixels"] == CFG.min_visible_pixels
+    frames = _frames(root)
+    checked = 0
+    for seq_id in ("0000", "0002"):
+        sim = simulate(CFG, int(seq_id))
+        entry = data["sequences"][seq_id]
+        assert entry["agents"][entry["conflict"][0]]["role"] in ("crossing", "queue")
+        assert set(entry["agents"]) == {a.track_id for a in sim.scene.agents}
+        vr = sim.vehicle_renderer(CFG.mask_size)
+        ir = sim.infra_renderer(CFG.mask_size)
+        for k in range(0, 120, 13):
+            fid = frames[seq_id][k]["frame_id"]
+            _, _, vis = sim.render_vehicle(k, vr, with_image=False)
+            _, _, ivis = sim.render_infra(int(sim.pairing[k]), ir, with_image=False)
+            want_ego = sorted(a.track_id for a in sim.scene.agents
+                              if vis.get(sim.ident(a), (0, 0))[0] >= CFG.min_visible_pixels)
+            want_road = sorted(a.track_id for a in sim.scene.agents
+                               if ivis.get(sim.ident(a), (0, 0))[0] >= CFG.min_visible_pixels)
+            assert sorted(entry["frames"][fid]["ego"]) == want_ego
+            assert sorted(entry["frames"][fid]["roadside"]) == want_road
+            checked += 1
+    assert checked >= 16
+    # hidden-hazard frames: only in the sequences with the agent, and the early frames are
+    # among them (the agents are hidden from the ego but seen by the roadside at first)
+    slice_frames = hidden_hazard_frames(data)
+    by_seq = defaultdict(int)
+    for seq, _ in slice_frames:
+        by_seq[seq] += 1
+    assert set(by_seq) == {"0000", "0002"} and min(by_seq.values()) >= 20
+    assert ("0000", frames["0000"][0]["frame_id"]) in slice_frames
+
+
+def test_hidden_hazard_rule_on_a_hand_written_sidecar():
+    data = {"schema": "v2x_vlm_ros/visibility/1", "sequences": {
+        "0000": {"conflict": ["1"], "frames": {
+            "000000": {"ego": [], "roadside": ["1", "2"]},  # hidden hazard
+            "000001": {"ego": ["1"], "roadside": ["1"]},  # the ego sees it too
+            "000002": {"ego": [], "roadside": ["2"]},  # nobody sees it
+            "000003": {"ego": ["2"], "roadside": ["1"]}}},  # hidden hazard
+        "0001": {"conflict": [], "frames": {"000004": {"ego": [], "roadside": ["1"]}}}}}
+    assert hidden_hazard_frames(data) == {("0000", "000000"), ("0000", "000003")}
+
+
+def test_bad_sidecars_are_named(tmp_path):
+    assert read_visibility(tmp_path) is None  # real data has none
+    (tmp_path / VISIBILITY_FILE).write_text("{not json")
+    with pytest.raises(VisibilityError, match=VISIBILITY_FILE):
+        read_visibility(tmp_path)
+    (tmp_path / VISIBILITY_FILE).write_text(json.dumps({"schema": "other", "sequences": {}}))
+    with pytest.raises(VisibilityError, match="schema"):
+        read_visibility(tmp_path)
+
+
+def _speeds(sim, until_s: float) -> np.ndarray:
+    traj = sim.scene.ego.motion.traj
+    return np.interp(np.arange(0.0, until_s + 1e-9, 0.1), traj.t, traj.v)
+
+
+def _best_balanced_accuracy(feature, label) -> float:
+    x, y = np.asarray(feature), np.asarray(label, bool)
+    best = 0.5
+    for threshold in np.unique(x):
+        for sign in (1.0, -1.0):
+            pred = sign * x >= sign * threshold
+            best = max(best, 0.5 * ((pred & y).sum() / y.sum() + (~pred & ~y).sum() / (~y).sum()))
+    return best
+
+
+def test_no_rule_on_the_egos_own_speed_predicts_the_hidden_hazard():
+    """Over the sequences that go straight on (same command), whether the ground truth will
+    yield to a hidden hazard is not told by the ego's speed history: the ego brakes the
+    same way at stop signs, behind slow cars and in random slow-downs, and each hazard has
+    a twin whose history is identical until the informed ego starts braking. (In the old
+    world every occluded_crossing ego braked from the first frame and no other scenario
+    braked without a visible lead: braking near the junction was a perfect cue.)"""
+    cfg = SynthConfig(num_sequences=80, seed=31, image_size=(96, 54),
+                      scenarios=("occluded_crossing", "follow_lead", "straight", "stop_sign"))
+    sims = [simulate(cfg, i) for i in range(80)]
+    label = [bool(s.scene.conflict) for s in sims]
+    assert 8 <= sum(label) <= len(sims) - 20
+    assert {s.notes.get("hidden_category") for s in sims if s.scene.conflict} <= set(HIDDEN_AGENTS)
+    for window in (1.0, 2.0):
+        speeds = [_speeds(s, window) for s in sims]
+        drop = [v[0] - v[-1] for v in speeds]
+        lowest = [v.min() / v[0] for v in speeds]
+        assert _best_balanced_accuracy(drop, label) < 0.75, window
+        assert _best_balanced_accuracy(lowest, label) < 0.75, window
+    # within a pair: the same speeds up to the informed ego's onset
+    for i, s in enumerate(sims[:-1]):
+        twin = sims[i + 1]
+        if s.scene.variant == "agent" and twin.scene.variant == "twin" and s.scene.conflict:
+            onset = s.notes["yield_onset_s"]
+            assert abs(onset - s.notes["brake_onset_s"]) < 0.05  # going straight: its first braking
+            k = int(round(10 * onset)) - 1
+            assert np.array_equal(_speeds(s, 12.0)[:k], _speeds(twin, 12.0)[:k])

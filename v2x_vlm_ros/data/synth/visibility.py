@@ -1,0 +1,81 @@
+"""The visibility sidecar of a synthetic world: ``visibility.json`` beside ``scenarios.json``.
+
+Per sequence (by the sequence id the writer gave it):
+
+- ``scenario`` and ``variant`` ("agent" / "twin" for the two sequences of a pair, else
+  null) and ``pair`` (the other sequence's id, or null);
+- ``agents``: ``{track_id: {"category", "role"}}`` for every road user of the sequence
+  (the ego, track "0", is not listed);
+- ``conflict``: the track ids the ground-truth ego yields to (the hidden hazard: a crossing
+  agent, the tail of a hidden queue); ``hidden``: the ones the twin leaves out;
+- ``frames``: ``{vehicle_frame_id: {"ego": [track ids], "roadside": [track ids]}}``: the
+  agents with at least ``min_visible_pixels`` visible pixels in the ego camera's id mask
+  and in the id mask of the roadside frame paired with that vehicle frame.
+
+A frame is a *hidden hazard* when a conflict agent is seen by the roadside camera and not
+by the ego camera (``hidden_hazard_frames``): only the roadside view can tell the ground
+truth's yield there.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+VISIBILITY_FILE = "visibility.json"
+SCHEMA = "v2x_vlm_ros/visibility/1"
+
+
+def sequence_entry(written, pair: str | None, seen: dict) -> tuple[str, dict]:
+    """(sequence id, entry) from a ``WrittenSequence`` and what ``generate._build`` saw."""
+    frames = {fid: seen["frames"][k] for k, fid in enumerate(written.vehicle_frames)}
+    return written.sequence_id, {"scenario": seen["scenario"], "variant": seen["variant"], "pair": pair,
+                                 "agents": seen["agents"], "conflict": seen["conflict"],
+                                 "hidden": seen["hidden"], "frames": frames}
+
+
+def write_visibility(root: Path, config, entries: list[tuple[str, dict]]) -> Path:
+    path = Path(root) / VISIBILITY_FILE
+    data = {"schema": SCHEMA, "min_visible_pixels": config.min_visible_pixels,
+            "mask_size": list(config.mask_size), "sequences": dict(entries)}
+    path.write_text(json.dumps(data, separators=(",", ":"), sort_keys=True), encoding="utf-8")
+    return path
+
+
+class VisibilityError(ValueError):
+    """A visibility sidecar that cannot be read; names the file and what is wrong."""
+
+
+def read_visibility(root) -> dict | None:
+    """The sidecar of a dataset root (None when there is none, e.g. real DAIR-V2X data)."""
+    path = Path(root) / VISIBILITY_FILE
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise VisibilityError(f"{path}: {type(exc).__name__}: {exc}") from None
+    if not isinstance(data, dict) or data.get("schema") != SCHEMA \
+            or not isinstance(data.get("sequences"), dict):
+        raise VisibilityError(f"{path}: expected {{'schema': {SCHEMA!r}, 'sequences': {{...}}}}")
+    for seq_id, entry in data["sequences"].items():
+        if not isinstance(entry, dict) or not isinstance(entry.get("frames"), dict) \
+                or not isinstance(entry.get("conflict"), list):
+            raise VisibilityError(f"{path}: sequence {seq_id!r}: expected 'conflict' [...] "
+                                  "and 'frames' {...}")
+    return data
+
+
+def hidden_hazard_frames(visibility: dict) -> set[tuple[str, str]]:
+    """{(sequence id, vehicle frame id)} where a conflict agent is seen by the roadside
+    camera and not by the ego camera."""
+    out = set()
+    for seq_id, entry in visibility["sequences"].items():
+        conflict = set(entry["conflict"])
+        if not conflict:
+            continue
+        for frame_id, seen in entry["frames"].items():
+            road, ego = set(seen.get("roadside", ())), set(seen.get("ego", ()))
+            if (road - ego) & conflict:
+                out.add((str(seq_id), str(frame_id)))
+    return out
