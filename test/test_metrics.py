@@ -224,4 +224,5 @@ def test_markdown_table_without_transmission_and_with_missing_values():
     table = format_markdown_table({"empty": PlanningMetrics().result()})
     lines = table.strip().split("\n")
     assert "BPS" not in lines[0]
-    assert lines[2] == "| empty | " + " | ".join(["n/a"] * 8) + " |"
+    assert lines[0].split(" | ")[5] == "L2 valid avg"  # next to the UniV2X average
+    assert lines[2] == "| empty | " + " | ".join(["n/a"] * 9) + " |"

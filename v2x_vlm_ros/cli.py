@@ -114,15 +114,38 @@ def cmd_eval(args) -> int:
             raise ConfigError(str(exc)) from None
     else:
         planner = PLANNERS[args.planner]()
+    ablated = args.roadside is not None or args.description is not None
+    if ablated and args.planner != "model":
+        raise ConfigError("--roadside and --description change a model's inputs: "
+                          "use them with --planner model")
     ds = _open_dataset(args)
+    samples = None
+    if ablated:  # the inference-time ablations (eval.perturb)
+        from v2x_vlm_ros.eval.experiment_planners import ExperimentPlanner
+        from v2x_vlm_ros.eval.perturb import ablation_transforms
+
+        if args.roadside == "swap":
+            samples = [ds[i] for i in range(len(ds))]
+        try:
+            transforms = ablation_transforms(args.roadside, args.description, samples or ())
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+        label = ", ".join(t.label for t in transforms)
+        planner = ExperimentPlanner(planner, f"{planner.name}, {label}", transforms,
+                                    uses_roadside=planner.uses_roadside and args.roadside != "none")
     result = evaluate(ds, planner, collision=args.collision, progress=not args.quiet,
-                      batch_size=args.batch_size)
+                      batch_size=args.batch_size, samples=samples)
     if args.planner == "model":
         result["model"] = str(args.model)
+        result["ablation"] = {"roadside": args.roadside, "description": args.description}
     table = format_markdown_table({planner.name: result})
     if result["by_scenario"]:
         rows = {f"{planner.name}, {name}": r for name, r in result["by_scenario"].items()}
         table += "\nBy scenario:\n\n" + format_markdown_table(rows)
+    if result["slices"]:
+        rows = {f"{planner.name}, {name}": r for name, r in result["slices"].items()}
+        table += ("\nSlices (hidden_hazard: an agent the ground truth yields to is seen by the roadside "
+                  "camera, not by the ego's):\n\n" + format_markdown_table(rows))
     note = (f"\n{result['num_samples']} samples of {args.root}"
             f"{'' if args.split is None else f' (split {args.split})'}"
             f"{'' if args.scenario is None else f' (scenario {args.scenario})'}; "
@@ -382,6 +405,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="--planner model: score the decoded trajectory without refinement")
     p.add_argument("--collision", choices=("univ2x", "obb"), default="univ2x",
                    help="collision test: UniV2X raster boxes (default) or oriented-box overlap")
+    p.add_argument("--roadside", choices=("grey", "swap", "none"),
+                   help="--planner model: ablate the roadside input (a grey image, another sequence's "
+                        "roadside frame, or none: the ego-only canvas)")
+    p.add_argument("--description", choices=("empty",), help="--planner model: ablate the scene description")
     p.add_argument("--json", help="write the full result to this JSON file")
     p.add_argument("--markdown", help="write the table to this Markdown file")
     p.set_defaults(func=cmd_eval)
@@ -427,7 +454,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_build_engine)
 
     p = sub.add_parser("experiments",
-                       help="the paper's Tables 1-5 on a DAIR-V2X root: tables.md, results.json, plot")
+                       help="the paper's Tables 1-5 (and 6: inference-time ablations) on a DAIR-V2X root: "
+                            "tables.md, results.json, plot")
     p.add_argument("root", nargs="?", default="data/sample", help="dataset root (default: data/sample)")
     p.add_argument("--model", help="model directory (default: the demo model, models/synthetic-student)")
     p.add_argument("--teacher", help="teacher model directory: an extra Table 1 row")
@@ -444,7 +472,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-samples", type=int, help="evaluate at most N samples, evenly spaced")
     p.add_argument("--seed", type=int, default=0, help="seed of the noise and text perturbations")
     p.add_argument("--device", default="cpu", help="torch device (cpu, cuda, ...)")
-    p.add_argument("--tables", default="1,2,3,4,5", help="tables to run, e.g. 1,4 (default: all)")
+    p.add_argument("--tables", default="1,2,3,4,5,6", help="tables to run, e.g. 1,4 (default: all)")
     p.add_argument("--batch-size", type=int, default=8, help="frames planned per batch")
     p.add_argument("--collision", choices=("univ2x", "obb"), default="univ2x", help="collision test")
     p.add_argument("--no-refine", action="store_true", help="score the decoded trajectories unrefined")

@@ -6,6 +6,7 @@ from tqdm import tqdm
 
 from v2x_vlm_ros.data.dair import DairV2XDataset
 from v2x_vlm_ros.eval.metrics import PlanningMetrics
+from v2x_vlm_ros.eval.slices import SliceScores, dataset_slices
 from v2x_vlm_ros.eval.transmission import stored_stream_cost
 
 #: Rate at which the roadside stream is costed (the paper's f = 2 Hz).
@@ -13,11 +14,12 @@ ROADSIDE_RATE_HZ = 2.0
 
 
 def score(samples, planner, collision: str = "univ2x", progress: bool = True, batch_size: int = 32,
-          total: int | None = None) -> tuple[PlanningMetrics, dict[str, PlanningMetrics]]:
+          total: int | None = None, observers=()) -> tuple[PlanningMetrics, dict[str, PlanningMetrics]]:
     """Metrics of ``planner`` over an iterable of samples, overall and per scenario.
 
     Planners with ``plan_batch(samples)`` get batches of ``batch_size``, others one sample
-    at a time through ``plan(sample)``."""
+    at a time through ``plan(sample)``. Each of ``observers`` (e.g. ``slices.SliceScores``)
+    gets ``update(sample, *metric_args)`` for every sample too."""
     overall = PlanningMetrics(collision)
     per_scenario: dict[str, PlanningMetrics] = {}
     batched = hasattr(planner, "plan_batch")
@@ -28,6 +30,8 @@ def score(samples, planner, collision: str = "univ2x", progress: bool = True, ba
         for sample, pred in zip(chunk, plans):
             args = (pred, sample.future_xy, sample.future_mask, sample.future_agents, sample.sample_id)
             overall.update(*args)
+            for observer in observers:
+                observer.update(sample, *args)
             if sample.scenario is not None:
                 per_scenario.setdefault(sample.scenario, PlanningMetrics(collision)).update(*args)
         bar.update(len(chunk))
@@ -44,12 +48,16 @@ def score(samples, planner, collision: str = "univ2x", progress: bool = True, ba
 
 
 def evaluate(dataset: DairV2XDataset, planner, collision: str = "univ2x",
-             progress: bool = True, batch_size: int = 32) -> dict:
+             progress: bool = True, batch_size: int = 32, samples=None) -> dict:
     """Metrics of ``planner`` on every sample of ``dataset`` (see ``score``). The result holds
     the keys of ``PlanningMetrics.result()`` plus ``planner``, ``transmission`` (what the
     planner's roadside stream costs), ``dataset`` (where the samples came from, and what was
-    skipped while reading them) and ``by_scenario``."""
-    overall, per_scenario = score(dataset, planner, collision, progress, batch_size, total=len(dataset))
+    skipped while reading them), ``by_scenario`` and ``slices`` (``eval.slices``: the
+    hidden-hazard slice when the dataset has the visibility sidecar, else empty).
+    ``samples``: the dataset's samples already read (default: read them from ``dataset``)."""
+    slices = SliceScores(dataset_slices(dataset.root), collision)
+    overall, per_scenario = score(dataset if samples is None else samples, planner, collision, progress,
+                                  batch_size, total=len(dataset), observers=[slices])
     result = overall.result()
     result["planner"] = planner.name
     result["transmission"] = transmission_of(planner, dataset)
@@ -63,6 +71,7 @@ def evaluate(dataset: DairV2XDataset, planner, collision: str = "univ2x",
     if hasattr(planner, "decode_failures"):
         result["decode_failures"] = planner.decode_failures
     result["by_scenario"] = {name: m.result() for name, m in sorted(per_scenario.items())}
+    result["slices"] = slices.result()
     return result
 
 

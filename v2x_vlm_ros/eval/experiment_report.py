@@ -28,23 +28,34 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
             *("| " + " | ".join(r) + " |" for r in rows)]
 
 
-_METRIC_HEADER = ["L2 (m) 2.5 s", "3.5 s", "4.5 s", "avg", "Col. (%) 2.5 s", "3.5 s", "4.5 s", "avg"]
+_METRIC_HEADER = ["L2 (m) 2.5 s", "3.5 s", "4.5 s", "avg", "L2 valid avg", "Col. (%) 2.5 s", "3.5 s",
+                  "4.5 s", "avg"]
+
+
+def _valid_avg(row: dict) -> str:
+    """The L2 over valid steps only (beside UniV2X's, where masked steps count 0)."""
+    return _f((row.get("l2_valid_only") or {}).get("avg"))
 
 
 def _metrics(row: dict) -> list[str]:
-    return [_f(row["l2"].get(k)) for k in KEYS] + [_f(row["collision"].get(k)) for k in KEYS]
+    return ([_f(row["l2"].get(k)) for k in KEYS] + [_valid_avg(row)]
+            + [_f(row["collision"].get(k)) for k in KEYS])
 
 
 def _table1(t: dict) -> list[str]:
     header = ["method", *_METRIC_HEADER, "BPS (formula)", "BPS (measured)"]
     rows = [[r["method"], *_metrics(r), _bps(r["formula_bps"]), _bps(r["measured_bps"])]
-            for r in t["rows"] + t["scenario_rows"]]
+            for r in t["rows"] + t["scenario_rows"] + t.get("slice_rows", [])]
     lines = _table(header, rows)
     lines.append("")
     lines.append(f"Ego-only row: {t['ego_only_source']}.")
     if t["scenario"]:
         lines.append(f"Rows ending in \"{t['scenario']}\": that scenario's samples only "
                      f"({t['scenario_rows'][0]['num_samples'] if t['scenario_rows'] else 0} samples).")
+    if t.get("slice_rows"):
+        lines.append(f"Rows ending in \"hidden_hazard\": the frames where an agent the ground truth yields "
+                     f"to is seen by the roadside camera and not by the ego camera "
+                     f"({t['slice_rows'][0]['num_samples']} samples).")
     return lines
 
 
@@ -52,14 +63,14 @@ def _table2(t: dict) -> list[str]:
     if t.get("skipped"):
         return [f"Not run: {t['skipped']}."]
     header = ["s", "sent size", "BPS (formula)", "BPS (measured)", "mean bytes", "L2 avg (m)",
-              "Col. avg (%)", "latency (ms/frame)", "FPS", "link encode + decode (ms)"]
+              "L2 valid avg", "Col. avg (%)", "latency (ms/frame)", "FPS", "link encode + decode (ms)"]
     rows = []
     for r in t["rows"]:
         lat = r["latency"]
         size = "x".join(str(v) for v in r["sent_size"]) if r["sent_size"] else "n/a"
         link = (f"{_f(lat['encode_ms'])} + {_f(lat['decode_ms'])}" if lat["encode_ms"] is not None else "n/a")
         rows.append([f"{r['scale']:g}", size, _bps(r["formula_bps"]), _bps(r["measured_bps"]),
-                     _f(r["mean_bytes"], ".0f"), _f(r["l2"]["avg"]), _f(r["collision"]["avg"]),
+                     _f(r["mean_bytes"], ".0f"), _f(r["l2"]["avg"]), _valid_avg(r), _f(r["collision"]["avg"]),
                      _f(lat["model_ms"]), _f(lat["fps"], ".1f"), link])
     return _table(header, rows)
 
@@ -92,12 +103,15 @@ def _table4(t: dict) -> list[str]:
 
 
 def _table5(t: dict) -> list[str]:
-    header = ["ablation", "switch off", "status", *_METRIC_HEADER, "BPS (formula)"]
+    header = ["ablation", "switch off", "status", *_METRIC_HEADER, "BPS (formula)",
+              "hidden hazard: L2 avg", "Col. avg (%)"]
     rows = []
     for r in [t["reference"], *t["rows"]]:
-        metrics = _metrics(r) if r.get("l2") else ["-"] * 8
+        metrics = _metrics(r) if r.get("l2") else ["-"] * len(_METRIC_HEADER)
+        h = r.get("hidden_hazard")
+        hidden = [_f(h["l2"]["avg"]), _f(h["collision"]["avg"])] if h else ["-", "-"]
         rows.append([r["name"], r["switch"] or ("-" if r["name"] == "full model" else "?"), r["status"],
-                     *metrics, _bps(r.get("formula_bps")) if r.get("l2") else "-"])
+                     *metrics, _bps(r.get("formula_bps")) if r.get("l2") else "-", *hidden])
     lines = _table(header, rows)
     lines += ["", "Training commands (then pass the checkpoint with the `--ablation` shown):", ""]
     for r in t["rows"]:
@@ -109,12 +123,28 @@ def _table5(t: dict) -> list[str]:
     return lines
 
 
+def _table6(t: dict) -> list[str]:
+    header = ["model", "input taken away", "L2 avg (m)", "L2 valid avg", "Col. avg (%)", "Δ L2 avg",
+              "Δ Col. avg", "hidden hazard: L2 avg", "L2 valid avg", "Col. avg (%)", "Δ L2 avg", "Δ Col. avg"]
+    rows = []
+    for r in t["rows"]:
+        h = r.get("hidden_hazard")
+        hidden = (["n/a"] * 5 if h is None else
+                  [_f(h["l2"]["avg"]), _valid_avg(h), _f(h["collision"]["avg"]),
+                   _signed(h["delta_l2"]["avg"]), _signed(h["delta_collision"]["avg"])])
+        rows.append([r["model"], r["ablation"], _f(r["l2"]["avg"]), _valid_avg(r), _f(r["collision"]["avg"]),
+                     _signed(r["delta_l2"]["avg"]), _signed(r["delta_collision"]["avg"]), *hidden])
+    return _table(header, rows)
+
+
 _TITLES = {"table1": "Table 1. Planning performance and transmission cost",
            "table2": "Table 2. Roadside image downsampling",
            "table3": "Table 3. Robustness to noisy inputs",
            "table4": "Table 4. Latency breakdown",
-           "table5": "Table 5. Ablations"}
-_RENDER = {"table1": _table1, "table2": _table2, "table3": _table3, "table4": _table4, "table5": _table5}
+           "table5": "Table 5. Ablations",
+           "table6": "Table 6. Inference-time ablations: does the model use its inputs?"}
+_RENDER = {"table1": _table1, "table2": _table2, "table3": _table3, "table4": _table4, "table5": _table5,
+           "table6": _table6}
 
 
 def render_markdown(result: dict) -> str:

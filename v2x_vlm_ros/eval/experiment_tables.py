@@ -7,6 +7,9 @@
 - Table 3: roadside noise, description-word perturbation, both (``eval.perturb``).
 - Table 4: the engine's stage times of the Table 1 model run.
 - Table 5: ablation checkpoints, and the training command of every switch.
+- Table 6: the inference-time ablations of the model's inputs (roadside grey, another
+  sequence's, none; empty description) beside the full model, overall and on the
+  hidden-hazard slice (``eval.slices``) where only the roadside view tells.
 
 Each table is a dict with a one-line ``caption`` (what was measured, on what) and rows of
 plain numbers; ``run`` in a row names the full result in results.json's ``runs``.
@@ -18,7 +21,9 @@ from v2x_vlm_ros.eval.baselines import ConstantVelocityPlanner
 from v2x_vlm_ros.eval.evaluate import ROADSIDE_RATE_HZ
 from v2x_vlm_ros.eval.experiment_planners import ExperimentPlanner
 from v2x_vlm_ros.eval.metrics import HORIZONS
-from v2x_vlm_ros.eval.perturb import DescriptionPerturbation, RoadsideLink, RoadsideNoise
+from v2x_vlm_ros.eval.perturb import (BlankRoadside, DescriptionPerturbation, EmptyDescription, GreyRoadside,
+                                      RoadsideLink, RoadsideNoise, SwapRoadside)
+from v2x_vlm_ros.eval.slices import HIDDEN_HAZARD
 
 #: Table 2's roadside downsampling factors (the paper's).
 SCALES = (1.0, 0.5, 0.2, 0.1)
@@ -29,7 +34,15 @@ TEXT_P = 0.1
 FOCUS_SCENARIO = "occluded_crossing"
 #: Table 5: ablation name -> the TrainConfig switch it turns off.
 SWITCHES = {"no_fusion": "fusion", "no_scene_text": "scene_text", "no_alignment": "alignment",
-            "no_distillation": "distillation"}
+            "no_distillation": "distillation", "no_augmentation": "augment_resolution",
+            "no_roadside_dropout": "roadside_dropout", "no_modality_weights": "modality_weights"}
+#: The overrides of switches that are not turned off by ``SWITCH=false``.
+OVERRIDES = {"no_augmentation": ("augment_resolution=null", "augment_jpeg_quality=null"),
+             "no_roadside_dropout": ("roadside_dropout=0",)}
+#: Table 6: the inference-time ablations (``v2x-vlm eval --roadside / --description``).
+INPUT_ABLATIONS = (("roadside grey", "roadside=grey"), ("roadside of another sequence", "roadside=swap"),
+                   ("no roadside (ego-only input)", "roadside=none"),
+                   ("empty description", "description=empty"))
 KEYS = (*HORIZONS, "avg")
 STAGE_LABELS = {"preprocess": "preprocessing (fusion, resize, normalise; prompt tokens)",
                 "vision": "vision tower + projector", "encoder": "text encoder",
@@ -44,7 +57,9 @@ def train_command(name: str, train_config: str) -> str | None:
     if switch is None:
         return None
     out = f"runs/ablation-{name.replace('_', '-')}"
-    return f"v2x-vlm train {train_config} --override {switch}=false --override output_dir={out}"
+    overrides = OVERRIDES.get(name, (f"{switch}=false",))
+    return f"v2x-vlm train {train_config} " + " ".join(f"--override {o}" for o in overrides) + \
+        f" --override output_dir={out}"
 
 
 def ablation_model_dir(name: str) -> str:
@@ -55,6 +70,7 @@ def compact(result: dict) -> dict:
     """The numbers a table row shows."""
     t = result.get("transmission") or {}
     return {"num_samples": result["num_samples"], "l2": dict(result["l2"]),
+            "l2_valid_only": dict(result.get("l2_valid_only") or {}),
             "collision": dict(result["collision"]), "formula_bps": t.get("formula_bps"),
             "measured_bps": t.get("measured_bps")}
 
@@ -77,8 +93,14 @@ def table1(ex) -> dict:
         if scenario in r["by_scenario"]:
             sub = {**r["by_scenario"][scenario], "transmission": r["transmission"]}
             scenario_rows.append({"method": f"{name}, {scenario}", "run": key, **compact(sub)})
+    slice_rows = []
+    for name, key, r in rows:
+        for slice_name, sub in (r.get("slices") or {}).items():
+            slice_rows.append({"method": f"{name}, {slice_name}", "run": key,
+                               **compact({**sub, "transmission": r["transmission"]})})
     bps = ex.stored_cost
     return {
+        "slice_rows": slice_rows,
         "caption": (f"Planning error L2 (m) and collision rate (%) at 2.5/3.5/4.5 s (UniV2X, one waypoint "
                     f"per horizon; collision test {ex.options.collision}) on {ex.on}; BPS of the "
                     f"roadside stream at {ROADSIDE_RATE_HZ:g} Hz as stored ({bps['width']}x{bps['height']}"
@@ -176,7 +198,7 @@ def table4(ex) -> dict:
 def table5(ex) -> dict:
     opts = ex.options
     reference = {"name": "full model", "switch": None, "status": "evaluated", "model_dir": opts.model,
-                 "command": None, "run": "model", **compact(ex.clean())}
+                 "command": None, "run": "model", **compact(ex.clean()), "hidden_hazard": _hidden(ex.clean())}
     names = list(SWITCHES) + [n for n in opts.ablations if n not in SWITCHES]
     rows = []
     for name in names:
@@ -186,12 +208,14 @@ def table5(ex) -> dict:
         if directory is not None:
             planner = ExperimentPlanner(ex.model(f"ablation_{name}", directory), name)
             key = f"ablation_{name}"
-            row.update(status="evaluated", model_dir=directory, run=key,
-                       **compact(ex.evaluate(key, planner)))
+            result = ex.evaluate(key, planner)
+            row.update(status="evaluated", model_dir=directory, run=key, **compact(result),
+                       hidden_hazard=_hidden(result))
         elif name == "no_fusion" and ex.ego_only_dir()[0] is not None:
             result = ex.ego_only()[2]
             row.update(status="evaluated (the ego-only model)",
-                       model_dir=ex.sources.get("ego_only"), run="ego_only", **compact(result))
+                       model_dir=ex.sources.get("ego_only"), run="ego_only", **compact(result),
+                       hidden_hazard=_hidden(result))
         else:
             row.update(status="not trained", model_dir=None, run=None)
         rows.append(row)
@@ -201,3 +225,53 @@ def table5(ex) -> dict:
                     f"(config {opts.train_config})."),
         "train_config": opts.train_config, "reference": reference, "rows": rows,
     }
+
+
+def _hidden(result: dict) -> dict | None:
+    """The hidden-hazard slice's numbers of a run (None without the visibility sidecar)."""
+    sub = (result.get("slices") or {}).get(HIDDEN_HAZARD)
+    return None if sub is None else compact(sub)
+
+
+def table6(ex) -> dict:
+    """The model (and the teacher) with one input taken away at inference time."""
+    models = [("model", "model", ex.options.model)]
+    if ex.options.teacher:
+        models.append(("teacher", "teacher", ex.options.teacher))
+    rows = []
+    for label, key, directory in models:
+        base = ex.model(key, directory)
+        clean = ex.evaluate(key, ExperimentPlanner(base, label))
+        rows.append(_ablation_row(label, "none (full inputs)", key, clean, clean))
+        if not base.uses_roadside:
+            continue
+        for name, spec in INPUT_ABLATIONS:
+            transform = {"roadside=grey": GreyRoadside, "roadside=none": BlankRoadside,
+                         "description=empty": EmptyDescription}.get(spec)
+            transform = transform() if transform is not None else SwapRoadside(ex.samples)
+            run = f"{key}:{spec}"
+            planner = ExperimentPlanner(base, f"{label}, {transform.label}", [transform],
+                                        uses_roadside=spec != "roadside=none")
+            rows.append(_ablation_row(label, name, run, ex.evaluate(run, planner), clean))
+    slice_n = (rows[0]["hidden_hazard"] or {}).get("num_samples") if rows else None
+    return {
+        "caption": (f"Inference-time ablations on {ex.on}: each input taken away from the trained model "
+                    f"(roadside image grey, another sequence's roadside frame, no roadside image, empty "
+                    f"scene description); overall and on the hidden-hazard frames "
+                    f"({slice_n if slice_n is not None else 'no visibility sidecar: n/a'} samples: a "
+                    f"yielded-to agent seen by the roadside camera, not by the ego's); Δ = ablated - full."),
+        "rows": rows,
+    }
+
+
+def _ablation_row(model: str, ablation: str, run: str, result: dict, clean: dict) -> dict:
+    hidden = (result.get("slices") or {}).get(HIDDEN_HAZARD)
+    clean_hidden = (clean.get("slices") or {}).get(HIDDEN_HAZARD)
+    row = {"model": model, "ablation": ablation, "run": run, **compact(result),
+           "delta_l2": _delta(result["l2"], clean["l2"]),
+           "delta_collision": _delta(result["collision"], clean["collision"]),
+           "hidden_hazard": None}
+    if hidden is not None:
+        row["hidden_hazard"] = {**compact(hidden), "delta_l2": _delta(hidden["l2"], clean_hidden["l2"]),
+                                "delta_collision": _delta(hidden["collision"], clean_hidden["collision"])}
+    return row

@@ -13,6 +13,11 @@ or what its inputs go through (``eval.perturb``):
 - Table 3: roadside Gaussian noise, description-word perturbation, both.
 - Table 4: the engine's stage times of the Table 1 model run.
 - Table 5: the ``--ablation NAME=DIR`` checkpoints, and the training command of each switch.
+- Table 6: the inference-time ablations (roadside grey / another sequence's / none, empty
+  description) next to the full model, overall and on the hidden-hazard slice.
+
+Every run also scores the dataset's slices (``eval.slices``: the hidden-hazard frames of a
+synthetic world with its visibility sidecar); Table 1 adds their rows.
 
 The tables themselves are in ``eval.experiment_tables``, the planner wrappers in
 ``eval.experiment_planners``, the input transforms in ``eval.perturb`` and the Markdown and
@@ -40,13 +45,14 @@ from v2x_vlm_ros.eval.experiment_planners import ExperimentPlanner, StageRecorde
 from v2x_vlm_ros.eval.experiment_tables import SCALES, SWITCHES, train_command
 from v2x_vlm_ros.eval.metrics import HORIZONS, L2_CONVENTION
 from v2x_vlm_ros.eval.perturb import BlankRoadside, description_vocabulary, sample_key
+from v2x_vlm_ros.eval.slices import SliceScores, dataset_slices
 from v2x_vlm_ros.eval.transmission import stored_stream_cost
 
 __all__ = ["ExperimentError", "ExperimentOptions", "ExperimentPlanner", "Experiments", "SCALES", "SWITCHES",
            "StageRecorder", "latency_summary", "parse_ablations", "parse_tables", "run_experiments",
            "train_command"]
 
-TABLES = (1, 2, 3, 4, 5)
+TABLES = (1, 2, 3, 4, 5, 6)
 DEFAULT_TRAIN_CONFIG = "config/train_synthetic_student.yaml"
 SCHEMA = "v2x_vlm_ros/experiments/1"
 PLOT = "l2_vs_bandwidth.png"
@@ -189,6 +195,7 @@ class Experiments:
         self.stored_cost = stored_stream_cost(sorted({s.roadside_image_path for s in self.samples}),
                                               ROADSIDE_RATE_HZ)
         self.vocabulary = description_vocabulary(ds.descriptions.values())
+        self.slices = dataset_slices(opts.root)
         split = "" if opts.split is None else f", split {opts.split}"
         self.on = f"{len(self.samples)} samples of {opts.root}{split}"
         self.dataset_info = {
@@ -199,6 +206,7 @@ class Experiments:
             "with_description": sum(bool(s.description) for s in self.samples),
             "description_vocabulary": len(self.vocabulary),
             "skipped": ds.skips.counts, "sample_keys": [sample_key(s) for s in self.samples],
+            "slices": {sl.name: sum(s in sl for s in self.samples) for sl in self.slices},
         }
 
     def model(self, key: str, directory: str):
@@ -222,9 +230,11 @@ class Experiments:
         if key in self._runs:
             return self._runs[key]
         t0 = time.perf_counter()
+        slices = SliceScores(self.slices, self.options.collision)
         overall, per_scenario = score(self.samples, planner, self.options.collision, self.progress,
-                                      self.options.batch_size, total=len(self.samples))
+                                      self.options.batch_size, total=len(self.samples), observers=[slices])
         result = overall.result()
+        result["slices"] = slices.result()
         result["planner"] = planner.name
         if planner.uses_roadside:
             result["transmission"] = {"uses_roadside": True, "source": "stored files", **self.stored_cost}

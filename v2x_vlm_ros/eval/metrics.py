@@ -199,10 +199,14 @@ def format_markdown_table(results: Mapping[str, Mapping]) -> str:
     """Markdown table of {method name: result dict} in the layout of the paper's Table 1.
 
     A BPS column appears when any result carries ``{"transmission": {"formula_bps": ...}}``;
-    rows without one (no roadside image sent) show 0. Missing values show "n/a"."""
+    rows without one (no roadside image sent) show 0. Beside the UniV2X L2 average, an
+    "L2 valid avg" column (the mean over valid steps only, ``l2_valid_only``) appears when
+    any result carries it. Missing values show "n/a"."""
     with_bps = any(_bps(r) is not None for r in results.values())
-    header = ["method", "L2 (m) 2.5 s", "3.5 s", "4.5 s", "avg",
-              "Col. (%) 2.5 s", "3.5 s", "4.5 s", "avg"]
+    with_valid = any(isinstance(r.get("l2_valid_only"), Mapping) for r in results.values())
+    header = ["method", "L2 (m) 2.5 s", "3.5 s", "4.5 s", "avg"]
+    header += ["L2 valid avg"] if with_valid else []
+    header += ["Col. (%) 2.5 s", "3.5 s", "4.5 s", "avg"]
     if with_bps:
         header.append("BPS")
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
@@ -210,6 +214,8 @@ def format_markdown_table(results: Mapping[str, Mapping]) -> str:
         l2 = result.get("l2") or {}
         col = result.get("collision") or {}
         row = [str(name)] + [_fmt(l2.get(h)) for h in _TABLE_HORIZONS]
+        if with_valid:
+            row.append(_fmt((result.get("l2_valid_only") or {}).get("avg")))
         row += [_fmt(col.get(h)) for h in _TABLE_HORIZONS]
         if with_bps:
             bps = _bps(result)

@@ -7,9 +7,16 @@ generator seeded by ``(seed, stream, sequence id / sample id)`` only (``sample_r
 sample is perturbed the same way whatever the batch size, the order of the samples, or
 which other samples are evaluated.
 
-- ``BlankRoadside``: no roadside image; the fused model's canvas then holds the
-  normalisation mean colour in the roadside half, exactly what a ``fusion: false`` model
-  sees (``model.processing``).
+- ``BlankRoadside`` (``v2x-vlm eval --roadside none``): no roadside image; the fused
+  model's canvas then holds the normalisation mean colour in the roadside half, exactly
+  what a ``fusion: false`` model sees (``model.processing``).
+- ``GreyRoadside`` (``--roadside grey``): the roadside image replaced by a uniform grey
+  image (value ``GREY`` in every channel) of the same size.
+- ``SwapRoadside`` (``--roadside swap``): the roadside image replaced by another
+  sequence's: the next sequence in id order (cyclic), at the same frame index (its last
+  frame when it is shorter). In a synthetic world a hidden-hazard sequence's next one is
+  its twin, the same scene without the hazard.
+- ``EmptyDescription`` (``--description empty``): the scene description removed.
 - ``RoadsideLink(s)`` (Table 2): the roadside image as the roadside node sends it --
   ``RoadsideService`` downsamples it by ``s`` (area averaging) and JPEG-encodes it with
   ``RoadsideConfig``'s default quality -- then decoded as the vehicle decodes it; the model's
@@ -42,6 +49,7 @@ from dataclasses import replace
 
 import numpy as np
 
+from v2x_vlm_ros.data.images import load_image
 from v2x_vlm_ros.eval.transmission import formula_bps
 from v2x_vlm_ros.preprocessing.image_codec import decode_image
 from v2x_vlm_ros.runtime.engine import PlanInput
@@ -120,6 +128,81 @@ class BlankRoadside:
 
     def __call__(self, sample, frame: PlanInput) -> PlanInput:
         return replace(frame, roadside=None)
+
+
+GREY = 128
+
+
+class GreyRoadside:
+    """The roadside image replaced by a uniform grey image of the same size."""
+
+    label = "roadside grey"
+
+    def __call__(self, sample, frame: PlanInput) -> PlanInput:
+        if frame.roadside is None:
+            return frame
+        return replace(frame, roadside=np.full_like(frame.roadside, GREY))
+
+
+class SwapRoadside:
+    """The roadside image of another sequence (see the module docstring) from ``samples``:
+    an iterable of objects with ``sequence_id``, ``frame_index`` and ``roadside_image_path``
+    (dataset samples), covering every sequence that will be planned."""
+
+    label = "roadside swapped"
+
+    def __init__(self, samples):
+        frames: dict[str, dict[int, object]] = {}
+        for s in samples:
+            frames.setdefault(str(s.sequence_id), {})[int(s.frame_index)] = s.roadside_image_path
+        if len(frames) < 2:
+            raise ValueError(f"--roadside swap needs at least two sequences, got {len(frames)}")
+        order = sorted(frames)
+        self._other = {seq: order[(i + 1) % len(order)] for i, seq in enumerate(order)}
+        self._frames = {seq: [paths[k] for k in sorted(paths)] for seq, paths in frames.items()}
+
+    def source(self, sample):
+        """The roadside image path that replaces ``sample``'s."""
+        other = self._frames[self._other[str(sample.sequence_id)]]
+        return other[min(int(sample.frame_index), len(other) - 1)]
+
+    def __call__(self, sample, frame: PlanInput) -> PlanInput:
+        if frame.roadside is None:
+            return frame
+        return replace(frame, roadside=load_image(self.source(sample)))
+
+
+class EmptyDescription:
+    """No scene description in the prompt."""
+
+    label = "description empty"
+
+    def __call__(self, sample, frame: PlanInput) -> PlanInput:
+        return replace(frame, description="")
+
+
+#: ``v2x-vlm eval --roadside`` / ``--description`` choices -> transform factories.
+ROADSIDE_ABLATIONS = ("grey", "swap", "none")
+DESCRIPTION_ABLATIONS = ("empty",)
+
+
+def ablation_transforms(roadside: str | None, description: str | None, samples=()) -> list:
+    """The input transforms of the inference-time ablations (``samples``: what
+    ``SwapRoadside`` draws from)."""
+    out = []
+    if roadside == "grey":
+        out.append(GreyRoadside())
+    elif roadside == "swap":
+        out.append(SwapRoadside(samples))
+    elif roadside == "none":
+        out.append(BlankRoadside())
+    elif roadside is not None:
+        raise ValueError(f"roadside ablation must be one of {ROADSIDE_ABLATIONS}, got {roadside!r}")
+    if description == "empty":
+        out.append(EmptyDescription())
+    elif description is not None:
+        raise ValueError(f"description ablation must be one of {DESCRIPTION_ABLATIONS}, got {description!r}")
+    return out
 
 
 class RoadsideNoise:

@@ -49,6 +49,9 @@ class ModelSettings:
     description_max_chars: int = 2000
     #: How trajectories become tokens.
     codec: CodecConfig = field(default_factory=CodecConfig)
+    #: Learned modality-weighted fusion (``model.fusion``): the weights of the ego image,
+    #: roadside image and text features before the decoder; None: no weighting.
+    modality_weights: tuple[float, float, float] | None = None
 
     def __post_init__(self):
         if isinstance(self.codec, dict):
@@ -62,6 +65,11 @@ class ModelSettings:
             raise ValueError(f"image_size {self.image_size} must be positive multiples of {VISION_STRIDE}")
         if min(self.image_std) <= 0:
             raise ValueError("image_std must be positive")
+        if self.modality_weights is not None:
+            self.modality_weights = tuple(float(v) for v in self.modality_weights)
+            if len(self.modality_weights) != 3 or min(self.modality_weights) <= 0:
+                raise ValueError(f"modality_weights must be three positive numbers, "
+                                 f"got {self.modality_weights}")
 
     @property
     def num_image_tokens(self) -> int:
@@ -70,7 +78,10 @@ class ModelSettings:
         return (h // VISION_STRIDE) * (w // VISION_STRIDE) + 1
 
     def to_json(self) -> str:
-        return json.dumps(dataclasses.asdict(self), indent=2) + "\n"
+        data = dataclasses.asdict(self)
+        if data["modality_weights"] is None:  # written only when used: older readers stay able to load
+            del data["modality_weights"]
+        return json.dumps(data, indent=2) + "\n"
 
     def save(self, directory) -> None:
         Path(directory, SETTINGS_FILE).write_text(self.to_json(), encoding="utf-8")

@@ -19,6 +19,7 @@ from transformers import AutoTokenizer, Florence2ForConditionalGeneration, Gener
 from transformers.utils import logging as hf_logging
 
 from v2x_vlm_ros.model.configuration import ModelSettings, florence2_config
+from v2x_vlm_ros.model.fusion import install as install_modality_weights
 from v2x_vlm_ros.model.tokenizer import check_tokenizer
 
 log = logging.getLogger(__name__)
@@ -97,6 +98,7 @@ def load_model(source, device: str | torch.device = "cpu", dtype: torch.dtype = 
     check_tokenizer(tokenizer)
     settings = ModelSettings.load(path) if local else ModelSettings()
     model.generation_config = planning_generation_config(tokenizer)
+    install_modality_weights(model, settings)  # learned fusion weights, when the model has them
     return LoadedModel(model.to(device).eval(), tokenizer, settings, str(source))
 
 

@@ -40,6 +40,7 @@ from v2x_vlm_ros.data.errors import DatasetError
 from v2x_vlm_ros.data.records import Command, EgoMotion
 from v2x_vlm_ros.eval.baselines import ConstantVelocityPlanner
 from v2x_vlm_ros.eval.metrics import PlanningMetrics, format_markdown_table
+from v2x_vlm_ros.eval.slices import SliceScores, dataset_slices
 from v2x_vlm_ros.preprocessing.image_codec import ImageDecodeError, decode_image
 from v2x_vlm_ros.runtime.describer import ClockedDescriber, Description, DescriptionCache, ThreadedDescriber
 from v2x_vlm_ros.runtime.factory import make_engine
@@ -316,6 +317,7 @@ def replay(source, options: ReplayOptions, dataset=None, progress: bool = True) 
     vehicle = VehicleService(engine, vcfg, describer, cache)
     metrics = PlanningMetrics(options.collision)
     per_scenario: dict[str, PlanningMetrics] = {}
+    slice_scores = SliceScores(dataset_slices(dataset.root) if dataset is not None else [], options.collision)
     recorder = _Recorder(out / "predictions.mcap")
     baseline = ConstantVelocityPlanner()
     picked: dict[str, dict] = {}
@@ -397,6 +399,7 @@ def replay(source, options: ReplayOptions, dataset=None, progress: bool = True) 
             )
             args = (result.xy, frame.truth_xy, frame.truth_mask, agents, frame.sample_id)
             metrics.update(*args)
+            slice_scores.update(frame, *args)
             if frame.scenario is not None:
                 per_scenario.setdefault(frame.scenario, PlanningMetrics(options.collision)).update(*args)
             planned += 1
@@ -446,6 +449,7 @@ def replay(source, options: ReplayOptions, dataset=None, progress: bool = True) 
                 "measured_bps": (stats["measured_bps"] or 0.0) if uses_roadside else 0.0,
             },
             "by_scenario": {k: v.result() for k, v in sorted(per_scenario.items())},
+            "slices": slice_scores.result(),
             "bandwidth": stats,
             "latency_ms": vehicle.latency_stats(),
             "vehicle": {"counts": dict(vehicle.counts), "drops": dict(vehicle.drops)},
@@ -483,6 +487,10 @@ def metrics_markdown(result: dict) -> str:
     if result.get("by_scenario"):
         rows = {f"model, {name}": r for name, r in result["by_scenario"].items()}
         lines += ["By scenario:", "", format_markdown_table(rows)]
+    if result.get("slices"):
+        rows = {f"model, {name}": r for name, r in result["slices"].items()}
+        lines += ["Hidden hazard (a yielded-to agent seen by the roadside camera, not by the ego's):", "",
+                  format_markdown_table(rows)]
     bw = result["bandwidth"]
     cfg = bw["config"]
     lines += [

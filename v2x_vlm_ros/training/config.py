@@ -61,6 +61,24 @@ class TrainConfig:
     #: False: no distillation loss (the teacher is not even loaded).
     distillation: bool = True
 
+    # -- what helps on top of the paper's recipe (each a switch with its ablation) --------
+    #: Resolution augmentation: each training image is, with probability ``augment_p``,
+    #: shrunk by area averaging to a fraction of its size drawn in this range (log-uniform)
+    #: before the model's own resize, so the model sees cameras of many resolutions.
+    augment_resolution: tuple[float, float] | None = None
+    #: JPEG-quality augmentation: each training image is, with probability ``augment_p``,
+    #: re-encoded as JPEG at a quality drawn in this range (after the resolution step).
+    augment_jpeg_quality: tuple[int, int] | None = None
+    augment_p: float = 0.5
+    #: Roadside dropout: the probability that a training example's roadside image is left
+    #: out (the canvas's roadside half holds the mean colour, as when no roadside frame
+    #: arrives on the vehicle); the teacher sees the same. 0: never.
+    roadside_dropout: float = 0.0
+    #: VLM-E2E's learnable modality-weighted fusion (``model.fusion``): learned weights of
+    #: the ego image, roadside image and text features before the decoder, logged in
+    #: train_log.csv and stored with the model.
+    modality_weights: bool = False
+
     # -- optimisation -------------------------------------------------------------------
     epochs: int = 10
     batch_size: int = 4  # per process
@@ -109,6 +127,21 @@ class TrainConfig:
         for name in ("lambda_align", "lambda_kd", "weight_decay", "warmup_steps", "num_workers"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.augment_resolution is not None:
+            self.augment_resolution = tuple(float(v) for v in self.augment_resolution)
+            lo, hi = self.augment_resolution
+            if not 0 < lo <= hi <= 1:
+                raise ValueError(f"augment_resolution must be (lo, hi) with 0 < lo <= hi <= 1, "
+                                 f"got {self.augment_resolution}")
+        if self.augment_jpeg_quality is not None:
+            self.augment_jpeg_quality = tuple(int(v) for v in self.augment_jpeg_quality)
+            lo, hi = self.augment_jpeg_quality
+            if not 1 <= lo <= hi <= 100:
+                raise ValueError(f"augment_jpeg_quality must be (lo, hi) in 1..100, "
+                                 f"got {self.augment_jpeg_quality}")
+        for name in ("augment_p", "roadside_dropout"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
         if not 0 < self.epoch_fraction <= 1:
             raise ValueError(f"epoch_fraction must be in (0, 1], got {self.epoch_fraction}")
         if self.max_steps is not None and self.max_steps < 1:

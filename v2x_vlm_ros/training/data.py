@@ -6,14 +6,21 @@ prompt), ``text_ids`` / ``text_mask`` (the prompt alone, for the alignment loss)
 ``labels``: ``<s>``, 2T location tokens, ``</s>``, with -100 where the ground truth is
 masked (past the end of a sequence), so those steps never teach anything. ``traj_mask``
 marks the location-token positions that carry a label (the distillation positions).
+
+``PlanningExamples`` also applies the training-time input switches (``TrainConfig``):
+resolution and JPEG-quality augmentation (``Augmentation``) and roadside dropout. Their
+draws come from a generator seeded by (seed, epoch, example index) only, so a resumed run
+sees the same inputs as one that never stopped.
 """
 
 from __future__ import annotations
 
 import json
 import math
+from dataclasses import dataclass
 from pathlib import Path
 
+import cv2
 import numpy as np
 import torch
 
@@ -38,14 +45,55 @@ def read_descriptions(path) -> dict[str, str]:
     return out
 
 
+@dataclass(frozen=True)
+class Augmentation:
+    """Resolution and JPEG-quality augmentation of one image (each step with probability
+    ``p``): area-shrunk to a fraction of its size drawn log-uniformly in ``resolution``,
+    then re-encoded as JPEG at a quality drawn in ``jpeg_quality``. None: step off."""
+
+    resolution: tuple[float, float] | None = None
+    jpeg_quality: tuple[int, int] | None = None
+    p: float = 0.5
+
+    @property
+    def active(self) -> bool:
+        return (self.resolution is not None or self.jpeg_quality is not None) and self.p > 0
+
+    def __call__(self, image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        out = image
+        if self.resolution is not None and rng.random() < self.p:
+            lo, hi = self.resolution
+            f = math.exp(rng.uniform(math.log(lo), math.log(hi)))
+            h, w = out.shape[:2]
+            size = (max(8, round(w * f)), max(8, round(h * f)))
+            if size != (w, h):
+                out = cv2.resize(out, size, interpolation=cv2.INTER_AREA)
+        if self.jpeg_quality is not None and rng.random() < self.p:
+            quality = int(rng.integers(self.jpeg_quality[0], self.jpeg_quality[1] + 1))
+            ok, buf = cv2.imencode(".jpg", out, [cv2.IMWRITE_JPEG_QUALITY, quality])
+            if ok:
+                out = cv2.imdecode(buf, cv2.IMREAD_COLOR)
+        return out
+
+
 class PlanningExamples(torch.utils.data.Dataset):
-    """Raw examples (decoded images, prompt ingredients, ground truth) of a dataset."""
+    """Raw examples (decoded images, prompt ingredients, ground truth) of a dataset, with
+    the training-time input switches applied (see the module docstring)."""
 
     def __init__(self, dataset: DairV2XDataset, descriptions: dict[str, str] | None = None,
-                 fusion: bool = True):
+                 fusion: bool = True, augment: Augmentation | None = None, roadside_dropout: float = 0.0,
+                 seed: int = 0):
         self.dataset = dataset
         self.descriptions = descriptions
         self.fusion = fusion
+        self.augment = augment if augment is not None and augment.active else None
+        self.roadside_dropout = float(roadside_dropout)
+        self.seed = int(seed)
+        self.epoch = 0
+        self.dropped = 0  # roadside images left out so far (a count for the logs and tests)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
 
     def __len__(self) -> int:
         return len(self.dataset)
@@ -55,9 +103,18 @@ class PlanningExamples(torch.utils.data.Dataset):
         description = s.description
         if self.descriptions is not None:
             description = self.descriptions.get(s.vehicle_frame, "")
+        ego = load_image(s.ego_image_path)
+        roadside = load_image(s.roadside_image_path) if self.fusion else None
+        if self.augment is not None or self.roadside_dropout > 0:
+            rng = np.random.default_rng([self.seed, self.epoch, int(i), 11])
+            if roadside is not None and rng.random() < self.roadside_dropout:
+                roadside = None
+                self.dropped += 1
+            if self.augment is not None:
+                ego = self.augment(ego, rng)
+                roadside = None if roadside is None else self.augment(roadside, rng)
         return {
-            "ego": load_image(s.ego_image_path),
-            "roadside": load_image(s.roadside_image_path) if self.fusion else None,
+            "ego": ego, "roadside": roadside,
             "description": description, "motion": s.motion, "command": s.command,
             "future_xy": s.future_xy, "future_mask": s.future_mask,
         }

@@ -11,6 +11,11 @@ trajectory tokens (teacher forcing). The alignment loss pairs the pooled image t
 the mean of the text encoder over the prompt alone; the distillation loss compares the
 student's and the teacher's trajectory-token logits at temperature T.
 
+Switches on top of the paper's recipe (``TrainConfig``): resolution / JPEG-quality
+augmentation and roadside dropout act on the examples (``training.data``); the learnable
+modality weights (``model.fusion``) are trained with the student, logged in
+``train_log.csv`` (``w_ego``, ``w_roadside``, ``w_text``) and stored with the model.
+
 Outputs in ``output_dir``: ``train_log.csv`` (losses every ``log_every`` steps),
 ``eval_log.csv`` (validation L2 / collision each epoch), ``checkpoint/`` (resumable) and
 ``model/`` (the best model by validation L2, a self-contained model directory).
@@ -39,14 +44,16 @@ from v2x_vlm_ros.data.dair import DairV2XDataset
 from v2x_vlm_ros.eval.evaluate import score
 from v2x_vlm_ros.model.codec import CodecConfig, build_codec
 from v2x_vlm_ros.model.configuration import PRESETS, ModelSettings
+from v2x_vlm_ros.model.fusion import ModalityWeights
+from v2x_vlm_ros.model.fusion import install as install_modality_weights
 from v2x_vlm_ros.model.modeling import LoadedModel, build_model, load_model, save_model
 from v2x_vlm_ros.model.planner import ModelPlanner
 from v2x_vlm_ros.model.processing import COMMAND_TEXT, TASK_TEXT, state_text
 from v2x_vlm_ros.model.tokenizer import build_tokenizer, loc_token_ids
 from v2x_vlm_ros.training.checkpoint import CHECKPOINT, has_checkpoint, load_training_state, save_checkpoint
 from v2x_vlm_ros.training.config import TrainConfig
-from v2x_vlm_ros.training.data import (BatchBuilder, EpochSampler, PairedCollate, PlanningExamples,
-                                       read_descriptions)
+from v2x_vlm_ros.training.data import (Augmentation, BatchBuilder, EpochSampler, PairedCollate,
+                                       PlanningExamples, read_descriptions)
 from v2x_vlm_ros.training.losses import (AlignmentHeads, LossWeights, distillation_loss, info_nce,
                                          total_loss, trajectory_loss)
 
@@ -96,10 +103,12 @@ class PlannerTrainModule(nn.Module):
     """Student + alignment heads; ``forward(batch)`` gives the logits and the two student
     losses, so that DDP sees every trained parameter in one forward."""
 
-    def __init__(self, student, heads: AlignmentHeads | None, freeze_vision: bool, kappa: float):
+    def __init__(self, student, heads: AlignmentHeads | None, freeze_vision: bool, kappa: float,
+                 fusion: ModalityWeights | None = None):
         super().__init__()
         self.student = student
         self.heads = heads
+        self.fusion = fusion  # learned modality weights (applied by a hook on the text encoder)
         self.freeze_vision = freeze_vision
         self.kappa = kappa
         if freeze_vision:
@@ -251,6 +260,9 @@ def model_card(cfg: TrainConfig, val: dict | None, steps: int, seconds: float) -
              f"- student: `{cfg.student}`; teacher: `{cfg.teacher if cfg.uses_teacher else None}`",
              f"- fusion {cfg.fusion}, scene text {cfg.scene_text}, alignment {cfg.alignment}, "
              f"distillation {cfg.uses_teacher}, frozen vision encoder {cfg.freeze_vision}",
+             f"- resolution augmentation {cfg.augment_resolution}, JPEG-quality augmentation "
+             f"{cfg.augment_jpeg_quality} (p {cfg.augment_p}), roadside dropout {cfg.roadside_dropout}, "
+             f"modality-weighted fusion {cfg.modality_weights}",
              f"- {cfg.epochs} epochs, batch {cfg.batch_size}, lr {cfg.lr}, {steps} steps, "
              f"{seconds / 60:.1f} min",
              ""]
@@ -290,7 +302,11 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
 
     d_model = student.model.config.text_config.d_model
     heads = AlignmentHeads(d_model, d_model, cfg.align_dim) if cfg.alignment else None
-    module = PlannerTrainModule(student.model, heads, cfg.freeze_vision, cfg.kappa).to(procs.device)
+    fusion = None
+    if cfg.modality_weights:  # learned, starting from the checkpoint's when resuming
+        fusion = ModalityWeights(student.settings.modality_weights or (1.0, 1.0, 1.0))
+        install_modality_weights(student.model, student.settings, source=fusion)
+    module = PlannerTrainModule(student.model, heads, cfg.freeze_vision, cfg.kappa, fusion).to(procs.device)
     trained = [p for p in module.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trained, lr=cfg.lr, weight_decay=cfg.weight_decay)
 
@@ -324,11 +340,14 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
         or teacher.model.config.image_token_id != student.model.config.image_token_id)
     if teacher_inputs_differ:
         collate.teacher = _builder(teacher)
-    examples = PlanningExamples(train_ds, descriptions, fusion=cfg.fusion)
+    augment = Augmentation(cfg.augment_resolution, cfg.augment_jpeg_quality, cfg.augment_p)
+    examples = PlanningExamples(train_ds, descriptions, fusion=cfg.fusion, augment=augment,
+                                roadside_dropout=cfg.roadside_dropout, seed=cfg.seed)
     train_log = eval_log = None
     if procs.main:
         train_log = CsvLog(out / "train_log.csv",
-                           ["epoch", "step", "loss", "traj", "align", "kd", "lr", "seconds"])
+                           ["epoch", "step", "loss", "traj", "align", "kd", "lr", "seconds",
+                            "w_ego", "w_roadside", "w_text"])
         eval_log = CsvLog(out / "eval_log.csv",
                           ["epoch", "step", "samples", *(f"l2_{h}" for h in HORIZON_KEYS),
                            *(f"col_{h}" for h in HORIZON_KEYS)])
@@ -336,7 +355,15 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
     last: dict = {}
     val_result = None
 
+    def weights_into_settings() -> dict:
+        """The learned modality weights, into the settings saved with the model; for the log."""
+        if fusion is None:
+            return {}
+        student.settings.modality_weights = fusion.as_tuple()
+        return dict(zip(("w_ego", "w_roadside", "w_text"), student.settings.modality_weights))
+
     def save(done_epoch: int, step_in_epoch: int) -> None:
+        weights_into_settings()
         if procs.main:
             save_checkpoint(out, module.student, student.tokenizer, student.settings, heads, optimizer,
                             scheduler, {**state, "epoch": done_epoch, "step_in_epoch": step_in_epoch})
@@ -345,6 +372,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
         if state["global_step"] >= total_steps:
             break
         sampler.set_epoch(epoch)
+        examples.set_epoch(epoch)
         skip = state["step_in_epoch"] * cfg.batch_size if epoch == state["epoch"] else 0
         order = sampler.indices()[skip:]
         # its own generator: a DataLoader iterator draws a seed, and from the global RNG that
@@ -378,7 +406,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
             if procs.main and (state["global_step"] % cfg.log_every == 0 or state["global_step"] == 1):
                 train_log.write({"epoch": epoch + 1, "step": state["global_step"], **last,
                                  "lr": scheduler.get_last_lr()[0],
-                                 "seconds": round(time.perf_counter() - began, 1)})
+                                 "seconds": round(time.perf_counter() - began, 1), **weights_into_settings()})
             if cfg.checkpoint_every and state["global_step"] % cfg.checkpoint_every == 0:
                 save(epoch, step_in_epoch)
             if state["global_step"] >= total_steps:
@@ -386,6 +414,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
         finished_epoch = step_in_epoch >= steps_per_epoch
         state["epoch"], state["step_in_epoch"] = (epoch + 1, 0) if finished_epoch else (epoch, step_in_epoch)
 
+        weights_into_settings()  # the exported model carries the weights it was validated with
         if procs.main and val_ds is not None and len(val_ds):
             module.eval()
             current = LoadedModel(module.student, student.tokenizer, student.settings, "training")
@@ -410,6 +439,8 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
 
     summary = {"global_step": state["global_step"], "total_steps": total_steps, "world_size": procs.world,
                "last_losses": last, "validation": val_result, "best_val_l2": state["best_l2"],
+               "modality_weights": student.settings.modality_weights if fusion is not None else None,
+               "roadside_dropped": examples.dropped,
                "ranks_in_sync": ranks_in_sync(module) if procs.world > 1 else True,
                "seconds": round(time.perf_counter() - began, 1)}
     if procs.main:

@@ -22,6 +22,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from v2x_vlm_ros.data.errors import DatasetError
+
 VISIBILITY_FILE = "visibility.json"
 SCHEMA = "v2x_vlm_ros/visibility/1"
 
@@ -42,7 +44,7 @@ def write_visibility(root: Path, config, entries: list[tuple[str, dict]]) -> Pat
     return path
 
 
-class VisibilityError(ValueError):
+class VisibilityError(DatasetError):
     """A visibility sidecar that cannot be read; names the file and what is wrong."""
 
 
@@ -54,15 +56,14 @@ def read_visibility(root) -> dict | None:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise VisibilityError(f"{path}: {type(exc).__name__}: {exc}") from None
+        raise VisibilityError(path, None, f"{type(exc).__name__}: {exc}") from None
     if not isinstance(data, dict) or data.get("schema") != SCHEMA \
             or not isinstance(data.get("sequences"), dict):
-        raise VisibilityError(f"{path}: expected {{'schema': {SCHEMA!r}, 'sequences': {{...}}}}")
+        raise VisibilityError(path, "schema", f"expected {{'schema': {SCHEMA!r}, 'sequences': {{...}}}}")
     for seq_id, entry in data["sequences"].items():
         if not isinstance(entry, dict) or not isinstance(entry.get("frames"), dict) \
                 or not isinstance(entry.get("conflict"), list):
-            raise VisibilityError(f"{path}: sequence {seq_id!r}: expected 'conflict' [...] "
-                                  "and 'frames' {...}")
+            raise VisibilityError(path, f"sequences.{seq_id}", "expected 'conflict' [...] and 'frames' {...}")
     return data
 
 

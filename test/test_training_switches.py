@@ -1,0 +1,171 @@
+"""The training switches on top of the paper's recipe: resolution and JPEG-quality
+augmentation, roadside dropout, and VLM-E2E's learnable modality-weighted fusion (its
+weights logged and stored with a model that transformers' native classes still load)."""
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from transformers import Florence2ForConditionalGeneration
+
+from v2x_vlm_ros.data.dair import DairV2XDataset
+from v2x_vlm_ros.model.configuration import ModelSettings
+from v2x_vlm_ros.model.fusion import ModalityWeights, install, token_scale
+from v2x_vlm_ros.model.modeling import load_model
+from v2x_vlm_ros.training.config import TrainConfig
+from v2x_vlm_ros.training.data import Augmentation, PlanningExamples
+from v2x_vlm_ros.training.trainer import train
+
+SAMPLE = str(Path(__file__).resolve().parents[1] / "data" / "sample")
+
+
+def _image(h=81, w=144):
+    rng = np.random.default_rng(0)
+    return rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+
+
+def test_resolution_augmentation_shrinks_within_its_range():
+    aug = Augmentation(resolution=(0.25, 0.5), p=1.0)
+    sizes = []
+    for k in range(40):
+        out = aug(_image(), np.random.default_rng(k))
+        h, w = out.shape[:2]
+        assert 0.25 * 144 - 1 <= w <= 0.5 * 144 + 1 and abs(w / h - 144 / 81) < 0.15
+        sizes.append(w)
+    assert len(set(sizes)) > 5  # drawn, not fixed
+    assert aug(_image(), np.random.default_rng(3)).shape == aug(_image(), np.random.default_rng(3)).shape
+
+
+def test_jpeg_quality_augmentation_reencodes_and_p_zero_is_the_identity():
+    img = _image()
+    low = Augmentation(jpeg_quality=(5, 5), p=1.0)(img, np.random.default_rng(0))
+    high = Augmentation(jpeg_quality=(95, 95), p=1.0)(img, np.random.default_rng(0))
+    assert low.shape == img.shape
+    err_low = np.abs(low.astype(int) - img).mean()
+    err_high = np.abs(high.astype(int) - img).mean()
+    assert err_low > err_high > 0
+    off = Augmentation(resolution=(0.2, 0.3), jpeg_quality=(5, 10), p=0.0)
+    assert np.array_equal(off(img, np.random.default_rng(0)), img)
+    assert not Augmentation().active
+
+
+def test_examples_apply_dropout_and_augmentation_deterministically_per_epoch():
+    ds = DairV2XDataset(SAMPLE)
+    plain = PlanningExamples(ds)
+    dropped = PlanningExamples(ds, roadside_dropout=0.5, seed=1)
+    n = 60
+    none_count = sum(dropped[i]["roadside"] is None for i in range(n))
+    assert 15 <= none_count <= 45 and dropped.dropped == none_count
+    assert all(plain[i]["roadside"] is not None for i in range(5))
+    again = PlanningExamples(ds, roadside_dropout=0.5, seed=1)
+
+    def pattern(examples):
+        return [examples[i]["roadside"] is None for i in range(n)]
+
+    assert pattern(again) == pattern(dropped)
+    again.set_epoch(1)
+    assert pattern(again) != pattern(dropped)
+    aug = PlanningExamples(ds, augment=Augmentation(resolution=(0.3, 0.6), p=1.0), seed=1)
+    ex = aug[0]
+    assert ex["ego"].shape[1] < plain[0]["ego"].shape[1]
+    assert ex["roadside"].shape[1] < plain[0]["roadside"].shape[1]
+    assert np.array_equal(plain[0]["ego"], PlanningExamples(ds, augment=Augmentation())[0]["ego"])
+
+
+def test_token_scale_follows_the_fused_canvas():
+    settings = ModelSettings(image_size=(96, 256))  # 3 x 8 cells + the pooled token
+    scale = token_scale(torch.tensor([2.0, 0.5, 0.25]), settings, 30)
+    assert scale.shape == (30,)
+    assert scale[0] == pytest.approx(1.25)  # pooled: the mean of the two images
+    cells = scale[1:25].view(3, 8)
+    assert torch.all(cells[:, :4] == 2.0) and torch.all(cells[:, 4:] == 0.5)  # ego left, roadside right
+    assert torch.all(scale[25:] == 0.25)  # the prompt
+
+
+def test_modality_weights_start_at_one_and_keep_their_sum():
+    w = ModalityWeights()
+    assert torch.allclose(w.weights(), torch.ones(3))
+    with torch.no_grad():
+        w.logits += torch.tensor([1.0, 0.0, -1.0])
+    assert w.weights().sum().item() == pytest.approx(3.0) and w.weights()[0] > w.weights()[2]
+    assert ModalityWeights((2.0, 0.5, 0.5)).as_tuple() == pytest.approx((2.0, 0.5, 0.5))
+    with pytest.raises(ValueError):
+        ModalityWeights((1.0, -1.0, 1.0))
+
+
+def _encode(model, ids):
+    with torch.no_grad():
+        embeds = model.get_input_embeddings()(ids)
+        return model.model.language_model.encoder(inputs_embeds=embeds).last_hidden_state
+
+
+def test_stored_weights_scale_the_encoder_output_and_can_be_removed(tiny_model_dir):
+    loaded = load_model(tiny_model_dir)
+    ids = torch.randint(3, 50, (1, 40))
+    plain = _encode(loaded.model, ids)
+    settings = ModelSettings(image_size=loaded.settings.image_size, modality_weights=(1.5, 0.6, 0.9))
+    install(loaded.model, settings)
+    weighted = _encode(loaded.model, ids)
+    want = token_scale(torch.tensor([1.5, 0.6, 0.9]), settings, 40).view(1, -1, 1)
+    assert torch.allclose(weighted, plain * want, atol=1e-6)
+    install(loaded.model, ModelSettings(image_size=loaded.settings.image_size))  # none: removes it
+    assert torch.allclose(_encode(loaded.model, ids), plain)
+
+
+def _config(tmp_path, tiny_model_dir, **overrides) -> TrainConfig:
+    base = dict(data_root=SAMPLE, student="tiny", teacher=None, tokenizer_from=str(tiny_model_dir),
+                freeze_vision=False, epochs=1, batch_size=8, lr=5e-3, val_split=None,
+                output_dir=str(tmp_path / "run"), log_every=1, resume=True, seed=3)
+    base.update(overrides)
+    return TrainConfig(**base)
+
+
+def test_training_learns_logs_and_stores_modality_weights(tmp_path, tiny_model_dir):
+    summary = train(_config(tmp_path, tiny_model_dir, max_steps=6, modality_weights=True,
+                            roadside_dropout=0.3, augment_resolution=(0.4, 1.0),
+                            augment_jpeg_quality=(30, 90)), progress=False)
+    run = tmp_path / "run"
+    rows = list(csv.DictReader(open(run / "train_log.csv")))
+    weights = [(float(r["w_ego"]), float(r["w_roadside"]), float(r["w_text"])) for r in rows]
+    assert len(weights) == 6 and all(sum(w) == pytest.approx(3.0, abs=1e-4) for w in weights)
+    assert weights[-1] != weights[0]  # they are trained
+    assert summary["roadside_dropped"] > 0
+    stored = json.loads((run / "model" / "v2x_vlm.json").read_text())["modality_weights"]
+    assert stored == pytest.approx(list(summary["modality_weights"])) and stored != [1.0, 1.0, 1.0]
+    # the shipped model stays a plain Florence-2 for transformers, and ours applies the weights
+    native = Florence2ForConditionalGeneration.from_pretrained(run / "model", use_safetensors=True)
+    ours = load_model(run / "model")
+    ids = torch.randint(3, 50, (1, 40))
+    want = token_scale(torch.tensor(stored), ours.settings, 40).view(1, -1, 1)
+    assert torch.allclose(_encode(ours.model, ids), _encode(native, ids) * want, atol=1e-5)
+    card = (run / "model" / "README.md").read_text()
+    assert "modality-weighted fusion True" in card and "roadside dropout 0.3" in card
+
+
+def test_switches_off_write_no_weights_and_no_dropout(tmp_path, tiny_model_dir):
+    summary = train(_config(tmp_path, tiny_model_dir, max_steps=2), progress=False)
+    assert summary["modality_weights"] is None and summary["roadside_dropped"] == 0
+    assert "modality_weights" not in json.loads((tmp_path / "run" / "model" / "v2x_vlm.json").read_text())
+    rows = list(csv.DictReader(open(tmp_path / "run" / "train_log.csv")))
+    assert rows[0]["w_ego"] == ""
+
+
+def test_resume_with_modality_weights_continues_exactly(tmp_path, tiny_model_dir):
+    opts = dict(modality_weights=True, roadside_dropout=0.3, augment_resolution=(0.4, 1.0))
+    train(_config(tmp_path / "a", tiny_model_dir, max_steps=6, **opts), progress=False)
+    train(_config(tmp_path / "b", tiny_model_dir, max_steps=3, **opts), progress=False)
+    resumed = train(_config(tmp_path / "b", tiny_model_dir, max_steps=6, **opts), progress=False)
+    straight = json.loads((tmp_path / "a" / "run" / "summary.json").read_text())
+    assert resumed["modality_weights"] == pytest.approx(straight["modality_weights"], abs=1e-6)
+
+
+def test_bad_switch_values_are_rejected():
+    with pytest.raises(ValueError, match="augment_resolution"):
+        TrainConfig(augment_resolution=(0.0, 1.0))
+    with pytest.raises(ValueError, match="augment_jpeg_quality"):
+        TrainConfig(augment_jpeg_quality=(50, 120))
+    with pytest.raises(ValueError, match="roadside_dropout"):
+        TrainConfig(roadside_dropout=1.5)
