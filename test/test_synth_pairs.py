@@ -202,3 +202,25 @@ def test_no_rule_on_the_egos_own_speed_predicts_the_hidden_hazard():
             assert abs(onset - s.notes["brake_onset_s"]) < 0.05  # going straight: its first braking
             k = int(round(10 * onset)) - 1
             assert np.array_equal(_speeds(s, 12.0)[:k], _speeds(twin, 12.0)[:k])
+
+
+def test_driver_attention_text_says_what_only_the_roadside_sees(tmp_path):
+    """The attention option (VLM-E2E) writes, from both cameras, where to look: on the
+    hidden-hazard frames it names the hidden agent as seen by the roadside camera; without
+    the option the description stays the ego camera's alone."""
+    cfg = SynthConfig(num_sequences=2, seed=7, duration_s=6.0, image_size=(64, 36), conflict_share=1.0,
+                      scenarios=("occluded_crossing",), attention_text=True)
+    generate(tmp_path / "on", cfg, progress=False)
+    generate(tmp_path / "off", SynthConfig(**{**cfg.__dict__, "attention_text": False}), progress=False)
+    on = [json.loads(line) for line in (tmp_path / "on" / "descriptions.jsonl").read_text().splitlines()]
+    off = [json.loads(line) for line in (tmp_path / "off" / "descriptions.jsonl").read_text().splitlines()]
+    hidden = hidden_hazard_frames(read_visibility(tmp_path / "on"))
+    assert len(hidden) > 10
+    for a, b in zip(on, off):
+        assert "roadside camera" not in b["description"].lower()
+        assert len(a["description"]) < 300
+        if (a["sequence_id"], a["vehicle_frame"]) in hidden:
+            assert "seen by the roadside camera:" in a["description"], a["description"]
+    # the twin (no hidden agent) is told there is nothing hidden near the junction
+    twin = [a["description"] for a in on if a["sequence_id"] == "0001"]
+    assert any("no hidden road user" in text for text in twin)
