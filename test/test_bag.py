@@ -16,7 +16,7 @@ from v2x_vlm_ros.geometry import invert_pose
 from v2x_vlm_ros.tools import bag as bagtool
 
 SAMPLE = Path(__file__).resolve().parents[1] / "data" / "sample"
-SCENARIO = "straight"  # two sequences (0004 train, 0009 val), 120 samples
+SCENARIO = "occluded_crossing"  # two sequences (the pair 0000, 0001), 120 samples
 
 PER_SAMPLE = [bagtool.EGO_IMAGE, bagtool.ROADSIDE_IMAGE, bagtool.ODOMETRY, bagtool.GROUND_TRUTH_PATH,
               bagtool.COMMAND, bagtool.DESCRIPTION, bagtool.TF]

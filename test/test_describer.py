@@ -15,10 +15,10 @@ SAMPLE = Path(__file__).resolve().parents[1] / "data" / "sample"
 
 def test_describe_writes_one_line_per_sample(tiny_model_dir, tmp_path, capsys):
     out = tmp_path / "descriptions.jsonl"
-    assert main(["describe", str(SAMPLE), "--split", "val", "--scenario", "left_turn", "--model",
+    assert main(["describe", str(SAMPLE), "--split", "train", "--scenario", "left_turn", "--model",
                  str(tiny_model_dir), "--out", str(out), "--max-new-tokens", "8", "--quiet"]) == 0
     rows = [json.loads(line) for line in out.read_text().splitlines()]
-    ds = DairV2XDataset(SAMPLE, split="val", scenario="left_turn")
+    ds = DairV2XDataset(SAMPLE, split="train", scenario="left_turn")
     assert [r["vehicle_frame"] for r in rows] == [s.vehicle_frame for s in ds]
     assert all(r["task"] == "<MORE_DETAILED_CAPTION>" and isinstance(r["description"], str) for r in rows)
     assert f"wrote {len(ds)} descriptions" in capsys.readouterr().out
@@ -26,7 +26,7 @@ def test_describe_writes_one_line_per_sample(tiny_model_dir, tmp_path, capsys):
 
 def test_training_reads_the_edited_file_instead_of_the_built_in_descriptions(tmp_path):
     path = tmp_path / "edited.jsonl"
-    ds = DairV2XDataset(SAMPLE, split="val", scenario="straight")
+    ds = DairV2XDataset(SAMPLE, split="train", scenario="straight")
     first = ds[0].vehicle_frame
     path.write_text(json.dumps({"vehicle_frame": first, "description": "A person wrote this."}) + "\n\n")
     examples = PlanningExamples(ds, read_descriptions(path))

@@ -49,7 +49,7 @@ def _tiny(out: Path, tokenizer, **settings) -> Path:
 
 @pytest.fixture(scope="module")
 def dataset():
-    return DairV2XDataset(DATA, split="val")
+    return DairV2XDataset(DATA, split="train")
 
 
 @pytest.fixture(scope="module")
@@ -263,12 +263,12 @@ def test_cli_with_an_ego_only_sibling(tmp_path, tiny_tokenizer, capsys):
     _tiny(tmp_path / "student-ego-only", tiny_tokenizer, fusion=False)
     out = tmp_path / "out"
     rc = main(["experiments", str(DATA), "--model", str(model), "--max-samples", "6", "--out", str(out),
-               "--tables", "1,5", "--quiet", "--split", "val", "--ablation", "no-alignment=" + str(model)])
+               "--tables", "1,5", "--quiet", "--split", "train", "--ablation", "no-alignment=" + str(model)])
     printed = capsys.readouterr().out
     assert rc == 0 and "## Table 1." in printed and "## Table 5." in printed and "## Table 2." not in printed
     assert f"wrote {out}: tables.md, results.json" in printed
     result = json.loads((out / "results.json").read_text())
-    assert list(result["tables"]) == ["table1", "table5"] and result["dataset"]["split"] == "val"
+    assert list(result["tables"]) == ["table1", "table5"] and result["dataset"]["split"] == "train"
     assert [r["method"] for r in result["tables"]["table1"]["rows"]][2] == "ego-only model"
     rows = {r["name"]: r for r in result["tables"]["table5"]["rows"]}
     assert rows["no_fusion"]["status"].startswith("evaluated") and rows["no_fusion"]["formula_bps"] == 0

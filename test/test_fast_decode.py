@@ -21,7 +21,7 @@ SAMPLE = Path(__file__).resolve().parents[1] / "data" / "sample"
 @pytest.fixture(scope="module")
 def batch(tiny_model_dir):
     planner = ModelPlanner(tiny_model_dir)
-    ds = DairV2XDataset(SAMPLE, split="val")
+    ds = DairV2XDataset(SAMPLE, split="train")
     samples = [ds[i] for i in (0, 9, 70, 133, 260, 299)]
     samples[2].description = "A much longer description of the scene. " * 5  # uneven prompt lengths
     return planner, planner.model_inputs(samples)
@@ -128,7 +128,7 @@ def test_engine_pads_prompts_to_buckets_keeps_few_graphs_and_survives_a_failed_c
 def test_captured_cuda_graph_matches_eager_on_cuda(tiny_model_dir):
     loaded = load_model(tiny_model_dir, "cuda")
     planner = ModelPlanner(loaded, device="cuda")
-    ds = DairV2XDataset(SAMPLE, split="val")
+    ds = DairV2XDataset(SAMPLE, split="train")
     inputs = planner.model_inputs([ds[i] for i in (0, 9, 70)])
     dec = static_decoder(planner)
     states = dec.encode(**inputs)

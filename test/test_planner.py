@@ -21,7 +21,7 @@ SAMPLE = Path(__file__).resolve().parents[1] / "data" / "sample"
 
 @pytest.fixture(scope="module")
 def samples():
-    ds = DairV2XDataset(SAMPLE, split="val")
+    ds = DairV2XDataset(SAMPLE, split="train")
     return [ds[i] for i in (0, 7, 61, 130, 250)]
 
 
@@ -63,7 +63,7 @@ def test_text_codec_failures_fall_back_to_constant_velocity(tiny_model_dir, tmp_
 
 def test_eval_cli_with_the_model_planner(tiny_model_dir, tmp_path):
     out = tmp_path / "model.json"
-    args = ["eval", str(SAMPLE), "--planner", "model", "--model", str(tiny_model_dir), "--split", "val",
+    args = ["eval", str(SAMPLE), "--planner", "model", "--model", str(tiny_model_dir), "--split", "train",
             "--scenario", "straight", "--json", str(out), "--quiet"]
     assert main(args) == 0
     result = json.loads(out.read_text())
@@ -80,7 +80,7 @@ def test_ego_only_model_costs_no_bandwidth(tiny_model_dir, tmp_path):
                dataclasses.replace(loaded.settings, fusion=False))
     out = tmp_path / "ego.json"
     assert main(["eval", str(SAMPLE), "--planner", "model", "--model", str(tmp_path / "ego"),
-                 "--split", "val", "--scenario", "follow_lead", "--json", str(out), "--quiet"]) == 0
+                 "--split", "train", "--scenario", "follow_lead", "--json", str(out), "--quiet"]) == 0
     free = {"uses_roadside": False, "formula_bps": 0.0, "measured_bps": 0.0}
     assert json.loads(out.read_text())["transmission"] == free
 

@@ -12,7 +12,7 @@ from mcap_ros2.decoder import DecoderFactory
 from v2x_vlm_ros.cli import main
 
 SAMPLE = Path(__file__).resolve().parents[1] / "data" / "sample"
-PICK = ["--split", "val", "--scenario", "left_turn"]
+PICK = ["--split", "train", "--scenario", "left_turn"]
 
 
 @pytest.fixture(scope="module")

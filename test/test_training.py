@@ -34,7 +34,7 @@ def log_rows(run: Path) -> list[dict]:
 
 
 def test_a_short_run_lowers_the_loss_and_exports_a_model(tmp_path, tiny_model_dir):
-    summary = train(config(tmp_path, tiny_model_dir, max_steps=30, val_split="val", eval_max_samples=16),
+    summary = train(config(tmp_path, tiny_model_dir, max_steps=30, val_split="train", eval_max_samples=16),
                     progress=False)
     rows = log_rows(tmp_path / "run")
     first = sum(float(r["traj"]) for r in rows[:3]) / 3
