@@ -162,7 +162,7 @@ def test_table5_lists_missing_ablations_with_their_command(full_run):
     t5 = full_run[1]["tables"]["table5"]
     rows = {r["name"]: r for r in t5["rows"]}
     assert list(rows) == ["no_fusion", "no_scene_text", "no_alignment", "no_distillation", "no_augmentation",
-                          "no_roadside_dropout", "no_modality_weights"]
+                          "no_roadside_dropout", "no_modality_weights", "no_pair_weight"]
     assert "--override augment_resolution=null --override augment_jpeg_quality=null" in \
         rows["no_augmentation"]["command"]
     assert "--override roadside_dropout=0 " in rows["no_roadside_dropout"]["command"]

@@ -169,3 +169,25 @@ def test_bad_switch_values_are_rejected():
         TrainConfig(augment_jpeg_quality=(50, 120))
     with pytest.raises(ValueError, match="roadside_dropout"):
         TrainConfig(roadside_dropout=1.5)
+
+
+def test_paired_scenes_are_drawn_more_often_with_pair_weight():
+    from v2x_vlm_ros.training.data import EpochSampler, pair_weights
+
+    ds = DairV2XDataset(SAMPLE)
+    assert pair_weights(ds, 1.0) is None
+    weights = pair_weights(ds, 4.0)
+    seqs = [ds[i].sequence_id for i in range(len(ds))]
+    paired = {"0000", "0001", "0006", "0007"}  # the sample's two pairs (sidecar: variant)
+    assert [w == 4.0 for w in weights] == [s in paired for s in seqs]
+    plain = EpochSampler(len(ds), 0, 0.25)
+    heavy = EpochSampler(len(ds), 0, 0.25, weights=weights)
+    share = {name: np.mean([seqs[i] in paired for i in s.indices()]) for name, s in
+             (("plain", plain), ("heavy", heavy))}
+    assert share["plain"] < 0.6 < share["heavy"]  # 4 of 9 sequences: ~44 % uniformly, ~76 % weighted
+    picked = heavy.indices()
+    assert len(picked) == len(set(picked)) == plain.count  # without replacement, same count
+    heavy.set_epoch(1)
+    assert heavy.indices() != picked and EpochSampler(len(ds), 0, 0.25, weights=weights).indices() == picked
+    with pytest.raises(ValueError):
+        EpochSampler(3, 0, weights=[1.0, 0.0, 1.0])

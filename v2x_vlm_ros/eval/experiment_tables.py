@@ -35,10 +35,11 @@ FOCUS_SCENARIO = "occluded_crossing"
 #: Table 5: ablation name -> the TrainConfig switch it turns off.
 SWITCHES = {"no_fusion": "fusion", "no_scene_text": "scene_text", "no_alignment": "alignment",
             "no_distillation": "distillation", "no_augmentation": "augment_resolution",
-            "no_roadside_dropout": "roadside_dropout", "no_modality_weights": "modality_weights"}
+            "no_roadside_dropout": "roadside_dropout", "no_modality_weights": "modality_weights",
+            "no_pair_weight": "pair_weight"}
 #: The overrides of switches that are not turned off by ``SWITCH=false``.
 OVERRIDES = {"no_augmentation": ("augment_resolution=null", "augment_jpeg_quality=null"),
-             "no_roadside_dropout": ("roadside_dropout=0",)}
+             "no_roadside_dropout": ("roadside_dropout=0",), "no_pair_weight": ("pair_weight=1",)}
 #: Table 6: the inference-time ablations (``v2x-vlm eval --roadside / --description``).
 INPUT_ABLATIONS = (("roadside grey", "roadside=grey"), ("roadside of another sequence", "roadside=swap"),
                    ("no roadside (ego-only input)", "roadside=none"),

@@ -74,6 +74,10 @@ class TrainConfig:
     #: out (the canvas's roadside half holds the mean colour, as when no roadside frame
     #: arrives on the vehicle); the teacher sees the same. 0: never.
     roadside_dropout: float = 0.0
+    #: Sampling weight of the frames of paired scenes (a hidden hazard and its twin, the
+    #: same scene without it; ``visibility.json`` of a synthetic world) against the other
+    #: frames' 1: the frames where the roadside view tells the two apart, seen more often.
+    pair_weight: float = 1.0
     #: VLM-E2E's learnable modality-weighted fusion (``model.fusion``): learned weights of
     #: the ego image, roadside image and text features before the decoder, logged in
     #: train_log.csv and stored with the model.
@@ -139,6 +143,8 @@ class TrainConfig:
             if not 1 <= lo <= hi <= 100:
                 raise ValueError(f"augment_jpeg_quality must be (lo, hi) in 1..100, "
                                  f"got {self.augment_jpeg_quality}")
+        if not self.pair_weight > 0:
+            raise ValueError(f"pair_weight must be > 0, got {self.pair_weight}")
         for name in ("augment_p", "roadside_dropout"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")

@@ -181,20 +181,33 @@ class EpochSampler(torch.utils.data.Sampler):
     """Deterministic per-epoch order: a permutation seeded by (seed, epoch), cut to a
     fraction of the data, then sharded across processes (rank r takes every world-th
     index, the list wrapped so all ranks get the same count). Resumable: the order of an
-    epoch is a pure function of its number."""
+    epoch is a pure function of its number. With ``weights`` the fraction is drawn without
+    replacement with probabilities proportional to them (``pair_weights``)."""
 
-    def __init__(self, size: int, seed: int, fraction: float = 1.0, rank: int = 0, world: int = 1):
+    def __init__(self, size: int, seed: int, fraction: float = 1.0, rank: int = 0, world: int = 1,
+                 weights=None):
         if size < 1:
             raise ValueError("no training samples")
         self.size, self.seed, self.rank, self.world = size, seed, rank, world
         self.count = max(1, math.ceil(size * fraction))
         self.epoch = 0
+        self.p = None
+        if weights is not None:
+            w = np.asarray(weights, dtype=np.float64)
+            if w.shape != (size,) or not np.all(w > 0):
+                raise ValueError(f"need {size} positive sampling weights")
+            if not np.allclose(w, w[0]):
+                self.p = w / w.sum()
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
     def indices(self) -> list[int]:
-        order = np.random.default_rng([self.seed, self.epoch]).permutation(self.size)[: self.count]
+        rng = np.random.default_rng([self.seed, self.epoch])
+        if self.p is None:
+            order = rng.permutation(self.size)[: self.count]
+        else:
+            order = rng.choice(self.size, size=self.count, replace=False, p=self.p)
         per_rank = math.ceil(self.count / self.world)
         wrapped = np.resize(order, per_rank * self.world)
         return wrapped[self.rank:: self.world].tolist()
@@ -204,3 +217,17 @@ class EpochSampler(torch.utils.data.Sampler):
 
     def __len__(self) -> int:
         return math.ceil(self.count / self.world)
+
+
+def pair_weights(dataset: DairV2XDataset, weight: float) -> list[float] | None:
+    """Sampling weight per sample: ``weight`` for the frames of a synthetic world's paired
+    sequences (a hidden hazard and its twin, from the visibility sidecar), 1 for the others;
+    None when ``weight`` is 1 or the dataset has no sidecar."""
+    from v2x_vlm_ros.data.synth.visibility import read_visibility
+
+    visibility = read_visibility(dataset.root)
+    if weight == 1.0 or visibility is None:
+        return None
+    paired = {seq for seq, entry in visibility["sequences"].items() if entry.get("variant")}
+    # the sequence of each sample from the dataset's index (no sample needs loading)
+    return [weight if entry.sequence.sequence_id in paired else 1.0 for entry in dataset._index]

@@ -53,7 +53,7 @@ from v2x_vlm_ros.model.tokenizer import build_tokenizer, loc_token_ids
 from v2x_vlm_ros.training.checkpoint import CHECKPOINT, has_checkpoint, load_training_state, save_checkpoint
 from v2x_vlm_ros.training.config import TrainConfig
 from v2x_vlm_ros.training.data import (Augmentation, BatchBuilder, EpochSampler, PairedCollate,
-                                       PlanningExamples, read_descriptions)
+                                       PlanningExamples, pair_weights, read_descriptions)
 from v2x_vlm_ros.training.losses import (AlignmentHeads, LossWeights, distillation_loss, info_nce,
                                          total_loss, trajectory_loss)
 
@@ -262,7 +262,7 @@ def model_card(cfg: TrainConfig, val: dict | None, steps: int, seconds: float) -
              f"distillation {cfg.uses_teacher}, frozen vision encoder {cfg.freeze_vision}",
              f"- resolution augmentation {cfg.augment_resolution}, JPEG-quality augmentation "
              f"{cfg.augment_jpeg_quality} (p {cfg.augment_p}), roadside dropout {cfg.roadside_dropout}, "
-             f"modality-weighted fusion {cfg.modality_weights}",
+             f"modality-weighted fusion {cfg.modality_weights}, paired-scene weight {cfg.pair_weight}",
              f"- {cfg.epochs} epochs, batch {cfg.batch_size}, lr {cfg.lr}, {steps} steps, "
              f"{seconds / 60:.1f} min",
              ""]
@@ -310,7 +310,8 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
     trained = [p for p in module.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trained, lr=cfg.lr, weight_decay=cfg.weight_decay)
 
-    sampler = EpochSampler(len(train_ds), cfg.seed, cfg.epoch_fraction, procs.rank, procs.world)
+    sampler = EpochSampler(len(train_ds), cfg.seed, cfg.epoch_fraction, procs.rank, procs.world,
+                           weights=pair_weights(train_ds, cfg.pair_weight))
     steps_per_epoch = math.ceil(len(sampler) / cfg.batch_size)
     schedule_steps = cfg.epochs * steps_per_epoch
     # max_steps stops a run early; it does not reshape the schedule, so a run stopped and
