@@ -59,7 +59,7 @@ class SynthConfig:
 
     # -- sensors --------------------------------------------------------------------------
     vehicle_hfov_deg: float = 55.0  # ego camera horizontal field of view
-    infra_hfov_deg: float = 70.0  # roadside camera horizontal field of view
+    infra_hfov_deg: float = 55.0  # roadside camera horizontal field of view (aimed at the hidden hazards)
     mask_size: tuple[int, int] = (480, 270)  # resolution of the object-id masks (occlusion
     #                                          truth); fixed so labels do not depend on image_size
     min_visible_pixels: int = 6  # at mask_size: fewer visible pixels = not seen by that camera

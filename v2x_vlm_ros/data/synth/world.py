@@ -8,7 +8,8 @@ plus a 2.5 m shoulder cross at right angles; the kerb corners are rounded; 3 m s
 then grass with buildings and trees. Every quadrant draws its buildings from the same
 distribution in every scenario, so the ego image alone does not give a scenario away. The
 roadside camera stands on a pole at the north-east corner, diagonally across from the
-ego's approach, looking over the intersection towards the west and south arms.
+ego's approach, looking over the intersection at the end of the west arm (beyond the
+parked truck) and down the south arm: where the hidden hazards are.
 ``world_from_local`` puts the intersection kilometres from the world origin, rotated by a
 random yaw, on ground at a non-zero elevation.
 """
@@ -196,12 +197,16 @@ def build_world(rng: np.random.Generator) -> World:
     ]
 
     # -- the roadside pole at the north-east corner ----------------------------------------
+    # Its camera, on an arm reaching over the junction, looks at what the ego cannot see: the
+    # kerb and the zebra beyond the parked truck on the west arm and the south arm (crossing
+    # traffic, the exit of a right turn); a narrow field of view (SynthConfig.infra_hfov_deg)
+    # keeps them large in its image.
     pole_xy = np.array([11.0, 11.0]) + rng.uniform(-0.6, 0.6, size=2)
     cam_h = float(rng.uniform(6.0, 8.0))
     bearings = [math.atan2(p[1] - pole_xy[1], p[0] - pole_xy[0])
-                for p in ((-35.0, EGO_LANE_Y), (-EGO_LANE_Y, -70.0))]
+                for p in ((-18.0, -4.0), (2.0, -45.0))]
     yaw = float(np.mean(np.unwrap(bearings))) + math.radians(rng.uniform(-2.0, 2.0))
-    arm = 1.0
+    arm = 3.0
     cam_pos = (pole_xy[0] + arm * math.cos(yaw), pole_xy[1] + arm * math.sin(yaw), cam_h)
     local_from_cam = optical_pose(cam_pos, yaw, math.radians(rng.uniform(14.0, 19.0)),
                                   roll=math.radians(rng.uniform(-1.0, 1.0)))
