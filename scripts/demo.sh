@@ -23,3 +23,6 @@ v2x-vlm table "${files[@]}" --names "${names[@]}" --out out/sample_table.md
 echo
 echo "occluded_crossing only (out/sample_occluded.md):"
 v2x-vlm table "${files[@]}" --names "${names[@]}" --scenario occluded_crossing --out out/sample_occluded.md
+echo
+echo "hidden hazard: a yielded-to agent seen by the roadside camera, not by the ego's (out/sample_hidden.md):"
+v2x-vlm table "${files[@]}" --names "${names[@]}" --slice hidden_hazard --out out/sample_hidden.md

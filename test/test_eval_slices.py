@@ -188,3 +188,15 @@ def test_replay_reports_the_slice_like_eval(world, tiny_model_dir, tmp_path):
     assert replayed["num_samples"] == scored["num_samples"] > 10
     assert replayed["l2"] == scored["l2"] and replayed["collision"] == scored["collision"]
     assert "Hidden hazard" in (out / "metrics.md").read_text()
+
+
+def test_table_tabulates_the_slice(world, tmp_path, capsys):
+    out = tmp_path / "cv.json"
+    assert main(["eval", str(world), "--planner", "constant-velocity", "--json", str(out), "--quiet"]) == 0
+    capsys.readouterr()
+    assert main(["table", str(out), "--names", "cv", "--slice", HIDDEN_HAZARD]) == 0
+    row = capsys.readouterr().out.strip().split("\n")[2]
+    hidden = json.loads(out.read_text())["slices"][HIDDEN_HAZARD]
+    assert row.startswith("| cv | ") and f"{hidden['l2']['avg']:.2f}" in row
+    assert main(["table", str(out), "--slice", "nope"]) == 2
+    assert "no results for slice 'nope'" in capsys.readouterr().err

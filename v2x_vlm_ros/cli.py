@@ -320,6 +320,12 @@ def cmd_table(args) -> int:
                 raise ConfigError(f"{path}: no results for scenario {args.scenario!r}")
             result = {**result["by_scenario"][args.scenario], "planner": result.get("planner"),
                       "transmission": result.get("transmission")}
+        elif args.slice:
+            if args.slice not in (result.get("slices") or {}):
+                raise ConfigError(f"{path}: no results for slice {args.slice!r} (a synthetic world's "
+                                  "visibility.json gives hidden_hazard)")
+            result = {**result["slices"][args.slice], "planner": result.get("planner"),
+                      "transmission": result.get("transmission")}
         name = args.names[i] if args.names else result.get("planner", Path(path).stem)
         rows[name] = result
     table = format_markdown_table(rows)
@@ -520,7 +526,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("table", help="one Markdown table from several `eval --json` results")
     p.add_argument("results", nargs="+", help="JSON files written by v2x-vlm eval --json")
     p.add_argument("--names", nargs="+", help="row names (default: each result's planner)")
-    p.add_argument("--scenario", help="tabulate this scenario's results instead of the overall ones")
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--scenario", help="tabulate this scenario's results instead of the overall ones")
+    group.add_argument("--slice", help="tabulate this slice's results (e.g. hidden_hazard) instead")
     p.add_argument("--out", help="also write the table to this file")
     p.set_defaults(func=cmd_table)
 
