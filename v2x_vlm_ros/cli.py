@@ -344,6 +344,24 @@ def cmd_train(args) -> int:
     return 0
 
 
+def cmd_play(args) -> int:
+    try:
+        from v2x_vlm_ros.ros.bag_player import PlayOptions, play
+    except ImportError as exc:
+        raise ConfigError(f"v2x-vlm play needs ROS 2 (rclpy) in this Python: {exc}") from None
+    try:
+        options = PlayOptions(rate=args.rate, step=args.step, record=args.out is not None,
+                              path_topic=args.path_topic, link_topic=args.link_topic,
+                              link_message=args.link_message, roadside_rate_hz=args.roadside_rate_hz,
+                              planning_period_s=1.0 / args.planning_rate_hz, timeout_s=args.timeout,
+                              max_samples=args.max_samples, max_gap_s=args.max_gap)
+        summary = play(args.bag, options, args.out)
+    except (ValueError, FileNotFoundError, TimeoutError) as exc:
+        raise ConfigError(str(exc)) from None
+    print(json.dumps(summary, indent=2))
+    return 0 if not summary["missing"] else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="v2x-vlm", description="V2X-VLM cooperative planner: datasets, evaluation and tools.")
@@ -504,6 +522,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=8, help="images captioned per batch")
     p.add_argument("--max-new-tokens", type=int, default=96, help="caption length limit in tokens")
     p.set_defaults(func=cmd_describe)
+
+    p = sub.add_parser("play", help="play a bag from `v2x-vlm bag` into ROS 2 with /clock "
+                                    "(no `ros2 bag` needed)")
+    p.add_argument("bag", help="bag directory (v2x-vlm bag DATA BAG)")
+    p.add_argument("--rate", type=float, default=1.0, help="real-time factor")
+    p.add_argument("--step", action="store_true",
+                   help="publish a sample, wait for its plan on --path-topic, go on "
+                        "(every frame planned once)")
+    p.add_argument("--out", help="JSON file for the plans received and their latency")
+    p.add_argument("--path-topic", default="/v2x/planning/path", help="the vehicle node's planned path")
+    p.add_argument("--link-topic", default="/v2x/roadside/sent",
+                   help="step mode: the roadside link to wait on ('' when no roadside_node runs)")
+    p.add_argument("--link-message", choices=("compressed", "raw"), default="compressed",
+                   help="what roadside_node sends (raw for roadside_codec:=raw)")
+    p.add_argument("--roadside-rate-hz", type=float, default=2.0, help="roadside_node's rate_hz")
+    p.add_argument("--planning-rate-hz", type=float, default=10.0, help="vehicle_node's planning_rate_hz")
+    p.add_argument("--timeout", type=float, default=20.0, help="step mode: longest wait for a plan (s)")
+    p.add_argument("--max-samples", type=int, help="stop after this many samples")
+    p.add_argument("--max-gap", type=float, default=2.0,
+                   help="real time: skip gaps longer than this (s) between samples (sequences minutes apart)")
+    p.set_defaults(func=cmd_play)
 
     p = sub.add_parser("train", help="train a planner (Algorithm 2); torchrun runs it on many processes")
     p.add_argument("config", help="YAML file with a 'train:' section (see config/train_*.yaml)")
