@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 from pathlib import Path
 
 
@@ -31,6 +32,8 @@ def report(played: dict, service_latency: dict, frames: dict, setup: dict) -> di
     return {
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "machine": machine(),
+        # other work on the machine shows in every figure: say how busy it was
+        "load_average_1_5_15_min": [round(x, 2) for x in os.getloadavg()],
         "setup": setup,
         "dds_ms": played["latency_ms"],
         "ego_frames_published": played["ego_frames"],
@@ -46,7 +49,9 @@ def markdown(result: dict) -> str:
         "# Latency through ROS 2 (DDS)",
         "",
         f"- date: {result['date']}",
-        f"- machine: {m['cpu']} ({m['cpu_count']} CPU cores), {m['platform']}, Python {m['python']}",
+        f"- machine: {m['cpu']} ({m['cpu_count']} CPU cores), {m['platform']}, Python {m['python']}; "
+        f"load average at the end of the run (1/5/15 min): "
+        f"{', '.join(str(x) for x in result['load_average_1_5_15_min'])}",
         f"- setup: {result['setup']['description']}",
         "- command: `V2X_VLM_WRITE_DOCS=1 .venv/bin/python -m pytest test/test_launch_latency.py`",
         "",
