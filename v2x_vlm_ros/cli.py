@@ -135,6 +135,20 @@ def cmd_eval(args) -> int:
     return 0
 
 
+def cmd_metric_cases(args) -> int:
+    from v2x_vlm_ros.eval.metric_cases import CaseError, format_summary, load_cases, score_cases
+
+    try:
+        result = score_cases(load_cases(args.file), args.protocol)
+    except CaseError as exc:
+        raise ConfigError(str(exc)) from None
+    result["source"] = str(args.file)
+    _write_json(args.json, result)
+    print(format_summary(result), end="")
+    agrees = result.get("expected_comparison", {}).get("agrees", True)
+    return 1 if args.check and not agrees else 0
+
+
 def cmd_bag(args) -> int:
     from v2x_vlm_ros.tools.bag import write_bag
 
@@ -385,6 +399,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", help="write the full result to this JSON file")
     p.add_argument("--markdown", help="write the table to this Markdown file")
     p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("metric-cases",
+                       help="score cases given as trajectories, masks and boxes (UniV2X golden-case schema)")
+    p.add_argument("file", help="cases JSON (.json, .json.gz or .json.xz) in the schema of "
+                   "test/fixtures/univ2x-golden/README.md")
+    p.add_argument("--protocol", choices=("univ2x", "time"), default="univ2x",
+                   help="univ2x: UniV2X's own metric rules (default); "
+                   "time: the tests of the project's 10 Hz protocol")
+    p.add_argument("--json", help="write per-case flags and the aggregate to this file")
+    p.add_argument("--check", action="store_true",
+                   help="exit 1 when the cases carry expected values and any step disagrees")
+    p.set_defaults(func=cmd_metric_cases)
 
     p = sub.add_parser("bag", help="write a DAIR-V2X dataset as a rosbag2 (ros2 bag play on Humble/Jazzy)")
     _dataset_args(p)
