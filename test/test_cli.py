@@ -35,8 +35,8 @@ def test_eval_json_holds_the_contract_keys(root, tmp_path, capsys):
 
 def test_eval_split_and_collision_flags(root, tmp_path):
     out = tmp_path / "val.json"
-    assert main(["eval", str(root), "--planner", "constant-velocity", "--split", "val", "--protocol", "time",
-                 "--collision", "obb", "--json", str(out), "--quiet"]) == 0
+    assert main(["eval", str(root), "--planner", "constant-velocity", "--split", "val",
+                 "--protocol", "time", "--collision", "obb", "--json", str(out), "--quiet"]) == 0
     result = json.loads(out.read_text())
     assert result["num_samples"] == 60 and result["collision_method"] == "obb"
     assert result["dataset"]["split"] == "val"
@@ -90,10 +90,10 @@ def test_console_script_is_installed(root):
 
 def test_table_merges_eval_results(root, tmp_path, capsys):
     a, b = tmp_path / "a.json", tmp_path / "b.json"
-    time = ["--protocol", "time"]
-    assert main(["eval", str(root), "--planner", "constant-velocity", "--json", str(a), "--quiet", *time]) == 0
+    time = ["--protocol", "time", "--quiet"]
+    assert main(["eval", str(root), "--planner", "constant-velocity", "--json", str(a), *time]) == 0
     assert main(["eval", str(root), "--planner", "constant-velocity", "--collision", "obb",
-                 "--split", "val", "--json", str(b), "--quiet", *time]) == 0
+                 "--split", "val", "--json", str(b), *time]) == 0
     capsys.readouterr()
     assert main(["table", str(a), str(b), "--names", "all", "val", "--out", str(tmp_path / "t.md")]) == 0
     lines = capsys.readouterr().out.splitlines()
