@@ -143,7 +143,8 @@ def cmd_eval(args) -> int:
             f"{'' if split is None else f' (split {split})'}"
             f"{'' if args.scenario is None else f' (scenario {args.scenario})'}; "
             f"protocol {result['protocol']}: {result['protocol_details']['description']}; "
-            f"collision test: {result['collision_method']}; {result['l2_convention']}\n")
+            f"collision test: {result.get('collision_test', result['collision_method'])}; "
+            f"{result['l2_convention']}\n")
     _write_json(args.json, result)
     if args.markdown:
         Path(args.markdown).parent.mkdir(parents=True, exist_ok=True)

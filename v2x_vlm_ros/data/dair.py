@@ -73,12 +73,6 @@ def resolve_protocol(protocol: str, layout: str, synthetic: bool) -> str:
 class DatasetConfig:
     """How samples and their ground truth are derived (see the module docstring)."""
 
-    #: "time", "univ2x" or "auto" (univ2x on real V2X-Seq-SPD, time elsewhere).
-    protocol: str = "time"
-    #: univ2x protocol: UniV2X's label update file ("univ2x": the shipped
-    #: update_label_info.json; None: labels as they are on disk).
-    label_update_file: str | None = "univ2x"
-
     #: Number of future waypoints.
     num_waypoints: int = 10
     #: Time between waypoints, seconds.
@@ -93,6 +87,11 @@ class DatasetConfig:
     check_images: bool = False
     #: Raise on the first bad record instead of counting a skip.
     strict: bool = False
+    #: "time", "univ2x" or "auto" (univ2x on real V2X-Seq-SPD, time elsewhere).
+    protocol: str = "time"
+    #: univ2x protocol: UniV2X's label update file ("univ2x": the shipped
+    #: update_label_info.json; None: labels as they are on disk).
+    label_update_file: str | None = "univ2x"
 
     def __post_init__(self):
         if self.protocol not in (*PROTOCOLS, "auto"):

@@ -225,7 +225,7 @@ class PlanningMetrics:
         if self.protocol == "univ2x":
             obj_col = {key: 100.0 * self._obj_col[key] / n if n else None for key in HORIZONS}
             obj_col["avg"] = _mean_or_none([obj_col[key] for key in HORIZONS])
-            out["collision_method"] = "univ2x raster (UniV2X's PlanningMetric, obj_box_col)"
+            out["collision_test"] = "UniV2X's PlanningMetric raster (obj_box_col)"
             out["obj_col"] = obj_col
             out["obj_col_counts"] = dict(self._obj_col)
             per_step = self._steps.per_step()
