@@ -434,3 +434,19 @@ def test_experiments_read_the_samples_with_the_protocol_given():
     assert ex.protocol_report()["name"] == "univ2x"
     with pytest.raises(ExperimentError, match="protocol"):
         ExperimentOptions(root=str(SAMPLE), model="unused", protocol="exact")
+
+
+def test_a_sample_with_a_broken_image_still_serves_as_a_future_frame(tmp_path, capsys):
+    write(tmp_path, [sequence(line(10.0), n_frames=30)])
+    rename_sequences(tmp_path, {"0000": "0003"})
+    (tmp_path / "vehicle-side/image/000005.jpg").write_bytes(b"")
+    out = tmp_path / "summary.json"
+    argv = ["dataset", "summary", str(tmp_path), "--protocol", "univ2x", "--json", str(out), "--quiet"]
+    assert main(argv) == 0
+    summary = json.loads(out.read_text())
+    assert summary["protocol"] == "univ2x" and summary["samples"] == 5  # 6 at 2 Hz, one skipped
+    assert summary["skipped"] == {"image_invalid": 1}
+    assert summary["univ2x"]["counts"]["samples_2hz"] == 6
+    first = by_id(DairV2XDataset(tmp_path, config=UNIV2X))["000000"]
+    np.testing.assert_allclose(first.future_xy[:5, 0], [5, 10, 15, 20, 25], atol=F32_TOL)
+    assert first.future_agents[0] == []  # frame 5's labels are still the first step's occupancy

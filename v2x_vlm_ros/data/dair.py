@@ -142,7 +142,7 @@ class _Univ2xRow:
     position: int  # in that sequence's frames
     coop_sequence: str  # the cooperative vehicle_sequence it was resampled in
     frame_index: int  # position among that cooperative sequence's 2 Hz samples
-    row: tuple  # (infra key, infra (stamp, path), offset) of the cooperative row
+    row: tuple  # (where, roadside frame id, roadside (stamp, path), offset) of the cooperative row
 
     @property
     def frame(self) -> _VehicleFrame:
@@ -490,7 +490,7 @@ class DairV2XDataset:
             group = groups.setdefault(str(coop_seq), {"frames": [], "rows": {}})
             group["frames"].append(frame_id)
             # gen_example_data keeps one row per vehicle frame: the last one listed
-            group["rows"][frame_id] = (where, seq, (infra_frame, infra, offset))
+            group["rows"][frame_id] = (seq, (where, infra_frame, infra, offset))
         converted: list[_Univ2xRow] = []
         chains: dict[str, list[_Univ2xRow]] = {}
         rows_in = sum(len(g["frames"]) for g in groups.values())
@@ -498,7 +498,7 @@ class DairV2XDataset:
             group = groups[coop_seq]
             chain = chains.setdefault(coop_seq, [])
             for frame_id in gt.resample_frames(group["frames"]):
-                where, seq, row = group["rows"][frame_id]
+                seq, row = group["rows"][frame_id]
                 item = _Univ2xRow(seq, seq.index_of[frame_id], coop_seq, len(chain), row)
                 chain.append(item)
                 converted.append(item)
@@ -522,9 +522,8 @@ class DairV2XDataset:
             seq, pos = item.sequence, item.position
             if self.scenario is not None and self.scenarios.get(seq.sequence_id) != self.scenario:
                 continue
-            infra_frame, infra, offset = item.row
-            where = item.coop_sequence
-            if not self._images_ok(seq.frames[pos].image, infra[1], f"cooperative/data_info.json ({where})"):
+            where, infra_frame, infra, offset = item.row
+            if not self._images_ok(seq.frames[pos].image, infra[1], where):
                 continue
             chain = chains[item.coop_sequence]
             xy, mask, _ = gt.univ2x_waypoints([r.calib for r in chain], item.frame_index, fixed,
