@@ -39,6 +39,8 @@ setup(
     name=PACKAGE,
     version="0.1.0",
     packages=find_packages(exclude=["test", "test.*"]),
+    # UniV2X's split and label-update files, used by the univ2x evaluation protocol
+    package_data={f"{PACKAGE}.data": ["univ2x/*.json.gz", "univ2x/SOURCES.md"]},
     data_files=[
         ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
         (f"share/{PACKAGE}", ["package.xml"]),
