@@ -37,10 +37,16 @@ def test_the_node_creates_exactly_the_topics_the_launch_file_remaps():
     remaps = launch_module("v2x_vlm.launch").ROADSIDE_REMAPS
     with ros_session() as session:
         node = roadside(session)
-        subs = dict(node.get_subscriber_names_and_types_by_node("roadside_node", "/"))
-        pubs = dict(node.get_publisher_names_and_types_by_node("roadside_node", "/"))
-    ours = {name for name in {**subs, **pubs} if name.startswith("/roadside_node/")}
-    assert ours == {name.replace("~", "/roadside_node") for name, _ in remaps}
+        expected = {name.replace("~", "/roadside_node") for name, _ in remaps}
+
+        def graph():  # the ROS graph learns of the node's own topics asynchronously
+            subs = dict(node.get_subscriber_names_and_types_by_node("roadside_node", "/"))
+            pubs = dict(node.get_publisher_names_and_types_by_node("roadside_node", "/"))
+            return subs, pubs, {name for name in {**subs, **pubs} if name.startswith("/roadside_node/")}
+
+        wait_until(lambda: graph()[2] >= expected, 10, what="the node's topics in the graph")
+        subs, pubs, ours = graph()
+    assert ours == expected
     assert subs["/roadside_node/input/image"] == ["sensor_msgs/msg/CompressedImage"]
     assert pubs["/roadside_node/output/image"] == ["sensor_msgs/msg/CompressedImage"]
 

@@ -86,10 +86,16 @@ def test_the_node_creates_exactly_the_topics_the_launch_file_remaps():
     remaps = launch_module("v2x_vlm.launch").VEHICLE_REMAPS
     with ros_session() as session:
         node = vehicle(session)
-        subs = dict(node.get_subscriber_names_and_types_by_node("vehicle_node", "/"))
-        pubs = dict(node.get_publisher_names_and_types_by_node("vehicle_node", "/"))
-    ours = {name for name in {**subs, **pubs} if name.startswith("/vehicle_node/")}
-    assert ours == {name.replace("~", "/vehicle_node") for name, _ in remaps}
+        expected = {name.replace("~", "/vehicle_node") for name, _ in remaps}
+
+        def graph():  # the ROS graph learns of the node's own topics asynchronously
+            subs = dict(node.get_subscriber_names_and_types_by_node("vehicle_node", "/"))
+            pubs = dict(node.get_publisher_names_and_types_by_node("vehicle_node", "/"))
+            return subs, pubs, {name for name in {**subs, **pubs} if name.startswith("/vehicle_node/")}
+
+        wait_until(lambda: graph()[2] >= expected, 10, what="the node's topics in the graph")
+        subs, pubs, ours = graph()
+    assert ours == expected
     assert subs["/vehicle_node/input/ego_image"] == ["sensor_msgs/msg/CompressedImage"]
     assert subs["/vehicle_node/input/odometry"] == ["nav_msgs/msg/Odometry"]
     assert pubs["/vehicle_node/output/path"] == ["nav_msgs/msg/Path"]
