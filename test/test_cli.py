@@ -4,6 +4,7 @@ import json
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -104,3 +105,15 @@ def test_table_merges_eval_results(root, tmp_path, capsys):
     assert (tmp_path / "t.md").read_text().splitlines() == lines
     assert main(["table", str(a), "--names", "x", "y"]) == 2
     assert main(["table", str(a), "--scenario", "left_turn"]) == 2  # the analytic data has no scenarios
+
+
+def test_eval_runs_under_both_protocols_without_naming_a_planner(tmp_path, capsys):
+    """`v2x-vlm eval data/sample --protocol univ2x|time` (issue 12's check): the default
+    planner is the constant-velocity baseline, and the JSON says which protocol made it."""
+    sample = Path(__file__).resolve().parents[1] / "data" / "sample"
+    for protocol in ("univ2x", "time"):
+        out = tmp_path / f"{protocol}.json"
+        assert main(["eval", str(sample), "--protocol", protocol, "--quiet", "--json", str(out)]) == 0
+        result = json.loads(out.read_text())
+        assert result["protocol"] == protocol and result["planner"] == "constant-velocity"
+        assert result["num_samples"] > 0

@@ -424,8 +424,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("eval", help="score a planner with the UniV2X metrics (L2, collision)")
     _dataset_args(p, protocol=True)
-    p.add_argument("--planner", required=True, choices=("constant-velocity", "model"),
-                   help="planner to evaluate")
+    p.add_argument("--planner", default="constant-velocity", choices=("constant-velocity", "model"),
+                   help="planner to evaluate (default: the constant-velocity baseline, which needs no model)")
     p.add_argument("--model", help="--planner model: model directory (or hub id)")
     p.add_argument("--device", default="cpu", help="--planner model: torch device (cpu, cuda, ...)")
     p.add_argument("--batch-size", type=int, default=32, help="samples planned per batch")
