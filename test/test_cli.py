@@ -4,6 +4,7 @@ import json
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -21,7 +22,7 @@ def test_eval_json_holds_the_contract_keys(root, tmp_path, capsys):
     out = tmp_path / "eval.json"
     md = tmp_path / "eval.md"
     assert main(["eval", str(root), "--planner", "constant-velocity", "--json", str(out),
-                 "--markdown", str(md), "--quiet"]) == 0
+                 "--markdown", str(md), "--quiet", "--protocol", "time"]) == 0
     result = json.loads(out.read_text())
     assert result["num_samples"] == 120
     for key in ("l2", "collision"):
@@ -36,7 +37,7 @@ def test_eval_json_holds_the_contract_keys(root, tmp_path, capsys):
 def test_eval_split_and_collision_flags(root, tmp_path):
     out = tmp_path / "val.json"
     assert main(["eval", str(root), "--planner", "constant-velocity", "--split", "val",
-                 "--collision", "obb", "--json", str(out), "--quiet"]) == 0
+                 "--protocol", "time", "--collision", "obb", "--json", str(out), "--quiet"]) == 0
     result = json.loads(out.read_text())
     assert result["num_samples"] == 60 and result["collision_method"] == "obb"
     assert result["dataset"]["split"] == "val"
@@ -45,7 +46,7 @@ def test_eval_split_and_collision_flags(root, tmp_path):
 def test_dataset_summary_counts_and_skips(root, tmp_path, capsys):
     (root / "vehicle-side/image/000003.jpg").write_bytes(b"")
     out = tmp_path / "summary.json"
-    assert main(["dataset", "summary", str(root), "--json", str(out), "--quiet"]) == 0
+    assert main(["dataset", "summary", str(root), "--json", str(out), "--quiet", "--protocol", "time"]) == 0
     summary = json.loads(out.read_text())
     assert summary["sequences"] == 2 and summary["frames"] == 120 and summary["samples"] == 119
     assert summary["skipped"] == {"image_invalid": 1}
@@ -82,17 +83,18 @@ def test_out_of_range_values_and_missing_paths_are_clear_errors(root, tmp_path, 
 
 def test_console_script_is_installed(root):
     exe = shutil.which("v2x-vlm") or str(__import__("pathlib").Path(sys.executable).with_name("v2x-vlm"))
-    proc = subprocess.run([exe, "dataset", "summary", str(root), "--quiet"], capture_output=True,
-                          text=True, timeout=120)
+    proc = subprocess.run([exe, "dataset", "summary", str(root), "--quiet", "--protocol", "time"],
+                          capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout.split("\n}\n")[0] + "\n}")["samples"] == 120
 
 
 def test_table_merges_eval_results(root, tmp_path, capsys):
     a, b = tmp_path / "a.json", tmp_path / "b.json"
-    assert main(["eval", str(root), "--planner", "constant-velocity", "--json", str(a), "--quiet"]) == 0
+    time = ["--protocol", "time", "--quiet"]
+    assert main(["eval", str(root), "--planner", "constant-velocity", "--json", str(a), *time]) == 0
     assert main(["eval", str(root), "--planner", "constant-velocity", "--collision", "obb",
-                 "--split", "val", "--json", str(b), "--quiet"]) == 0
+                 "--split", "val", "--json", str(b), *time]) == 0
     capsys.readouterr()
     assert main(["table", str(a), str(b), "--names", "all", "val", "--out", str(tmp_path / "t.md")]) == 0
     lines = capsys.readouterr().out.splitlines()
@@ -103,3 +105,15 @@ def test_table_merges_eval_results(root, tmp_path, capsys):
     assert (tmp_path / "t.md").read_text().splitlines() == lines
     assert main(["table", str(a), "--names", "x", "y"]) == 2
     assert main(["table", str(a), "--scenario", "left_turn"]) == 2  # the analytic data has no scenarios
+
+
+def test_eval_runs_under_both_protocols_without_naming_a_planner(tmp_path, capsys):
+    """`v2x-vlm eval data/sample --protocol univ2x|time` (issue 12's check): the default
+    planner is the constant-velocity baseline, and the JSON says which protocol made it."""
+    sample = Path(__file__).resolve().parents[1] / "data" / "sample"
+    for protocol in ("univ2x", "time"):
+        out = tmp_path / f"{protocol}.json"
+        assert main(["eval", str(sample), "--protocol", protocol, "--quiet", "--json", str(out)]) == 0
+        result = json.loads(out.read_text())
+        assert result["protocol"] == protocol and result["planner"] == "constant-velocity"
+        assert result["num_samples"] > 0

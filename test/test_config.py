@@ -8,9 +8,9 @@ from v2x_vlm_ros.config import ConfigError, from_dict, load_section, package_con
 from v2x_vlm_ros.data.dair import DatasetConfig
 
 
-def test_shipped_dataset_config_equals_the_dataclass_defaults():
+def test_shipped_dataset_config_is_the_defaults_with_the_univ2x_protocol():
     path = package_config_dir() / "dataset.yaml"
-    assert load_section(DatasetConfig, path, "dataset") == DatasetConfig()
+    assert load_section(DatasetConfig, path, "dataset") == DatasetConfig(protocol="univ2x")
 
 
 @dataclass

@@ -1,4 +1,6 @@
-"""ROS 2 message conversions, checked with rosbags' real ROS 2 classes and CDR round trips."""
+"""ROS 2 message conversions, checked with real ROS 2 classes and CDR round trips: rosbags'
+(Humble and Jazzy definitions, what bags hold) and rclpy's generated classes (what the
+nodes build and DDS carries; rclpy's own serialisation)."""
 
 import math
 
@@ -13,8 +15,34 @@ from v2x_vlm_ros.preprocessing.image_codec import ImageDecodeError, encode_image
 NS = 1_626_155_123_028_768_123  # > 1.6e18, odd nanoseconds
 
 
-@pytest.fixture(scope="module", params=["humble", "jazzy"])
+class RclpyTypes:
+    """rclpy's generated classes, with rclpy's CDR round trip (what goes over DDS)."""
+
+    def __init__(self):
+        self.resolve = m.rclpy_types()
+
+    def __call__(self, name):
+        return self.resolve(name)
+
+    def round_trip(self, msg):
+        from rclpy.serialization import deserialize_message, serialize_message
+
+        return deserialize_message(serialize_message(msg), type(msg))
+
+
+@pytest.fixture(scope="module", params=["humble", "jazzy", "rclpy"])
 def types(request):
+    if request.param == "rclpy":
+        from ros_support import require
+
+        require("rclpy")
+        return RclpyTypes()
+    return m.rosbags_types(request.param)
+
+
+@pytest.fixture(scope="module", params=["humble", "jazzy"])
+def bag_types(request):
+    """rosbags only: tf2_msgs (/tf in bags) is not installable with rclpy from the package index."""
     return m.rosbags_types(request.param)
 
 
@@ -24,7 +52,9 @@ def humble():
 
 
 def cdr(types, msg):
-    """Serialise and deserialise with rosbags' CDR (what goes over the wire / into a bag)."""
+    """Serialise and deserialise (what goes over the wire / into a bag)."""
+    if isinstance(types, RclpyTypes):
+        return types.round_trip(msg)
     return types.deserialize(types.serialize(msg), msg.__msgtype__)
 
 
@@ -288,7 +318,8 @@ def test_quaternions_cover_every_branch():
         m.matrix_from_quaternion((0, 0, 0, 0))
 
 
-def test_tf_round_trip(types):
+def test_tf_round_trip(bag_types):
+    types = bag_types
     a = pose(3.0, 4.0, 5.0, 0.3, 0.1, 0.2)
     b = pose(-1.0, 0.5, 0.0, -1.2)
     msg = cdr(types, m.tf_message(types, [m.transform_stamped(types, "map", "base_link", a, NS),
@@ -346,6 +377,17 @@ def test_resolvers():
         types("nope_msgs/msg/Nothing")
     with pytest.raises(ValueError):
         m.rosbags_types("rolling")
+
+
+def test_rclpy_resolver_gives_the_generated_classes():
+    from ros_support import require
+
+    require("rclpy")
+    from nav_msgs.msg import Path
+    from sensor_msgs.msg import CompressedImage
+
     resolve = m.rclpy_types()
-    with pytest.raises(ImportError):  # no ROS 2 here; the resolver itself is lazy
-        resolve("sensor_msgs/msg/Image")
+    assert resolve("sensor_msgs/msg/CompressedImage") is CompressedImage
+    assert resolve("nav_msgs/msg/Path") is Path
+    with pytest.raises(ImportError, match="nope_msgs"):
+        resolve("nope_msgs/msg/Nothing")

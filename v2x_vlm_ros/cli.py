@@ -35,10 +35,18 @@ def _write_json(path: str | None, data: dict) -> None:
         Path(path).write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
 
 
-def _dataset_args(p: argparse.ArgumentParser) -> None:
+def _dataset_args(p: argparse.ArgumentParser, protocol: bool = False) -> None:
     p.add_argument("root", help="dataset root (V2X-Seq-SPD or DAIR-V2X-C layout)")
-    p.add_argument("--split", help="split (train/val/test) in the split file; default: all sequences")
-    p.add_argument("--split-file", help="DAIR-shaped split file (default: split_datas/*.json under ROOT)")
+    p.add_argument("--split", help="split (train/val/test) in the split file, or 'all'; default: all "
+                   "sequences (time protocol), val (univ2x protocol)")
+    p.add_argument("--split-file", help="DAIR-shaped split file, or 'univ2x' for UniV2X's (shipped); "
+                   "default: UniV2X's (univ2x protocol), split_datas/*.json under ROOT (time protocol)")
+    if protocol:
+        p.add_argument("--protocol", choices=("auto", "univ2x", "time"),
+                       help="univ2x: UniV2X's evaluation (2 Hz samples of its val split, k-th-next-sample "
+                       "waypoints, its label update, its raster metric), the one the published tables "
+                       "use; time: every 10 Hz frame, waypoints by time; auto (default): univ2x on a "
+                       "V2X-Seq-SPD root, time on a synthetic world (scenarios.json) or DAIR-V2X-C")
     p.add_argument("--scenario", help="only sequences of this scenario (synthetic data: scenarios.json)")
     p.add_argument("--config", help="YAML file with a 'dataset:' section (ground-truth settings)")
     p.add_argument("--strict", action="store_true", help="fail on the first bad record, do not skip it")
@@ -49,6 +57,10 @@ def _open_dataset(args, check_images: bool = False):
     from v2x_vlm_ros.data.dair import DairV2XDataset, DatasetConfig
 
     config = load_section(DatasetConfig, args.config, "dataset") if args.config else DatasetConfig()
+    if getattr(args, "protocol", None) is not None:
+        config.protocol = args.protocol
+    elif hasattr(args, "protocol") and not args.config:
+        config.protocol = "auto"
     config.strict = config.strict or args.strict
     config.check_images = config.check_images or check_images
     return DairV2XDataset(args.root, split=args.split, split_file=args.split_file,
@@ -119,6 +131,9 @@ def cmd_eval(args) -> int:
         raise ConfigError("--roadside and --description change a model's inputs: "
                           "use them with --planner model")
     ds = _open_dataset(args)
+    if ds.protocol == "univ2x" and args.collision != "univ2x":
+        raise ConfigError(f"--collision {args.collision} belongs to the time protocol; the univ2x protocol "
+                          "uses UniV2X's raster test (add --protocol time)")
     samples = None
     if ablated:  # the inference-time ablations (eval.perturb)
         from v2x_vlm_ros.eval.experiment_planners import ExperimentPlanner
@@ -146,16 +161,33 @@ def cmd_eval(args) -> int:
         rows = {f"{planner.name}, {name}": r for name, r in result["slices"].items()}
         table += ("\nSlices (hidden_hazard: an agent the ground truth yields to is seen by the roadside "
                   "camera, not by the ego's):\n\n" + format_markdown_table(rows))
+    split = result["dataset"]["split"]
     note = (f"\n{result['num_samples']} samples of {args.root}"
-            f"{'' if args.split is None else f' (split {args.split})'}"
+            f"{'' if split is None else f' (split {split})'}"
             f"{'' if args.scenario is None else f' (scenario {args.scenario})'}; "
-            f"collision test: {args.collision}; {result['l2_convention']}\n")
+            f"protocol {result['protocol']}: {result['protocol_details']['description']}; "
+            f"collision test: {result.get('collision_test', result['collision_method'])}; "
+            f"{result['l2_convention']}\n")
     _write_json(args.json, result)
     if args.markdown:
         Path(args.markdown).parent.mkdir(parents=True, exist_ok=True)
         Path(args.markdown).write_text(table + note, encoding="utf-8")
     print(table + note, end="")
     return 0
+
+
+def cmd_metric_cases(args) -> int:
+    from v2x_vlm_ros.eval.metric_cases import CaseError, format_summary, load_cases, score_cases
+
+    try:
+        result = score_cases(load_cases(args.file), args.protocol)
+    except CaseError as exc:
+        raise ConfigError(str(exc)) from None
+    result["source"] = str(args.file)
+    _write_json(args.json, result)
+    print(format_summary(result), end="")
+    agrees = result.get("expected_comparison", {}).get("agrees", True)
+    return 1 if args.check and not agrees else 0
 
 
 def cmd_bag(args) -> int:
@@ -246,7 +278,8 @@ def cmd_experiments(args) -> int:
             ego_only_model=args.ego_only_model, ablations=parse_ablations(args.ablation), out=args.out,
             split=args.split, split_file=args.split_file, max_samples=args.max_samples, seed=args.seed,
             device=args.device, tables=parse_tables(args.tables), batch_size=args.batch_size,
-            collision=args.collision, refine=not args.no_refine, train_config=args.train_config)
+            collision=args.collision, refine=not args.no_refine, train_config=args.train_config,
+            protocol=args.protocol)
         result = run_experiments(options, progress=not args.quiet)
     except ModelLoadError as exc:
         raise ConfigError(f"{exc} (check --model, --teacher, --ego-only-model and --ablation)") from None
@@ -373,6 +406,24 @@ def cmd_train(args) -> int:
     return 0
 
 
+def cmd_play(args) -> int:
+    try:
+        from v2x_vlm_ros.ros.bag_player import PlayOptions, play
+    except ImportError as exc:
+        raise ConfigError(f"v2x-vlm play needs ROS 2 (rclpy) in this Python: {exc}") from None
+    try:
+        options = PlayOptions(rate=args.rate, step=args.step, record=args.out is not None,
+                              path_topic=args.path_topic, link_topic=args.link_topic,
+                              link_message=args.link_message, roadside_rate_hz=args.roadside_rate_hz,
+                              planning_period_s=1.0 / args.planning_rate_hz, timeout_s=args.timeout,
+                              max_samples=args.max_samples, max_gap_s=args.max_gap)
+        summary = play(args.bag, options, args.out)
+    except (ValueError, FileNotFoundError, TimeoutError) as exc:
+        raise ConfigError(str(exc)) from None
+    print(json.dumps(summary, indent=2))
+    return 0 if not summary["missing"] else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="v2x-vlm", description="V2X-VLM cooperative planner: datasets, evaluation and tools.")
@@ -394,23 +445,23 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("dataset", help="inspect a dataset")
     dsub = p.add_subparsers(dest="dataset_command", required=True)
     p = dsub.add_parser("summary", help="sequences, frames, samples, and skipped items with reasons")
-    _dataset_args(p)
+    _dataset_args(p, protocol=True)
     p.add_argument("--check-images", action="store_true", help="decode every image (slow on real data)")
     p.add_argument("--json", help="write the summary, every skipped item included, to this file")
     p.add_argument("--show-skips", type=int, default=20, help="skipped items printed (default 20)")
     p.set_defaults(func=cmd_dataset_summary)
 
     p = sub.add_parser("eval", help="score a planner with the UniV2X metrics (L2, collision)")
-    _dataset_args(p)
-    p.add_argument("--planner", required=True, choices=("constant-velocity", "model"),
-                   help="planner to evaluate")
+    _dataset_args(p, protocol=True)
+    p.add_argument("--planner", default="constant-velocity", choices=("constant-velocity", "model"),
+                   help="planner to evaluate (default: the constant-velocity baseline, which needs no model)")
     p.add_argument("--model", help="--planner model: model directory (or hub id)")
     p.add_argument("--device", default="cpu", help="--planner model: torch device (cpu, cuda, ...)")
     p.add_argument("--batch-size", type=int, default=32, help="samples planned per batch")
     p.add_argument("--no-refine", action="store_true",
                    help="--planner model: score the decoded trajectory without refinement")
     p.add_argument("--collision", choices=("univ2x", "obb"), default="univ2x",
-                   help="collision test: UniV2X raster boxes (default) or oriented-box overlap")
+                   help="time protocol's collision test: raster boxes (default) or oriented-box overlap")
     p.add_argument("--roadside", choices=("grey", "swap", "none"),
                    help="--planner model: ablate the roadside input (a grey image, another sequence's "
                         "roadside frame, or none: the ego-only canvas)")
@@ -418,6 +469,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", help="write the full result to this JSON file")
     p.add_argument("--markdown", help="write the table to this Markdown file")
     p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("metric-cases",
+                       help="score cases given as trajectories, masks and boxes (UniV2X golden-case schema)")
+    p.add_argument("file", help="cases JSON (.json, .json.gz or .json.xz) in the schema of "
+                   "test/fixtures/univ2x-golden/README.md")
+    p.add_argument("--protocol", choices=("univ2x", "time"), default="univ2x",
+                   help="univ2x: UniV2X's own metric rules (default); "
+                   "time: the tests of the project's 10 Hz protocol")
+    p.add_argument("--json", help="write per-case flags and the aggregate to this file")
+    p.add_argument("--check", action="store_true",
+                   help="exit 1 when the cases carry expected values and any step disagrees")
+    p.set_defaults(func=cmd_metric_cases)
 
     p = sub.add_parser("bag", help="write a DAIR-V2X dataset as a rosbag2 (ros2 bag play on Humble/Jazzy)")
     _dataset_args(p)
@@ -473,8 +536,13 @@ def build_parser() -> argparse.ArgumentParser:
                         "(repeatable)")
     p.add_argument("--out", default="out/experiments",
                    help="output directory (tables.md, results.json, l2_vs_bandwidth.png)")
-    p.add_argument("--split", help="split (train/val/test) in the split file; default: all sequences")
-    p.add_argument("--split-file", help="DAIR-shaped split file (default: split_datas/*.json under ROOT)")
+    p.add_argument("--split", help="split (train/val/test) in the split file, or 'all'; default: all "
+                   "sequences (time protocol), val (univ2x protocol)")
+    p.add_argument("--split-file", help="DAIR-shaped split file, or 'univ2x' for UniV2X's (shipped); "
+                   "default: UniV2X's (univ2x protocol), split_datas/*.json under ROOT (time protocol)")
+    p.add_argument("--protocol", choices=("auto", "univ2x", "time"), default="auto",
+                   help="evaluation protocol (see `v2x-vlm eval --help`); auto: univ2x on a V2X-Seq-SPD "
+                   "root, time on a synthetic world or DAIR-V2X-C")
     p.add_argument("--max-samples", type=int, help="evaluate at most N samples, evenly spaced")
     p.add_argument("--seed", type=int, default=0, help="seed of the noise and text perturbations")
     p.add_argument("--device", default="cpu", help="torch device (cpu, cuda, ...)")
@@ -540,6 +608,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=8, help="images captioned per batch")
     p.add_argument("--max-new-tokens", type=int, default=96, help="caption length limit in tokens")
     p.set_defaults(func=cmd_describe)
+
+    p = sub.add_parser("play", help="play a bag from `v2x-vlm bag` into ROS 2 with /clock "
+                                    "(no `ros2 bag` needed)")
+    p.add_argument("bag", help="bag directory (v2x-vlm bag DATA BAG)")
+    p.add_argument("--rate", type=float, default=1.0, help="real-time factor")
+    p.add_argument("--step", action="store_true",
+                   help="publish a sample, wait for its plan on --path-topic, go on "
+                        "(every frame planned once)")
+    p.add_argument("--out", help="JSON file for the plans received and their latency")
+    p.add_argument("--path-topic", default="/v2x/planning/path", help="the vehicle node's planned path")
+    p.add_argument("--link-topic", default="/v2x/roadside/sent",
+                   help="step mode: the roadside link to wait on ('' when no roadside_node runs)")
+    p.add_argument("--link-message", choices=("compressed", "raw"), default="compressed",
+                   help="what roadside_node sends (raw for roadside_codec:=raw)")
+    p.add_argument("--roadside-rate-hz", type=float, default=2.0, help="roadside_node's rate_hz")
+    p.add_argument("--planning-rate-hz", type=float, default=10.0, help="vehicle_node's planning_rate_hz")
+    p.add_argument("--timeout", type=float, default=20.0, help="step mode: longest wait for a plan (s)")
+    p.add_argument("--max-samples", type=int, help="stop after this many samples")
+    p.add_argument("--max-gap", type=float, default=2.0,
+                   help="real time: skip gaps longer than this (s) between samples (sequences minutes apart)")
+    p.set_defaults(func=cmd_play)
 
     p = sub.add_parser("train", help="train a planner (Algorithm 2); torchrun runs it on many processes")
     p.add_argument("config", help="YAML file with a 'train:' section (see config/train_*.yaml)")

@@ -14,12 +14,27 @@ instead. Files the whole dataset depends on (the three data_info.json) always ra
 Timestamps inside a sequence must increase with the frame id. Frames that break the order
 are found as the complement of the longest strictly increasing run of stamps (so one bad
 stamp costs one frame, not the rest of the sequence); duplicates count the same way.
+
+Two protocols decide which samples exist and what their ground truth is (README, Metrics):
+
+- ``time`` (``DatasetConfig`` default): every cooperative row is a sample; waypoint k is the
+  frame nearest t0 + 0.5 k (within 50 ms), labels as written (``ground_truth``).
+- ``univ2x`` (V2X-Seq-SPD only): UniV2X's own preparation. The cooperative rows of each
+  cooperative vehicle sequence are resampled at 2 Hz (``ground_truth.resample_frames``);
+  the split defaults to ``val`` of UniV2X's split file (shipped); waypoint k is the k-th
+  next 2 Hz sample (``ground_truth.univ2x_waypoints``); the labels are the cooperative
+  ones after UniV2X's ``update_label_info.json`` (shipped) with hidden objects interpolated
+  between sightings (``labels.interpolate_hidden_boxes``); the future boxes of step k come
+  from the k-th next evaluated sample in point-cloud time order within the same sequence
+  (``ground_truth.occupancy_future_positions``), moved into the current frame by
+  mmdetection3d's float32 transforms; a step without such a frame has no labels (None).
 """
 
 from __future__ import annotations
 
 import bisect
 import json
+import math
 from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,16 +46,32 @@ from v2x_vlm_ros.data import ground_truth as gt
 from v2x_vlm_ros.data.calib import load_json, read_lidar_to_novatel, read_rigid
 from v2x_vlm_ros.data.errors import DatasetError, SkipLog, relpath
 from v2x_vlm_ros.data.images import load_image, quick_check
-from v2x_vlm_ros.data.labels import read_label_file, transform_boxes
+from v2x_vlm_ros.data.labels import (LabelledFrame, LabelUpdate, dedupe_by_token, interpolate_hidden_boxes,
+                                     parse_objects, read_label_file, transform_boxes)
 from v2x_vlm_ros.data.records import AgentBox, Command, CooperativeSample
-from v2x_vlm_ros.data.splits import SplitSelection, find_split_file, load_split
+from v2x_vlm_ros.data.splits import (UNIV2X_LABEL_UPDATE_FILE, UNIV2X_SPLIT_FILE, SplitSelection,
+                                     find_split_file, load_split, resolve_file)
 from v2x_vlm_ros.data.writer import DESCRIPTIONS_FILE, SCENARIOS_FILE
 from v2x_vlm_ros.geometry import invert_pose
 
 
+#: ``DatasetConfig.protocol`` values; "auto" resolves per root (``resolve_protocol``).
+PROTOCOLS = ("time", "univ2x")
+#: ``split`` value that keeps every sequence, whatever the protocol's default split.
+ALL_SEQUENCES = "all"
+
+
+def resolve_protocol(protocol: str, layout: str, synthetic: bool) -> str:
+    """"auto": ``univ2x`` on a V2X-Seq-SPD root that is not a synthetic world (no
+    scenarios.json), else ``time`` (the synthetic sample, DAIR-V2X-C)."""
+    if protocol == "auto":
+        return "univ2x" if layout == "spd" and not synthetic else "time"
+    return protocol
+
+
 @dataclass
 class DatasetConfig:
-    """How ground truth is derived. The defaults are the UniV2X protocol."""
+    """How samples and their ground truth are derived (see the module docstring)."""
 
     #: Number of future waypoints.
     num_waypoints: int = 10
@@ -56,8 +87,15 @@ class DatasetConfig:
     check_images: bool = False
     #: Raise on the first bad record instead of counting a skip.
     strict: bool = False
+    #: "time", "univ2x" or "auto" (univ2x on real V2X-Seq-SPD, time elsewhere).
+    protocol: str = "time"
+    #: univ2x protocol: UniV2X's label update file ("univ2x": the shipped
+    #: update_label_info.json; None: labels as they are on disk).
+    label_update_file: str | None = "univ2x"
 
     def __post_init__(self):
+        if self.protocol not in (*PROTOCOLS, "auto"):
+            raise ValueError(f"protocol must be one of time, univ2x, auto; got {self.protocol!r}")
         if self.num_waypoints < 1:
             raise ValueError(f"num_waypoints must be >= 1, got {self.num_waypoints}")
         if not self.waypoint_dt_s > 0:
@@ -83,6 +121,7 @@ class _VehicleFrame:
     record: str  # "vehicle-side/data_info.json[i]" for messages
     lidar_to_camera: Path | None = None
     intrinsics: Path | None = None
+    cloud_stamp_us: float = 0.0  # pointcloud_timestamp (UniV2X's sample time); image's if absent
 
 
 @dataclass
@@ -92,6 +131,26 @@ class _Sequence:
     stamps_us: np.ndarray
     poses: np.ndarray  # (n, 4, 4) world <- LiDAR
     index_of: dict[str, int] = field(default_factory=dict)
+    calibs: list[gt.FrameCalib] = field(default_factory=list)  # as read, for the univ2x protocol
+
+
+@dataclass
+class _Univ2xRow:
+    """A 2 Hz sample of the univ2x protocol (a cooperative row UniV2X's converter keeps)."""
+
+    sequence: _Sequence  # its vehicle-side sequence (the scene UniV2X splits and tracks by)
+    position: int  # in that sequence's frames
+    coop_sequence: str  # the cooperative vehicle_sequence it was resampled in
+    frame_index: int  # position among that cooperative sequence's 2 Hz samples
+    row: tuple  # (where, roadside frame id, roadside (stamp, path), offset) of the cooperative row
+
+    @property
+    def frame(self) -> _VehicleFrame:
+        return self.sequence.frames[self.position]
+
+    @property
+    def calib(self) -> gt.FrameCalib:
+        return self.sequence.calibs[self.position]
 
 
 @dataclass
@@ -104,7 +163,7 @@ class _SampleIndex:
     offset: tuple[float, float] | None
     xy: np.ndarray
     mask: np.ndarray
-    future_frames: np.ndarray
+    future_frames: np.ndarray  # time: positions in the sequence; univ2x: in the evaluated rows
     command: Command
     motion: object
 
@@ -164,7 +223,6 @@ class DairV2XDataset:
         self._progress = progress
         if not self.root.is_dir():
             raise DatasetError(self.root, None, "dataset root is not a directory")
-        self.split = self._select_split(split, split_file)
         self.scenarios = self._read_scenarios()
         if scenario is not None and scenario not in set(self.scenarios.values()):
             known = sorted(set(self.scenarios.values()))
@@ -178,10 +236,26 @@ class DairV2XDataset:
         inf = self._data_info("infrastructure-side/data_info.json")
         coop = self._data_info("cooperative/data_info.json")
         self.layout = self._detect_layout(coop, veh)
+        self.protocol = resolve_protocol(self.config.protocol, self.layout, bool(self.scenarios))
+        if self.protocol == "univ2x" and self.layout != "spd":
+            raise DatasetError(self.root / "cooperative/data_info.json", None,
+                               "the univ2x protocol is UniV2X's evaluation of V2X-Seq-SPD; this is a "
+                               "DAIR-V2X-C root (use --protocol time)")
+        self.split = self._select_split(split, split_file)
+        self.univ2x_counts: Counter = Counter()
+        self._label_update = None
+        if self.protocol == "univ2x" and self.config.label_update_file is not None:
+            self._label_update = LabelUpdate.load(resolve_file(self.config.label_update_file,
+                                                               UNIV2X_LABEL_UPDATE_FILE))
+        self._scene_labels_cache: OrderedDict[str, dict] = OrderedDict()
         self.sequences = self._read_vehicle_side(veh)
         self._infra = self._read_infra_side(inf)
         self._coop_labels: dict[str, Path] = {}
-        self._index = self._read_cooperative(coop)
+        self._univ2x_rows: list[_Univ2xRow] = []  # the evaluated 2 Hz rows (occupancy frames)
+        self._univ2x_converted: list[_Univ2xRow] = []  # every 2 Hz row, UniV2X's order
+        self._scenes_counted: set[str] = set()
+        self._index = (self._read_cooperative_univ2x(coop) if self.protocol == "univ2x"
+                       else self._read_cooperative(coop))
         self._label_cache: OrderedDict[Path, list[AgentBox] | None] = OrderedDict()
         self._bad_labels: set[Path] = set()
 
@@ -194,9 +268,18 @@ class DairV2XDataset:
         return data
 
     def _select_split(self, split, split_file) -> SplitSelection | None:
-        if split is None:
+        """``split`` None: every sequence (time) or ``val`` (univ2x); "all": every sequence.
+        ``split_file`` None: UniV2X's shipped file (univ2x) or the first of
+        ``DEFAULT_SPLIT_FILES`` under the root (time); "univ2x": the shipped file."""
+        if split == ALL_SEQUENCES:
             return None
-        path = Path(split_file) if split_file else find_split_file(self.root)
+        if split is None:
+            if self.protocol != "univ2x":
+                return None
+            split = "val"
+        if split_file is None and self.protocol == "univ2x":
+            split_file = "univ2x"
+        path = resolve_file(split_file, UNIV2X_SPLIT_FILE) or find_split_file(self.root)
         if path is None:
             raise DatasetError(self.root, None, f"split {split!r} asked for but no split file given "
                                "(--split-file) or found under the root")
@@ -262,6 +345,13 @@ class DairV2XDataset:
                 continue
             frame_id = str(rec["frame_id"]) if self.layout == "spd" else _frame_id_from_path(rec["image_path"])
             label = rec.get("label_lidar_std_path") or rec.get("label_lidar_path")
+            cloud = rec.get("pointcloud_timestamp")
+            if isinstance(cloud, (str, int)) and not isinstance(cloud, bool) and str(cloud).strip().isdigit():
+                cloud_stamp = float(cloud)  # UniV2X: float(pointcloud_timestamp)
+            else:
+                cloud_stamp = float(stamp)
+                if self.protocol == "univ2x":
+                    self.univ2x_counts["pointcloud_timestamp_missing_image_stamp_used"] += 1
             frames.setdefault(str(rec[seq_key]), []).append(_VehicleFrame(
                 frame_id=frame_id, sequence_id=str(rec[seq_key]), stamp_us=stamp,
                 image=side / str(rec["image_path"]),
@@ -271,6 +361,7 @@ class DairV2XDataset:
                 record=f"{name}{where}",
                 lidar_to_camera=_optional(side, rec.get("calib_lidar_to_camera_path")),
                 intrinsics=_optional(side, rec.get("calib_camera_intrinsic_path")),
+                cloud_stamp_us=cloud_stamp,
             ))
 
         sequences = {}
@@ -292,12 +383,13 @@ class DairV2XDataset:
                 continue
             seq = _Sequence(seq_id, [f for f, _ in ordered],
                             np.array([f.stamp_us for f, _ in ordered], dtype=np.int64),
-                            np.stack([p for _, p in ordered]))
+                            np.stack([p[0] for _, p in ordered]), calibs=[p[1] for _, p in ordered])
             seq.index_of = {f.frame_id: n for n, f in enumerate(seq.frames)}
             sequences[seq_id] = seq
         return sequences
 
-    def _pose(self, frame: _VehicleFrame) -> np.ndarray | None:
+    def _pose(self, frame: _VehicleFrame) -> tuple[np.ndarray, gt.FrameCalib] | None:
+        """(world <- LiDAR, the two transforms it is composed of), or None (counted)."""
         try:
             novatel_from_lidar = read_lidar_to_novatel(frame.lidar_to_novatel)
             world_from_novatel = read_rigid(frame.novatel_to_world)
@@ -305,7 +397,7 @@ class DairV2XDataset:
             exc = DatasetError(relpath(Path(exc.path), self.root), exc.field, exc.reason)
             self.skips.add_error("calib_invalid", exc)
             return None
-        return world_from_novatel @ novatel_from_lidar
+        return world_from_novatel @ novatel_from_lidar, gt.FrameCalib(novatel_from_lidar, world_from_novatel)
 
     # -- roadside and cooperative -------------------------------------------------------
 
@@ -331,10 +423,12 @@ class DairV2XDataset:
             out[key] = (stamp, side / rec["image_path"])
         return out
 
-    def _read_cooperative(self, rows: list) -> list[_SampleIndex]:
+    def _valid_rows(self, rows: list):
+        """The cooperative rows whose vehicle and roadside frames are usable, as
+        ``(where, row, vehicle frame id, sequence, roadside frame id, roadside (stamp, path),
+        offset)``; the others are counted skips."""
         name = "cooperative/data_info.json"
         by_frame_id = {f.frame_id: s for s in self.sequences.values() for f in s.frames}
-        index = []
         for i, row in enumerate(tqdm(rows, desc="samples", unit="sample", disable=not self._progress)):
             where = f"[{i}]"
             if not isinstance(row, dict):
@@ -364,15 +458,80 @@ class DairV2XDataset:
                                f"roadside frame {row[inf_key]} is not in infrastructure-side/data_info.json")
                 continue
             offset = self._offset(row.get("system_error_offset"), name, f"{where}.system_error_offset")
+            infra_frame = row[inf_key] if self.layout == "spd" else _frame_id_from_path(row[inf_key])
+            yield f"{name}{where}", row, frame_id, seq, infra_frame, infra, offset
+
+    def _read_cooperative(self, rows: list) -> list[_SampleIndex]:
+        index = []
+        for where, _, frame_id, seq, infra_frame, infra, offset in self._valid_rows(rows):
             if self.split is not None and not self.split.keeps(seq.sequence_id, frame_id):
                 continue
             if self.scenario is not None and self.scenarios.get(seq.sequence_id) != self.scenario:
                 continue
             pos = seq.index_of[frame_id]
-            if not self._images_ok(seq.frames[pos].image, infra[1], f"{name}{where}"):
+            if not self._images_ok(seq.frames[pos].image, infra[1], where):
                 continue
-            index.append(self._build_index(seq, pos, row[inf_key] if self.layout == "spd"
-                                           else _frame_id_from_path(row[inf_key]), infra, offset))
+            index.append(self._build_index(seq, pos, infra_frame, infra, offset))
+        return index
+
+    def _read_cooperative_univ2x(self, rows: list) -> list[_SampleIndex]:
+        """The univ2x protocol's samples (module docstring): UniV2X's 2 Hz rows, waypoints
+        along each cooperative vehicle sequence, occupancy frames along the evaluated rows."""
+        groups: dict[str, dict] = {}
+        for where, row, frame_id, seq, infra_frame, infra, offset in self._valid_rows(rows):
+            coop_seq = row.get("vehicle_sequence")
+            if not isinstance(coop_seq, (str, int)) or isinstance(coop_seq, bool):
+                self.univ2x_counts["vehicle_sequence_missing_vehicle_side_used"] += 1
+                coop_seq = seq.sequence_id
+            if not frame_id.isdigit():
+                raise DatasetError(self.root / "cooperative/data_info.json", where,
+                                   f"vehicle frame id {frame_id!r} is not a number; UniV2X's 2 Hz "
+                                   "resampling buckets frames by id")
+            group = groups.setdefault(str(coop_seq), {"frames": [], "rows": {}})
+            group["frames"].append(frame_id)
+            # gen_example_data keeps one row per vehicle frame: the last one listed
+            group["rows"][frame_id] = (seq, (where, infra_frame, infra, offset))
+        converted: list[_Univ2xRow] = []
+        chains: dict[str, list[_Univ2xRow]] = {}
+        rows_in = sum(len(g["frames"]) for g in groups.values())
+        for coop_seq in sorted(groups):
+            group = groups[coop_seq]
+            chain = chains.setdefault(coop_seq, [])
+            for frame_id in gt.resample_frames(group["frames"]):
+                seq, row = group["rows"][frame_id]
+                item = _Univ2xRow(seq, seq.index_of[frame_id], coop_seq, len(chain), row)
+                chain.append(item)
+                converted.append(item)
+        self.univ2x_counts["cooperative_rows"] = rows_in
+        self.univ2x_counts["samples_2hz"] = len(converted)
+        if not converted:
+            return []
+        # UniV2X's converter gives every planning label the first converted sample's lidar2ego
+        fixed = converted[0].calib.lidar2ego
+        self.univ2x_counts["frames_whose_lidar_to_novatel_differs_from_the_first"] = sum(
+            not np.array_equal(r.calib.lidar2ego, fixed) for r in converted)
+        evaluated = [r for r in converted
+                     if self.split is None or self.split.keeps(r.sequence.sequence_id, r.frame.frame_id)]
+        self._univ2x_rows = evaluated
+        self._univ2x_converted = converted
+        futures = gt.occupancy_future_positions([r.frame.cloud_stamp_us for r in evaluated],
+                                                [r.sequence.sequence_id for r in evaluated],
+                                                self.config.num_waypoints)
+        index = []
+        for item, future in zip(evaluated, futures):
+            seq, pos = item.sequence, item.position
+            if self.scenario is not None and self.scenarios.get(seq.sequence_id) != self.scenario:
+                continue
+            where, infra_frame, infra, offset = item.row
+            if not self._images_ok(seq.frames[pos].image, infra[1], where):
+                continue
+            chain = chains[item.coop_sequence]
+            xy, mask, _ = gt.univ2x_waypoints([r.calib for r in chain], item.frame_index, fixed,
+                                              self.config.num_waypoints)
+            motion = gt.ego_motion(seq.stamps_us, seq.poses, pos, self.config.motion_window_s)
+            command = gt.navigation_command(xy, mask, gt.COMMAND_LATERAL_THRESHOLD_M)
+            index.append(_SampleIndex(seq, pos, infra_frame, infra[0], infra[1], offset, xy, mask, future,
+                                      command, motion))
         return index
 
     def _offset(self, value, name: str, where: str):
@@ -448,6 +607,82 @@ class DairV2XDataset:
             self._label_cache.popitem(last=False)
         return boxes
 
+    # -- labels, univ2x protocol ----------------------------------------------------------
+
+    def _univ2x_frame_labels(self, frame_id: str, count: bool) -> list[AgentBox] | None:
+        """A 2 Hz sample's cooperative boxes after UniV2X's label update (in its own LiDAR
+        frame); None when the file is missing or malformed (counted)."""
+        path = self.root / "cooperative/label" / f"{frame_id}.json"
+        if not path.exists():
+            if count:
+                self.univ2x_counts["label_file_missing"] += 1
+            return None
+        try:
+            objects = load_json(path)
+            if not isinstance(objects, list):
+                raise DatasetError(path, None, "expected a list of objects")
+            if self._label_update is not None:
+                objects, applied, missing = self._label_update.apply(frame_id, objects)
+                if count:
+                    self.univ2x_counts["label_update_applied"] += applied
+                    self.univ2x_counts["label_update_token_not_found"] += missing
+            boxes = parse_objects(objects, path, keep_degenerate=True)
+        except DatasetError as exc:
+            if path not in self._bad_labels:
+                self._bad_labels.add(path)
+                self.skips.add("label_invalid", relpath(path, self.root), exc.field, exc.reason)
+            return None
+        return dedupe_by_token(objects, boxes)
+
+    def _univ2x_scene(self, scene: str) -> dict[str, list[AgentBox] | None]:
+        """Boxes of every 2 Hz sample of a scene (vehicle-side sequence), updated and with
+        hidden objects interpolated, keyed by frame id (a few scenes are cached)."""
+        cache = self._scene_labels_cache
+        if scene in cache:
+            cache.move_to_end(scene)
+            return cache[scene]
+        count = scene not in self._scenes_counted
+        frames = [LabelledFrame(r.frame.frame_id, r.frame_index, r.frame.cloud_stamp_us,
+                                (r.calib.lidar2ego, r.calib.ego2global),
+                                self._univ2x_frame_labels(r.frame.frame_id, count))
+                  for r in self._univ2x_converted if r.sequence.sequence_id == scene]
+        added, counts = interpolate_hidden_boxes(frames)
+        out = {}
+        for f in frames:
+            extra = added.get(f.frame_id, [])
+            if f.boxes is None and extra and count:
+                self.univ2x_counts["interpolated_boxes_on_unlabelled_frames_dropped"] += len(extra)
+            out[f.frame_id] = None if f.boxes is None else f.boxes + extra
+        if count:
+            self.univ2x_counts.update(counts)
+            self._scenes_counted.add(scene)
+        cache[scene] = out
+        if len(cache) > 8:
+            cache.popitem(last=False)
+        return out
+
+    def _univ2x_future(self, entry: _SampleIndex, j: int) -> list[AgentBox] | None:
+        """The boxes of occupancy frame ``j`` (an evaluated row) in the sample's LiDAR frame,
+        moved as occflow_label.py moves them (mmdet3d float32 boxes, bottom centres)."""
+        if j < 0:
+            return None
+        row = self._univ2x_rows[j]
+        boxes = self._univ2x_scene(row.sequence.sequence_id)[row.frame.frame_id]
+        if boxes is None:
+            return None
+        if not boxes:
+            return []
+        f32 = np.float32
+        dims = np.array([[b.width, b.length, b.height] for b in boxes], dtype=np.float32)
+        centre = np.array([[b.x, b.y, b.z] for b in boxes], dtype=np.float32)
+        centre[:, 2] = centre[:, 2] + dims[:, 2] * f32(-0.5)  # origin (0.5, 0.5, 0.5) -> bottom
+        yaw = (-np.array([b.yaw for b in boxes], dtype=np.float64) - np.pi / 2).astype(np.float32)
+        ref = entry.sequence.calibs[entry.position]
+        pts, yaw = gt.reframe_f32(centre, yaw, row.calib, ref, inverse_in_float32=True)
+        return [AgentBox(b.track_id, b.category, float(p[0]), float(p[1]), float(p[2]), float(d[1]),
+                         float(d[0]), float(d[2]), -float(a) - math.pi / 2, b.occluded_state, b.from_side)
+                for b, p, d, a in zip(boxes, pts, dims, yaw)]
+
     # -- public -------------------------------------------------------------------------
 
     def __len__(self) -> int:
@@ -464,6 +699,9 @@ class DairV2XDataset:
         current_from_world = invert_pose(seq.poses[pos])
         agents: list[list[AgentBox] | None] = []
         for j in entry.future_frames:
+            if self.protocol == "univ2x":
+                agents.append(self._univ2x_future(entry, int(j)))
+                continue
             world = self._labels_world(seq, int(j)) if j >= 0 else None
             agents.append(None if world is None else transform_boxes(world, current_from_world))
         return CooperativeSample(
@@ -478,6 +716,18 @@ class DairV2XDataset:
             scenario=self.scenarios.get(seq.sequence_id), frame_index=pos,
             ego_lidar_to_camera_path=frame.lidar_to_camera, ego_intrinsics_path=frame.intrinsics,
         )
+
+    def sample_sequences(self) -> list:
+        """The distinct sequences that have samples (objects with ``sequence_id``)."""
+        return list({id(e.sequence): e.sequence for e in self._index}.values())
+
+    def univ2x_info(self) -> dict:
+        """What the univ2x protocol's preparation did (counts grow as labels are read)."""
+        return {
+            "label_update_file": None if self._label_update is None else self._label_update.path,
+            "label_update_entries": 0 if self._label_update is None else self._label_update.size,
+            "counts": dict(sorted(self.univ2x_counts.items())),
+        }
 
     def time_order(self) -> list[int]:
         """Sample indices sequence by sequence, each in frame order (replay order)."""
@@ -500,9 +750,11 @@ class DairV2XDataset:
         return {
             "root": str(self.root),
             "layout": {"spd": "V2X-Seq-SPD", "c": "DAIR-V2X-C"}[self.layout],
+            "protocol": self.protocol,
             "split": None if self.split is None else self.split.name,
             "split_file": None if self.split is None else self.split.path,
             "scenario": self.scenario,
+            **({"univ2x": self.univ2x_info()} if self.protocol == "univ2x" else {}),
             "sequences": len(seqs),
             "frames": sum(len(self.sequences[s].frames) for s in seqs),
             "samples": len(self),

@@ -12,11 +12,15 @@ and testable on analytic motion:
   sequence's first frame.
 - ``navigation_command``: UniV2X's rule on the last valid waypoint: y ≥ 2 m LEFT,
   y ≤ −2 m RIGHT, else FORWARD (FORWARD when no waypoint is valid).
+
+These are the ``time`` protocol's rules. The ``univ2x`` protocol's (UniV2X's own: 2 Hz
+samples, waypoint k = the k-th next sample, float32 box transforms) are at the end.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -95,3 +99,136 @@ def navigation_command(xy: np.ndarray, mask: np.ndarray,
     if lateral >= threshold_m:
         return Command.LEFT
     return Command.FORWARD
+
+
+# -- the univ2x protocol -----------------------------------------------------------------
+#
+# UniV2X's ground truth (AIR-THU/UniV2X @ a6e4f6b), reproduced rule for rule:
+# tools/spd_data_converter/gen_example_data.py (2 Hz samples), spd_trajectory_api.py
+# ``get_sdc_planning_label`` (waypoints, mask, command), spd_vehicle_e2e_dataset.py
+# ``occ_get_temporal_indices`` (the future frames of the occupancy labels) and the box
+# transforms of mmdetection3d v0.17.1 (``LiDARInstance3DBoxes.rotate / translate``), which
+# run in float32: their rounding is reproduced operation by operation, world coordinates
+# (kilometres) included.
+
+#: gen_example_data.py ``--freq 2`` on V2X-Seq-SPD's 10 Hz frame ids.
+RESAMPLE_HZ = 2
+SOURCE_HZ = 10
+#: spd_trajectory_api.py ``generate_sdc_info``: the ego box (w, l, h) at the LiDAR origin,
+#: given by its gravity centre; mmdet3d moves it to the bottom centre first.
+SDC_BOX_HEIGHT_M = 1.56
+
+
+def resample_frames(frame_ids, freq_hz: int = RESAMPLE_HZ) -> list[str]:
+    """The frame ids ``gen_sequence_data_info`` keeps of one cooperative vehicle sequence:
+    frame ids sorted as strings, buckets of ``10 // freq`` ids from the first one, and the
+    first frame of each non-empty bucket (the loop below is UniV2X's, line for line)."""
+    seq_frames = sorted(frame_ids)
+    if not seq_frames:
+        return []
+    interval = SOURCE_HZ // freq_hz
+    list_interval = list(range(int(seq_frames[0]), int(seq_frames[-1]) + 1, interval))
+    list_interval.append(list_interval[-1] + interval)
+    c = 0
+    kept = []
+    for veh_frame in seq_frames:
+        for j in range(c, len(list_interval) - 2):
+            if int(veh_frame) >= list_interval[j + 1]:
+                c += 1
+        if list_interval[c] <= int(veh_frame) < list_interval[c + 1]:
+            kept.append(veh_frame)
+            c += 1
+    return kept
+
+
+@dataclass(frozen=True)
+class FrameCalib:
+    """A vehicle frame's two calibration transforms, float64 as read: ``lidar2ego`` is
+    ``lidar_to_novatel`` (novatel <- LiDAR), ``ego2global`` is ``novatel_to_world``."""
+
+    lidar2ego: np.ndarray  # (4, 4)
+    ego2global: np.ndarray  # (4, 4)
+
+
+def _rotate_f32(points: np.ndarray, yaw: np.ndarray, rot_mat_t: np.ndarray):
+    """``LiDARInstance3DBoxes.rotate(rot_mat_T)``: points @ rot_mat_T and yaw += atan2(
+    rot_mat_T[1, 0], rot_mat_T[0, 0]), in float32 (each product rounded, summed left to
+    right; atan2 taken in float64 and rounded)."""
+    m = np.asarray(rot_mat_t, dtype=np.float32)
+    out = (points[:, 0:1] * m[0][None, :] + points[:, 1:2] * m[1][None, :]) + points[:, 2:3] * m[2][None, :]
+    angle = np.float32(math.atan2(float(m[1, 0]), float(m[0, 0])))
+    return out.astype(np.float32), (yaw + angle).astype(np.float32)
+
+
+def reframe_f32(points: np.ndarray, yaw: np.ndarray, curr: FrameCalib, ref: FrameCalib,
+                inverse_in_float32: bool):
+    """Boxes (bottom centres (N, 3) and mmdet3d yaws (N,), float32) from frame ``curr``'s
+    LiDAR frame to frame ``ref``'s, as UniV2X chains mmdet3d's float32 operations:
+    rotate by lidar2ego, translate, rotate by ego2global, translate, translate back,
+    rotate by the inverse ego2global, translate back, rotate by the inverse lidar2ego.
+
+    ``inverse_in_float32``: the occupancy labels (occflow_label.py ``reframe_boxes``) hold
+    the transforms as float32 tensors and invert them with ``np.linalg.inv`` in float32;
+    the planning label (``get_sdc_planning_label``) inverts the float64 matrices, then
+    rounds."""
+    pts = np.asarray(points, dtype=np.float32)
+    ang = np.asarray(yaw, dtype=np.float32)
+
+    def f32(a):
+        return np.asarray(a, dtype=np.float32)
+
+    def inverse(rot):
+        return np.linalg.inv(f32(rot)) if inverse_in_float32 else f32(np.linalg.inv(rot))
+
+    pts, ang = _rotate_f32(pts, ang, f32(curr.lidar2ego[:3, :3]).T)
+    pts = pts + f32(curr.lidar2ego[:3, 3])
+    pts, ang = _rotate_f32(pts, ang, f32(curr.ego2global[:3, :3]).T)
+    pts = pts + f32(curr.ego2global[:3, 3])
+    pts = pts + (-f32(ref.ego2global[:3, 3]))
+    pts, ang = _rotate_f32(pts, ang, inverse(ref.ego2global[:3, :3]).T)
+    pts = pts + (-f32(ref.lidar2ego[:3, 3]))
+    pts, ang = _rotate_f32(pts, ang, inverse(ref.lidar2ego[:3, :3]).T)
+    return pts, ang
+
+
+def univ2x_waypoints(chain: list[FrameCalib], index: int, fixed_lidar2ego: np.ndarray,
+                     num: int = NUM_WAYPOINTS):
+    """``get_sdc_planning_label`` at position ``index`` of a cooperative vehicle sequence's
+    2 Hz samples (``chain``): waypoint k is the ego box at the k-th next sample, whatever
+    time passed, in the current LiDAR frame; only the sequence's end masks a step.
+
+    The ego box starts at the LiDAR origin lowered to its bottom centre (-0.78 m) and goes
+    through the float32 chain of ``reframe_f32``. UniV2X's converter gives every sample
+    the LiDAR->novatel calibration of the first sample it converted (``fixed_lidar2ego``).
+    Returns ``(xy (num, 2) float32 values as float64, mask (num,), chain positions)``."""
+    start = np.array([[0.0, 0.0, 0.0]], dtype=np.float32)
+    start[0, 2] = np.float32(SDC_BOX_HEIGHT_M) * np.float32(-0.5)
+    ref = FrameCalib(fixed_lidar2ego, chain[index].ego2global)
+    xy = np.zeros((num, 2))
+    mask = np.zeros(num, dtype=bool)
+    frames = np.full(num, -1, dtype=np.int64)
+    for k in range(1, num + 1):
+        j = index + k
+        if j >= len(chain):
+            break
+        curr = FrameCalib(fixed_lidar2ego, chain[j].ego2global)
+        pts, _ = reframe_f32(start, np.zeros(1, np.float32), curr, ref, inverse_in_float32=False)
+        xy[k - 1] = pts[0, :2].astype(np.float64)
+        mask[k - 1] = True
+        frames[k - 1] = j
+    return xy, mask, frames
+
+
+def occupancy_future_positions(stamps_us, scenes, num: int = NUM_WAYPOINTS) -> np.ndarray:
+    """(n, num) positions of the future frames of each sample's occupancy labels
+    (``occ_get_temporal_indices``): the evaluated samples sorted by point-cloud stamp
+    (stable), and the k-th next one if it belongs to the same scene (vehicle-side sequence),
+    else -1. Rows are in the given order; positions index that same order."""
+    stamps = [float(s) for s in stamps_us]
+    order = sorted(range(len(stamps)), key=lambda i: stamps[i])
+    out = np.full((len(stamps), num), -1, dtype=np.int64)
+    for rank, i in enumerate(order):
+        for k in range(1, num + 1):
+            if rank + k < len(order) and scenes[order[rank + k]] == scenes[i]:
+                out[i, k - 1] = order[rank + k]
+    return out

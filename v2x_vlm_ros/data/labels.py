@@ -12,6 +12,7 @@ read from 8 points is known up to a half turn, which no footprint test cares abo
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
@@ -54,9 +55,10 @@ def _box_from_8_points(points, path, field: str) -> tuple[float, ...]:
             float(wrap_angle(yaw)))
 
 
-def parse_objects(objects, path: Path) -> list[AgentBox]:
+def parse_objects(objects, path: Path, keep_degenerate: bool = False) -> list[AgentBox]:
     """Boxes from a parsed label list, in the file's own frame. Zero-size boxes are dropped
-    (DAIR-V2X's reader does the same); anything else malformed raises ``DatasetError``."""
+    (DAIR-V2X's reader does the same) unless ``keep_degenerate`` (UniV2X keeps them, and
+    fillPoly still draws their outline); anything else malformed raises ``DatasetError``."""
     if not isinstance(objects, list):
         raise DatasetError(path, None, "expected a list of objects")
     boxes = []
@@ -71,7 +73,7 @@ def parse_objects(objects, path: Path) -> list[AgentBox]:
         h = _num(dims, "h", path, f"{where}.3d_dimensions.h")
         w = _num(dims, "w", path, f"{where}.3d_dimensions.w")
         length = _num(dims, "l", path, f"{where}.3d_dimensions.l")
-        if h <= 0 or w <= 0 or length <= 0:
+        if (h <= 0 or w <= 0 or length <= 0) and not keep_degenerate:
             continue
         if "world_8_points" in obj:
             x, y, z, _, _, _, yaw = _box_from_8_points(obj["world_8_points"], path,
@@ -111,6 +113,160 @@ def transform_boxes(boxes: list[AgentBox], a_from_b: np.ndarray) -> list[AgentBo
                  b.from_side)
         for b, c in zip(boxes, centres)
     ]
+
+
+# -- UniV2X's label preparation (the univ2x protocol) ----------------------------------
+#
+# AIR-THU/UniV2X @ a6e4f6b, tools/spd_data_converter/: gen_example_data.py ``--update-label``
+# (update_label_file) and spd_to_uniad.py (_generate_unvisible_annotations,
+# loc_linear_interpolation, rot_linear_interpolation), reproduced rule for rule.
+
+
+@dataclass(frozen=True)
+class LabelUpdate:
+    """UniV2X's ``update_label_info.json`` for one side: per frame id, the entries in file
+    order, each ``(token, operation)``; an empty operation deletes the object with that
+    token, ``[type, track_id]`` relabels it."""
+
+    path: str
+    entries: dict[str, list[tuple[str, tuple]]]
+
+    @staticmethod
+    def load(path, side: str = "cooperative") -> LabelUpdate:
+        from v2x_vlm_ros.data.splits import load_json_any
+
+        data = load_json_any(path)
+        if not isinstance(data, dict) or not isinstance(data.get(side), list):
+            raise DatasetError(path, side, "expected {side: [{frame, token, operation}, ...]}")
+        entries: dict[str, list[tuple[str, tuple]]] = {}
+        for i, item in enumerate(data[side]):
+            if not (isinstance(item, dict) and isinstance(item.get("frame"), str)
+                    and isinstance(item.get("token"), str) and isinstance(item.get("operation"), list)
+                    and len(item["operation"]) in (0, 2)):
+                raise DatasetError(path, f"{side}[{i}]", "expected {frame, token, operation: [] or "
+                                   "[type, track_id]}")
+            entries.setdefault(item["frame"], []).append((item["token"], tuple(item["operation"])))
+        return LabelUpdate(str(path), entries)
+
+    @property
+    def size(self) -> int:
+        return sum(len(v) for v in self.entries.values())
+
+    def apply(self, frame_id: str, objects: list) -> tuple[list, int, int]:
+        """``objects`` (a parsed label list) after this frame's entries, applied in file order
+        to the first object carrying each token, as ``update_label_file`` does. Returns
+        (objects, entries applied, entries whose token no object carries)."""
+        out = list(objects)
+        applied = missing = 0
+        for token, operation in self.entries.get(frame_id, ()):
+            for i, obj in enumerate(out):
+                if isinstance(obj, dict) and obj.get("token") == token:
+                    if operation:
+                        out[i] = {**obj, "type": operation[0], "track_id": operation[1]}
+                    else:
+                        del out[i]
+                    applied += 1
+                    break
+            else:
+                missing += 1
+        return out, applied, missing
+
+
+def dedupe_by_token(objects: list, boxes: list[AgentBox]) -> list[AgentBox]:
+    """UniV2X keys a frame's annotations by ``token`` in a dict: a repeated token keeps the
+    first position and the last value. Objects without a token are all kept."""
+    keyed: dict = {}
+    for i, (obj, box) in enumerate(zip(objects, boxes)):
+        token = obj.get("token") if isinstance(obj, dict) else None
+        keyed[("token", token) if isinstance(token, str) else ("index", i)] = box
+    return list(keyed.values())
+
+
+def rot_linear_interpolation(rot_0: float, rot_1: float, t_0: float, t_1: float, t: float) -> float:
+    """spd_to_uniad.py's rotation interpolation, quirks included: one wrap of the difference
+    (by +pi / -3pi around a +pi shift) and a result folded only below -pi or above 2 pi."""
+    t_0, t_1, t = float(t_0) / 1e6, float(t_1) / 1e6, float(t) / 1e6
+    ratio = (t - t_0) / (t_1 - t_0)
+    diff = rot_1 - rot_0 + math.pi
+    if diff < 0:
+        diff = diff + math.pi
+    elif diff > 2 * math.pi:
+        diff = diff - 3 * math.pi
+    else:
+        diff = diff - math.pi
+    rot = ratio * diff + rot_0
+    if rot < -math.pi:
+        rot = rot + 2 * math.pi
+    if rot > 2 * math.pi:
+        rot = rot - 2 * math.pi
+    return rot
+
+
+def loc_linear_interpolation(loc_0, loc_1, t_0: float, t_1: float, t: float,
+                             pose_0, pose_1, pose) -> np.ndarray:
+    """spd_to_uniad.py's centre interpolation: both centres to the world (lidar -> novatel
+    -> world), linear in time there, then into the LiDAR frame of time ``t``. ``pose_*`` are
+    ``(novatel_from_lidar, world_from_novatel)`` 4x4 pairs; stamps in microseconds."""
+    t_0, t_1, t = float(t_0) / 1e6, float(t_1) / 1e6, float(t) / 1e6
+
+    def to_world(loc, pose):
+        l2e, e2g = pose
+        c = np.dot(l2e[:3, :3], np.asarray(loc, dtype=np.float64)) + l2e[:3, 3]
+        return np.dot(e2g[:3, :3], c) + e2g[:3, 3]
+
+    c_0, c_1 = to_world(loc_0, pose_0), to_world(loc_1, pose_1)
+    cur = (c_1 - c_0) / (t_1 - t_0) * (t - t_0) + c_0
+    l2e, e2g = pose
+    global2ego_r = np.linalg.inv(e2g[:3, :3])
+    global2ego_t = -(e2g[:3, 3].reshape(1, 3) @ global2ego_r.T).reshape(3)
+    ego2lidar_r = np.linalg.inv(l2e[:3, :3])
+    ego2lidar_t = -(l2e[:3, 3].reshape(1, 3) @ ego2lidar_r.T).reshape(3)
+    cur = np.dot(global2ego_r, cur) + global2ego_t
+    return np.dot(ego2lidar_r, cur) + ego2lidar_t
+
+
+@dataclass
+class LabelledFrame:
+    """One 2 Hz sample of a sequence as the interpolation sees it."""
+
+    frame_id: str
+    index: int  # ``frame_idx``: position in its cooperative vehicle sequence
+    stamp_us: float  # the vehicle point cloud's stamp (UniV2X's sample timestamp)
+    pose: tuple  # (novatel_from_lidar, world_from_novatel)
+    boxes: list[AgentBox] | None  # None: no usable label file
+
+
+def interpolate_hidden_boxes(frames: list[LabelledFrame]) -> tuple[dict[str, list[AgentBox]], dict]:
+    """``_generate_unvisible_annotations`` for one scene (frames in UniV2X's order): an
+    object seen at samples i and j of a sequence but not between them gets a box at every
+    sample between, centre interpolated in the world by time, rotation by
+    ``rot_linear_interpolation``, size and type of the earlier sighting, occluded_state 3.
+
+    Returns ({frame id: interpolated boxes}, counts). Where UniV2X's converter would loop
+    forever or fail (a track seen twice in one sample, or a sample index with no frame) the
+    pair is skipped and counted instead."""
+    by_index = {f.index: f for f in frames}
+    tracks: dict[str, list[tuple[LabelledFrame, AgentBox]]] = {}
+    for frame in frames:
+        for box in frame.boxes or ():
+            tracks.setdefault(box.track_id, []).append((frame, box))
+    added: dict[str, list[AgentBox]] = {}
+    counts = {"interpolated_boxes": 0, "interpolation_pairs_skipped": 0}
+    for sightings in tracks.values():
+        for (f_0, b_0), (f_1, b_1) in zip(sightings, sightings[1:]):
+            if f_1.index <= f_0.index or any(i not in by_index for i in range(f_0.index + 1, f_1.index)):
+                counts["interpolation_pairs_skipped"] += 1
+                continue
+            for i in range(f_0.index + 1, f_1.index):
+                cur = by_index[i]
+                loc = loc_linear_interpolation((b_0.x, b_0.y, b_0.z), (b_1.x, b_1.y, b_1.z), f_0.stamp_us,
+                                               f_1.stamp_us, cur.stamp_us, f_0.pose, f_1.pose, cur.pose)
+                rot = rot_linear_interpolation(b_0.yaw, b_1.yaw, f_0.stamp_us, f_1.stamp_us, cur.stamp_us)
+                added.setdefault(cur.frame_id, []).append(AgentBox(
+                    b_0.track_id, b_0.category, float(loc[0]), float(loc[1]), float(loc[2]), b_0.length,
+                    b_0.width, b_0.height, float(rot), 3, None))
+                counts["interpolated_boxes"] += 1
+    return added, counts
 
 
 # -- writing ----------------------------------------------------------------------------

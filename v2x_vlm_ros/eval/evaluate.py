@@ -7,6 +7,7 @@ from tqdm import tqdm
 from v2x_vlm_ros.data.dair import DairV2XDataset
 from v2x_vlm_ros.eval.metrics import PlanningMetrics
 from v2x_vlm_ros.eval.slices import SliceScores, dataset_slices
+from v2x_vlm_ros.eval.protocols import dataset_report
 from v2x_vlm_ros.eval.transmission import stored_stream_cost
 
 #: Rate at which the roadside stream is costed (the paper's f = 2 Hz).
@@ -14,13 +15,15 @@ ROADSIDE_RATE_HZ = 2.0
 
 
 def score(samples, planner, collision: str = "univ2x", progress: bool = True, batch_size: int = 32,
-          total: int | None = None, observers=()) -> tuple[PlanningMetrics, dict[str, PlanningMetrics]]:
-    """Metrics of ``planner`` over an iterable of samples, overall and per scenario.
+          total: int | None = None, observers=(),
+          protocol: str = "time") -> tuple[PlanningMetrics, dict[str, PlanningMetrics]]:
+    """Metrics of ``planner`` over an iterable of samples, overall and per scenario, under
+    ``protocol`` (the one the samples' dataset was read with, ``DairV2XDataset.protocol``).
 
     Planners with ``plan_batch(samples)`` get batches of ``batch_size``, others one sample
     at a time through ``plan(sample)``. Each of ``observers`` (e.g. ``slices.SliceScores``)
     gets ``update(sample, *metric_args)`` for every sample too."""
-    overall = PlanningMetrics(collision)
+    overall = PlanningMetrics(collision, protocol=protocol)
     per_scenario: dict[str, PlanningMetrics] = {}
     batched = hasattr(planner, "plan_batch")
     chunk: list = []
@@ -33,7 +36,9 @@ def score(samples, planner, collision: str = "univ2x", progress: bool = True, ba
             for observer in observers:
                 observer.update(sample, *args)
             if sample.scenario is not None:
-                per_scenario.setdefault(sample.scenario, PlanningMetrics(collision)).update(*args)
+                if sample.scenario not in per_scenario:
+                    per_scenario[sample.scenario] = PlanningMetrics(collision, protocol=protocol)
+                per_scenario[sample.scenario].update(*args)
         bar.update(len(chunk))
         chunk.clear()
 
@@ -55,23 +60,31 @@ def evaluate(dataset: DairV2XDataset, planner, collision: str = "univ2x",
     skipped while reading them), ``by_scenario`` and ``slices`` (``eval.slices``: the
     hidden-hazard slice when the dataset has the visibility sidecar, else empty).
     ``samples``: the dataset's samples already read (default: read them from ``dataset``)."""
-    slices = SliceScores(dataset_slices(dataset.root), collision)
+    slices = SliceScores(dataset_slices(dataset.root), collision, protocol=dataset.protocol)
     overall, per_scenario = score(dataset if samples is None else samples, planner, collision, progress,
-                                  batch_size, total=len(dataset), observers=[slices])
+                                  batch_size, total=len(dataset), observers=[slices],
+                                  protocol=dataset.protocol)
     result = overall.result()
+    result.update(dataset_report(dataset))  # protocol, and whether the result is comparable
     result["planner"] = planner.name
     result["transmission"] = transmission_of(planner, dataset)
     result["dataset"] = {
         "root": str(dataset.root),
         "layout": dataset.layout,
         "split": None if dataset.split is None else dataset.split.name,
+        "split_file": None if dataset.split is None else str(dataset.split.path),
+        "protocol": dataset.protocol,
         "scenario": dataset.scenario,
         "skipped": dataset.skips.counts,
     }
     if hasattr(planner, "decode_failures"):
         result["decode_failures"] = planner.decode_failures
     result["by_scenario"] = {name: m.result() for name, m in sorted(per_scenario.items())}
+    for sub in result["by_scenario"].values():
+        sub["comparability"] = result["comparability"]
     result["slices"] = slices.result()
+    for sub in result["slices"].values():
+        sub["comparability"] = result["comparability"]
     return result
 
 

@@ -7,6 +7,8 @@ import math
 from pathlib import Path
 
 from v2x_vlm_ros.eval.experiment_tables import KEYS, SWITCHES
+from v2x_vlm_ros.eval.metrics import format_counts_table
+from v2x_vlm_ros.eval.protocols import NOT_COMPARABLE
 
 
 def _f(value, spec: str = ".2f") -> str:
@@ -157,9 +159,15 @@ def render_markdown(result: dict) -> str:
              f"refinement {'on' if proto['refine'] else 'off'}; seed {result['seed']}; {result['created']}",
              f"- metrics: L2 {proto['l2_convention']}; collision test {proto['collision_method']}; "
              f"roadside stream costed at {proto['roadside_rate_hz']:g} Hz",
+             f"- protocol {proto.get('name', 'time')}: {proto.get('comparability', NOT_COMPARABLE)}",
              ""]
     for key, table in result["tables"].items():
         lines += [f"## {_TITLES[key]}", "", f"*{table['caption']}*", "", *_RENDER[key](table), ""]
+    if result.get("runs"):
+        lines += ["## What decides the numbers", "",
+                  "*Per run and horizon: samples (the denominator), steps with a ground-truth waypoint, "
+                  "steps excluded because the ground-truth ego box itself collides, steps without labels.*",
+                  "", format_counts_table(result["runs"])]
     if "l2_vs_bandwidth.png" in result.get("files", []):
         lines += ["![L2 vs bandwidth](l2_vs_bandwidth.png)", ""]
     return "\n".join(lines)

@@ -81,6 +81,7 @@ class ExperimentOptions:
     collision: str = "univ2x"
     refine: bool = True
     train_config: str = DEFAULT_TRAIN_CONFIG
+    protocol: str = "auto"  # time, univ2x or auto (univ2x on real V2X-Seq-SPD)
 
     def __post_init__(self):
         if self.model is None:
@@ -96,6 +97,8 @@ class ExperimentOptions:
             raise ExperimentError(f"--batch-size must be >= 1, got {self.batch_size}")
         if self.collision not in ("univ2x", "obb"):
             raise ExperimentError(f"collision must be univ2x or obb, got {self.collision!r}")
+        if self.protocol not in ("auto", "time", "univ2x"):
+            raise ExperimentError(f"protocol must be auto, time or univ2x, got {self.protocol!r}")
         self.ablations = {normalise_ablation(k): str(v) for k, v in self.ablations.items()}
 
 
@@ -177,10 +180,14 @@ class Experiments:
     # -- data and models
 
     def open(self) -> None:
-        from v2x_vlm_ros.data.dair import DairV2XDataset
+        from v2x_vlm_ros.data.dair import DairV2XDataset, DatasetConfig
 
         opts = self.options
-        ds = DairV2XDataset(opts.root, split=opts.split, split_file=opts.split_file, progress=self.progress)
+        ds = DairV2XDataset(opts.root, split=opts.split, split_file=opts.split_file, progress=self.progress,
+                            config=DatasetConfig(protocol=opts.protocol))
+        if ds.protocol == "univ2x" and opts.collision != "univ2x":
+            raise ExperimentError(f"collision {opts.collision} belongs to the time protocol; the univ2x "
+                                  "protocol uses UniV2X's raster test")
         n = len(ds)
         if n == 0:
             raise ExperimentError(f"{opts.root}: no samples"
@@ -196,10 +203,11 @@ class Experiments:
                                               ROADSIDE_RATE_HZ)
         self.vocabulary = description_vocabulary(ds.descriptions.values())
         self.slices = dataset_slices(opts.root)
-        split = "" if opts.split is None else f", split {opts.split}"
-        self.on = f"{len(self.samples)} samples of {opts.root}{split}"
+        split = "" if ds.split is None else f", split {ds.split.name}"
+        self.on = f"{len(self.samples)} samples of {opts.root}{split}, protocol {ds.protocol}"
         self.dataset_info = {
-            "root": str(ds.root), "layout": ds.layout, "split": opts.split,
+            "root": str(ds.root), "layout": ds.layout, "split": None if ds.split is None else ds.split.name,
+            "protocol": ds.protocol,
             "split_file": None if ds.split is None else str(ds.split.path),
             "samples_available": n, "samples_used": len(self.samples), "selection": selection,
             "scenarios": dict(sorted(Counter(s.scenario or "unknown" for s in self.samples).items())),
@@ -208,6 +216,18 @@ class Experiments:
             "skipped": ds.skips.counts, "sample_keys": [sample_key(s) for s in self.samples],
             "slices": {sl.name: sum(s in sl for s in self.samples) for sl in self.slices},
         }
+
+    @property
+    def report(self) -> dict:
+        """The protocol and whether these results stand next to the published tables."""
+        from v2x_vlm_ros.eval.protocols import dataset_report
+
+        return dataset_report(self.dataset)
+
+    def protocol_report(self) -> dict:
+        report = self.report
+        return {"name": report["protocol"], "comparability": report["comparability"],
+                "details": report["protocol_details"]}
 
     def model(self, key: str, directory: str):
         """A loaded ``ModelPlanner`` (once per key), warmed up so that timings start clean."""
@@ -230,10 +250,12 @@ class Experiments:
         if key in self._runs:
             return self._runs[key]
         t0 = time.perf_counter()
-        slices = SliceScores(self.slices, self.options.collision)
+        slices = SliceScores(self.slices, self.options.collision, protocol=self.dataset.protocol)
         overall, per_scenario = score(self.samples, planner, self.options.collision, self.progress,
-                                      self.options.batch_size, total=len(self.samples), observers=[slices])
+                                      self.options.batch_size, total=len(self.samples), observers=[slices],
+                                      protocol=self.dataset.protocol)
         result = overall.result()
+        result["comparability"] = self.report["comparability"]
         result["slices"] = slices.result()
         result["planner"] = planner.name
         if planner.uses_roadside:
@@ -297,7 +319,8 @@ class Experiments:
             "schema": SCHEMA, "created": created, "seed": self.options.seed,
             "options": {**asdict(self.options), "tables": list(self.options.tables)},
             "versions": versions(), "machine": self.machine, "dataset": self.dataset_info, "models": models,
-            "protocol": {"collision_method": self.options.collision, "l2_convention": L2_CONVENTION,
+            "protocol": {**self.protocol_report(),
+                         "collision_method": self.options.collision, "l2_convention": L2_CONVENTION,
                          "horizon_steps": dict(HORIZONS), "roadside_rate_hz": ROADSIDE_RATE_HZ,
                          "batch_size": self.options.batch_size, "refine": self.options.refine,
                          "device": self.options.device},

@@ -48,9 +48,9 @@ class SliceScores:
     """Per-slice ``PlanningMetrics``, fed sample by sample beside the overall metrics
     (``eval.evaluate.score``'s ``observers``)."""
 
-    def __init__(self, slices: list[FrameSlice], collision: str = "univ2x"):
+    def __init__(self, slices: list[FrameSlice], collision: str = "univ2x", protocol: str = "time"):
         self.slices = list(slices)
-        self.metrics = {s.name: PlanningMetrics(collision) for s in self.slices}
+        self.metrics = {s.name: PlanningMetrics(collision, protocol=protocol) for s in self.slices}
 
     def update(self, sample, *metric_args) -> None:
         """``metric_args``: what ``PlanningMetrics.update`` takes for ``sample``."""

@@ -8,6 +8,13 @@ Each node declares, with a description taken from the field's ``#:`` comment:
 
 ``config/*.param.yaml`` sets them, the launch files override a few, and a static test
 checks that all three agree with what the nodes declare.
+
+Besides its description each parameter has a type (from the field's annotation), a range
+for numbers (``RANGES``, inclusive as ROS 2 descriptors are; strict bounds such as "> 0"
+are the dataclass's own checks), the allowed values of a choice (``CHOICES``) and whether
+it may change while the node runs (``RUNTIME``): those a running node applies at once;
+the others (model, device, backend, transports, QoS, buffer sizes, ...) are read when the
+node starts (or, for the lifecycle vehicle node, when it is configured).
 """
 
 from __future__ import annotations
@@ -15,14 +22,16 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import re
+import typing
 from dataclasses import dataclass
 
 from v2x_vlm_ros.runtime.refine import RefineConfig
 from v2x_vlm_ros.runtime.roadside import RoadsideConfig
-from v2x_vlm_ros.runtime.vehicle import VehicleConfig
+from v2x_vlm_ros.runtime.vehicle_config import VehicleConfig
 
 QOS_CHOICES = ("sensor_data", "reliable", "best_effort")
 TRANSPORTS = ("raw", "compressed")
+BACKEND_CHOICES = ("tensorrt", "inductor", "eager")
 
 
 @dataclass
@@ -75,6 +84,7 @@ class VehicleNodeConfig:
         if self.qos_depth < 1:
             raise ValueError(f"qos_depth must be >= 1, got {self.qos_depth}")
         _check_choice("engine_precision", self.engine_precision, ("fp16", "bf16", "fp32"))
+        _check_choice("backend", self.backend, BACKEND_CHOICES)
         if self.warmup_frames < 0:
             raise ValueError(f"warmup_frames must be >= 0, got {self.warmup_frames}")
         for name in ("input_silence_warn_s", "describer_rate_hz", "describer_deadline_s"):
@@ -108,11 +118,66 @@ def _check_choice(name: str, value: str, choices) -> None:
         raise ValueError(f"{name} must be one of {choices}, got {value!r}")
 
 
+#: Inclusive ranges of the numeric parameters (a ROS 2 descriptor's range; rclpy refuses
+#: values outside it). Strict bounds ("> 0") are enforced by the dataclasses.
+RANGES: dict[str, tuple[float, float]] = {
+    # vehicle_node
+    "warmup_frames": (0, 1000), "qos_depth": (1, 1000), "input_silence_warn_s": (0.0, 3600.0),
+    "describer_rate_hz": (0.0, 100.0), "describer_deadline_s": (0.0, 3600.0),
+    "planning_rate_hz": (0.0, 1000.0), "sync_slop_s": (0.0, 10.0), "roadside_max_age_s": (0.0, 60.0),
+    "description_max_age_s": (0.0, 3600.0), "ego_max_age_s": (0.0, 60.0),
+    "future_tolerance_s": (0.0, 3600.0), "queue_depth": (1, 1000),
+    "max_image_pixels": (1, 1_000_000_000), "latency_window": (1, 1_000_000),
+    "refine.dt_s": (0.0, 10.0), "refine.max_speed_mps": (0.0, 150.0), "refine.max_accel_mps2": (0.0, 50.0),
+    "refine.max_decel_mps2": (0.0, 50.0), "refine.max_curvature_per_m": (0.0, 10.0),
+    "refine.max_lateral_accel_mps2": (0.0, 50.0), "refine.min_progress_m": (-100.0, 0.0),
+    "refine.tolerance": (0.0, 10.0), "refine.min_heading_step_m": (0.0, 100.0),
+    "refine.smoothing": (0.0, 1000.0), "refine.repair_straightness": (0.0, 1000.0),
+    "refine.max_iterations": (1, 1000),
+    # roadside_node
+    "scale": (0.0, 1.0), "quality": (1, 100), "rate_hz": (0.0, 1000.0),
+}
+
+#: Parameters that take one of a few values.
+CHOICES: dict[str, tuple[str, ...]] = {
+    "backend": BACKEND_CHOICES, "engine_precision": ("fp16", "bf16", "fp32"),
+    "ego_image_transport": TRANSPORTS, "roadside_image_transport": TRANSPORTS,
+    "input_transport": TRANSPORTS, "qos_images": QOS_CHOICES, "qos_outputs": QOS_CHOICES,
+    "default_command": ("LEFT", "RIGHT", "FORWARD"), "codec": ("jpeg", "png", "raw"),
+}
+
+#: Parameters a running node applies when they are set (``ros2 param set``); any other is
+#: refused while running, with the reason.
+RUNTIME: dict[str, frozenset[str]] = {
+    "vehicle_node": frozenset({
+        "input_silence_warn_s", "publish_markers", "publish_debug_image", "planning_rate_hz",
+        "sync_slop_s", "roadside_max_age_s", "description_max_age_s", "ego_max_age_s",
+        "future_tolerance_s", "max_image_pixels",
+        *(f"refine.{f.name}" for f in dataclasses.fields(RefineConfig)),
+    }),
+    # codec only within jpeg/png: raw changes the message type of ~/output/image
+    "roadside_node": frozenset({"scale", "codec", "quality", "rate_hz", "input_silence_warn_s"}),
+}
+
+
 @dataclass(frozen=True)
 class ParameterSpec:
     name: str
     default: object
     description: str
+    kind: type = str  # bool, int, float, str or list
+    range: tuple[float, float] | None = None
+    choices: tuple[str, ...] | None = None
+    runtime: bool = False
+
+    def constraints(self) -> str:
+        """The human-readable rules (a descriptor's additional_constraints)."""
+        parts = []
+        if self.choices:
+            parts.append("one of " + ", ".join(self.choices))
+        if not self.runtime:
+            parts.append("read at start (restart the node to change it)")
+        return "; ".join(parts)
 
 
 def field_docs(cls) -> dict[str, str]:
@@ -132,24 +197,32 @@ def field_docs(cls) -> dict[str, str]:
     return docs
 
 
-def parameter_specs(cls, prefix: str = "") -> list[ParameterSpec]:
+def parameter_specs(cls, prefix: str = "", runtime: frozenset[str] = frozenset()) -> list[ParameterSpec]:
     docs = field_docs(cls)
+    hints = typing.get_type_hints(cls)
     specs = []
     for f in dataclasses.fields(cls):
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
         if isinstance(default, tuple):  # ROS parameters hold lists, not tuples
             default = list(default)
-        specs.append(ParameterSpec(prefix + f.name, default, docs.get(f.name, "")))
+        name = prefix + f.name
+        kind = hints[f.name] if hints[f.name] in (bool, int, float, str) else list
+        specs.append(ParameterSpec(name, default, docs.get(f.name, ""), kind, RANGES.get(name),
+                                   CHOICES.get(name), name in runtime))
     return specs
 
 
 def vehicle_node_parameters() -> list[ParameterSpec]:
-    return (parameter_specs(VehicleNodeConfig) + parameter_specs(VehicleConfig)
-            + parameter_specs(RefineConfig, "refine."))
+    runtime = RUNTIME["vehicle_node"]
+    return (parameter_specs(VehicleNodeConfig, runtime=runtime)
+            + parameter_specs(VehicleConfig, runtime=runtime)
+            + parameter_specs(RefineConfig, "refine.", runtime))
 
 
 def roadside_node_parameters() -> list[ParameterSpec]:
-    return parameter_specs(RoadsideNodeConfig) + parameter_specs(RoadsideConfig)
+    runtime = RUNTIME["roadside_node"]
+    return (parameter_specs(RoadsideNodeConfig, runtime=runtime)
+            + parameter_specs(RoadsideConfig, runtime=runtime))
 
 
 def build(cls, values: dict, prefix: str = ""):

@@ -72,6 +72,20 @@ class RoadsideService:
         self._stream_ns = 0
         self._formula: float | None = None
 
+    def reconfigure(self, config: RoadsideConfig) -> None:
+        """Apply new settings while running: counters, totals and the send grid are kept;
+        a new rate takes effect from the next frame sent."""
+        self.config = config
+        self._period_ns = int(1e9 / config.rate_hz) if config.rate_hz else 0
+        if not config.rate_hz:
+            self._next_due_ns = None
+        self._formula = None  # recomputed with the next frame sent
+
+    def reject(self) -> None:
+        """An admitted frame that could not be read (corrupt bytes, wrong encoding): counted
+        as ``input_undecodable``; the send grid is not advanced, so the next frame is due."""
+        self.counts["input_undecodable"] += 1
+
     def due(self, stamp_ns: int) -> bool:
         """Whether a frame with this stamp would be sent. Sends follow a grid of period
         1 / rate_hz started by the first frame, and a frame up to a tenth of a period early
@@ -102,6 +116,13 @@ class RoadsideService:
             return False
         return True
 
+    def mark_sent(self, stamp_ns: int) -> None:
+        """Advance the send schedule and count the frame as sent (``encode`` calls it; a
+        caller that only mirrors a roadside node's schedule calls it without encoding)."""
+        self._schedule(int(stamp_ns))
+        self._last_sent_ns = int(stamp_ns)
+        self.counts["sent"] += 1
+
     def offer(self, stamp_ns: int, image: np.ndarray) -> EncodedFrame | None:
         """Encode and account the frame if it is due; None when the rate limit skips it."""
         return self.encode(stamp_ns, image) if self.admit(stamp_ns) else None
@@ -112,9 +133,7 @@ class RoadsideService:
         small = downsample(image, self.config.scale)
         data = encode_image(small, self.config.codec, self.config.quality)
         encode_ms = 1000.0 * (time.perf_counter() - t0)
-        self._schedule(int(stamp_ns))
-        self._last_sent_ns = int(stamp_ns)
-        self.counts["sent"] += 1
+        self.mark_sent(stamp_ns)
         self.meter.record(len(data), stamp_ns * 1e-9)
         self._bytes_sent += len(data)
         h, w = image.shape[:2]
@@ -138,6 +157,7 @@ class RoadsideService:
                        "quality": self.config.quality, "rate_hz": self.config.rate_hz},
             "offered": self.counts["offered"], "sent": self.counts["sent"],
             "skipped_rate": self.counts["skipped_rate"],
+            "input_undecodable": self.counts["input_undecodable"],
             "formula_bps": self._formula, "measured_bps": self.measured_bps,
             "measured_mean_bytes": self._bytes_sent / self.counts["sent"] if self.counts["sent"] else None,
             "measured_total_bytes": self._bytes_sent,

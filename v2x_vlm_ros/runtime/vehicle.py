@@ -16,10 +16,15 @@ service: bad frames are dropped and counted by cause (``diagnostics()``). Neithe
 planning step that raises (the model out of memory, ...): that frame gets no plan, the
 failure is counted (``plan_failed``, ``plan_error_<type>``, ``last_plan_error``) and the
 next cycle plans as usual.
+
+Threads: a node takes frames in on one thread while another plans, so that a slow plan
+never stops intake. Every change of the buffers and counters happens under one lock;
+decoding and the model run outside it, so intake waits at most for a buffer operation.
 """
 
 from __future__ import annotations
 
+import threading
 import time
 from collections import Counter, deque
 from dataclasses import dataclass, field
@@ -32,49 +37,12 @@ from v2x_vlm_ros.preprocessing.image_codec import ImageDecodeError, decode_image
 from v2x_vlm_ros.runtime.describer import DescriptionCache
 from v2x_vlm_ros.runtime.engine import PlanInput
 from v2x_vlm_ros.runtime.sync import FrameBuffer, pick_roadside
+from v2x_vlm_ros.runtime.vehicle_config import VehicleConfig  # noqa: F401 (its home for most callers)
 
 MODES = ("fused", "ego_only")
 #: Ego motion beyond these is a broken sensor, not a car: dropped (counted) like a NaN.
 MAX_SPEED_MPS = 100.0
 MAX_YAW_RATE_RPS = 10.0
-
-
-@dataclass
-class VehicleConfig:
-    """Vehicle node parameters (vehicle_node declares the same names)."""
-
-    #: Planning timer rate.
-    planning_rate_hz: float = 10.0
-    #: A roadside frame may be this much newer than the ego frame (clock disagreement).
-    sync_slop_s: float = 0.25
-    #: A roadside frame older than this is stale: planning goes ego-only.
-    roadside_max_age_s: float = 1.0
-    #: A description of an ego image older than this is stale: the prompt goes without.
-    description_max_age_s: float = 3.0
-    #: An ego frame older than this when its step comes is not planned on (counted).
-    ego_max_age_s: float = 0.5
-    #: Frames from further in the future than this (clock error) are dropped.
-    future_tolerance_s: float = 0.5
-    #: Frames kept per input stream (the oldest is dropped first, counted).
-    queue_depth: int = 4
-    #: Navigation command until the route sends one: LEFT, RIGHT or FORWARD.
-    default_command: str = "FORWARD"
-    #: Largest image accepted (pixels); bigger ones are dropped before decoding.
-    max_image_pixels: int = 16_000_000
-    #: Planning steps kept for the latency statistics.
-    latency_window: int = 1000
-
-    def __post_init__(self):
-        for name in ("planning_rate_hz", "roadside_max_age_s", "description_max_age_s", "ego_max_age_s"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
-        for name in ("sync_slop_s", "future_tolerance_s"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
-        if self.queue_depth < 1 or self.max_image_pixels < 1 or self.latency_window < 1:
-            raise ValueError("queue_depth, max_image_pixels and latency_window must be >= 1")
-        if self.default_command.upper() not in Command.__members__:
-            raise ValueError(f"default_command must be LEFT, RIGHT or FORWARD, got {self.default_command!r}")
 
 
 @dataclass
@@ -148,6 +116,17 @@ class VehicleService:
         self.last_ego: np.ndarray | None = None  # the last image planned on (debug views)
         self.latencies: deque[dict] = deque(maxlen=self.config.latency_window)
         self.last_plan_error: str | None = None
+        self._lock = threading.RLock()
+
+    def reconfigure(self, config: VehicleConfig) -> None:
+        """Apply new settings while running. Buffer sizes are fixed at start: a change of
+        ``queue_depth`` or ``latency_window`` is refused (ValueError naming it)."""
+        for name in ("queue_depth", "latency_window"):
+            if getattr(config, name) != getattr(self.config, name):
+                raise ValueError(f"{name} cannot change while running (restart to change it)")
+        with self._lock:
+            self.config = config
+            self.descriptions.max_age_ns = int(config.description_max_age_s * 1e9)
 
     # -- subscriptions: store only --------------------------------------------------------
 
@@ -159,106 +138,145 @@ class VehicleService:
 
     def on_ego_image(self, stamp_ns: int, pixels: np.ndarray | None = None, encoded: bytes | None = None,
                      source: str = "ego", now_ns: int | None = None) -> None:
-        self.counts["ego_frames_in"] += 1
-        image = _Image(pixels, encoded, source)
-        kept = self._admit("ego", stamp_ns, now_ns) and self.ego.push(stamp_ns, image)
+        with self._lock:
+            self.counts["ego_frames_in"] += 1
+            image = _Image(pixels, encoded, source)
+            kept = self._admit("ego", stamp_ns, now_ns) and self.ego.push(stamp_ns, image)
         if self.describer is not None and kept:  # a frame from the future would pin the cache
             self.describer.submit(stamp_ns, pixels if pixels is not None else encoded)
 
     def on_roadside_image(self, stamp_ns: int, pixels: np.ndarray | None = None, encoded: bytes | None = None,
                           source: str = "roadside", now_ns: int | None = None) -> None:
-        self.counts["roadside_frames_in"] += 1
-        if self._admit("roadside", stamp_ns, now_ns):
-            self.roadside.push(stamp_ns, _Image(pixels, encoded, source))
+        with self._lock:
+            self.counts["roadside_frames_in"] += 1
+            if self._admit("roadside", stamp_ns, now_ns):
+                self.roadside.push(stamp_ns, _Image(pixels, encoded, source))
+
+    def on_unreadable(self, stream: str) -> None:
+        """A frame of ``stream`` ("ego" or "roadside") that came in but could not even be
+        read as an image (a raw Image with a wrong size or encoding): it is counted in, and
+        dropped as undecodable, like one whose bytes fail to decode later."""
+        if stream not in ("ego", "roadside"):
+            raise ValueError(f"stream must be 'ego' or 'roadside', got {stream!r}")
+        with self._lock:
+            self.counts[f"{stream}_frames_in"] += 1
+            self.drops[f"{stream}_undecodable"] += 1
 
     def on_motion(self, stamp_ns: int, motion: EgoMotion) -> None:
         values = (motion.speed_mps, motion.heading_rad, motion.yaw_rate_rps)
-        if not all(np.isfinite(values)):
-            self.drops["motion_not_finite"] += 1
-            return
-        if abs(motion.speed_mps) > MAX_SPEED_MPS or abs(motion.yaw_rate_rps) > MAX_YAW_RATE_RPS:
-            self.drops["motion_implausible"] += 1
-            return
-        self.motion = (int(stamp_ns), motion)
+        with self._lock:
+            if not all(np.isfinite(values)):
+                self.drops["motion_not_finite"] += 1
+                return
+            if abs(motion.speed_mps) > MAX_SPEED_MPS or abs(motion.yaw_rate_rps) > MAX_YAW_RATE_RPS:
+                self.drops["motion_implausible"] += 1
+                return
+            self.motion = (int(stamp_ns), motion)
 
     def on_command(self, command: Command) -> None:
         self.command = Command(command)
+
+    def count_drop(self, cause: str, n: int = 1) -> None:
+        """Count an input the caller refused before it reached the service (a broken
+        odometry message, an unknown command, ...)."""
+        with self._lock:
+            self.drops[cause] += n
+
+    def count(self, name: str, n: int = 1) -> None:
+        with self._lock:
+            self.counts[name] += n
 
     # -- the planning step ----------------------------------------------------------------
 
     def step(self, now_ns: int) -> PlanResult | None:
         """Plan on the newest ego frame; None (and a counted reason) when there is none."""
-        self.counts["steps"] += 1
-        frame = self.ego.take_latest()
-        if frame is None:
-            self.counts["steps_without_new_ego_frame"] += 1
-            return None
-        if now_ns - frame.stamp_ns > self.config.ego_max_age_s * 1e9:
-            self.drops["ego_too_old"] += 1
-            return None
+        with self._lock:
+            self.counts["steps"] += 1
+            frame = self.ego.take_latest()
+            if frame is None:
+                self.counts["steps_without_new_ego_frame"] += 1
+                return None
+            if now_ns - frame.stamp_ns > self.config.ego_max_age_s * 1e9:
+                self.drops["ego_too_old"] += 1
+                return None
+            config, command = self.config, self.command
+            motion = self.motion[1] if self.motion is not None else None
+            roadside_frames = list(self.roadside.frames) if self.engine.uses_roadside else []
         t0 = time.perf_counter()
         try:
-            ego = frame.value.decode(self.config.max_image_pixels)
+            ego = frame.value.decode(config.max_image_pixels)
         except ImageDecodeError:
-            self.drops["ego_undecodable"] += 1
+            self.count_drop("ego_undecodable")
             return None
         self.last_ego = ego
-        roadside, road_frame = self._roadside_for(frame.stamp_ns, ego.shape)
+        roadside, road_frame = self._roadside_for(frame.stamp_ns, ego.shape, roadside_frames, config)
         mode = "fused" if roadside is not None else "ego_only"
-        self._enter(mode)
         text, state, age = self.descriptions.get(frame.stamp_ns)
-        self.counts[f"description_{state}"] += 1
+        notes = [f"description_{state}"]
         if text is not None:
             try:
                 text.encode("utf-8")
             except UnicodeEncodeError:  # lone surrogates: the tokenizer and ROS strings refuse them
                 text = valid_utf8(text)
-                self.counts["description_not_utf8"] += 1
-        motion = self.motion[1] if self.motion is not None else EgoMotion(0.0, 0.0, 0.0, 0.0)
-        if self.motion is None:
-            self.counts["steps_without_motion"] += 1
+                notes.append("description_not_utf8")
+        if motion is None:
+            notes.append("steps_without_motion")
+            motion = EgoMotion(0.0, 0.0, 0.0, 0.0)
+        with self._lock:
+            self._enter(mode)
+            for name in notes:
+                self.counts[name] += 1
         decode_ms = 1000.0 * (time.perf_counter() - t0)
         try:
-            out = self.engine.plan([PlanInput(ego, roadside, text, motion, self.command)])[0]
+            out = self.engine.plan([PlanInput(ego, roadside, text, motion, command)])[0]
         except Exception as exc:  # the model failing (CUDA out of memory, ...) must not stop the service
-            self.drops["plan_failed"] += 1
-            self.counts[f"plan_error_{type(exc).__name__}"] += 1
-            self.last_plan_error = f"{type(exc).__name__}: {exc}"
+            with self._lock:
+                self.drops["plan_failed"] += 1
+                self.counts[f"plan_error_{type(exc).__name__}"] += 1
+                self.last_plan_error = f"{type(exc).__name__}: {exc}"
             return None
         stage_ms = dict(out.stage_ms)
         stage_ms["preprocess"] = stage_ms.get("preprocess", 0.0) + decode_ms
-        self.latencies.append(stage_ms)
-        self.counts["plans_out"] += 1
-        self.counts["decode_failures"] += int(out.decode_failed)
-        self._last_planned_ns = frame.stamp_ns
+        with self._lock:
+            self.latencies.append(stage_ms)
+            self.counts["plans_out"] += 1
+            self.counts["decode_failures"] += int(out.decode_failed)
+            self._last_planned_ns = frame.stamp_ns
         return PlanResult(
             stamp_ns=frame.stamp_ns, xy=out.xy, raw_xy=out.raw_xy, mode=mode,
             roadside_stamp_ns=None if road_frame is None else road_frame.stamp_ns,
             roadside_age_s=None if road_frame is None else (frame.stamp_ns - road_frame.stamp_ns) * 1e-9,
             description=text, description_state=state, description_age_s=age, motion=motion,
-            command=self.command, stage_ms=stage_ms, decode_failed=out.decode_failed,
+            command=command, stage_ms=stage_ms, decode_failed=out.decode_failed,
             refine_report=out.refine_report,
         )
 
-    def _roadside_for(self, ego_stamp_ns: int, ego_shape):
+    def _roadside_for(self, ego_stamp_ns: int, ego_shape, candidates, config: VehicleConfig):
+        """The roadside image paired with the ego frame (decoded), from a snapshot of the
+        buffer taken under the lock; decoding runs outside it."""
         if not self.engine.uses_roadside:
             return None, None
-        frame = pick_roadside(ego_stamp_ns, self.roadside.frames, self.config.sync_slop_s,
-                              self.config.roadside_max_age_s)
+        frame = pick_roadside(ego_stamp_ns, candidates, config.sync_slop_s, config.roadside_max_age_s)
         if frame is None:
-            self.counts["roadside_unpaired"] += 1
+            self.count("roadside_unpaired")
             return None, None
         try:
-            image = frame.value.decode(self.config.max_image_pixels)
+            image = frame.value.decode(config.max_image_pixels)
         except ImageDecodeError:
-            self.drops["roadside_undecodable"] += 1
-            self.roadside.discard(frame)
+            self._discard_roadside(frame, "roadside_undecodable")
             return None, None
-        if _fused_pixels(ego_shape, image.shape) > self.config.max_image_pixels:
-            self.drops["roadside_canvas_too_large"] += 1
-            self.roadside.discard(frame)
+        if _fused_pixels(ego_shape, image.shape) > config.max_image_pixels:
+            self._discard_roadside(frame, "roadside_canvas_too_large")
             return None, None
         return image, frame
+
+    def _discard_roadside(self, frame, cause: str) -> None:
+        with self._lock:
+            # intake may have pushed frames since the snapshot; only a frame still held is
+            # removed and counted (one pushed out meanwhile was counted as queue_full)
+            if any(f is frame for f in self.roadside.frames):
+                self.drops[cause] += 1
+                self.roadside.discard(frame)
 
     def _enter(self, mode: str) -> None:
         if mode != self.mode:
@@ -268,27 +286,32 @@ class VehicleService:
         self.counts[f"cycles_{mode}"] += 1
 
     def record_publish(self, ms: float) -> None:
-        if self.latencies:
-            self.latencies[-1]["publish"] = ms
+        with self._lock:
+            if self.latencies:
+                self.latencies[-1]["publish"] = ms
 
     # -- reporting ------------------------------------------------------------------------
 
     def latency_stats(self) -> dict:
         """Per stage: mean, p50, p99 (ms) over the last ``latency_window`` plans."""
         out = {}
-        stages = sorted({k for entry in self.latencies for k in entry})
+        with self._lock:
+            latencies = [dict(e) for e in self.latencies]
+        stages = sorted({k for entry in latencies for k in entry})
         for stage in stages + ["total"]:
             values = np.array([sum(e.values()) if stage == "total" else e.get(stage, 0.0)
-                               for e in self.latencies])
+                               for e in latencies])
             if values.size:
                 out[stage] = {"mean": float(values.mean()), "p50": float(np.percentile(values, 50)),
                               "p99": float(np.percentile(values, 99))}
         return out
 
     def diagnostics(self) -> dict:
+        with self._lock:
+            counts, drops = dict(self.counts), dict(self.drops)
         return {
-            "mode": self.mode, "command": self.command.name, "counts": dict(self.counts),
-            "drops": dict(self.drops), "latency_ms": self.latency_stats(),
+            "mode": self.mode, "command": self.command.name, "counts": counts,
+            "drops": drops, "latency_ms": self.latency_stats(),
             "describer": self.describer.stats() if self.describer is not None else None,
             "last_plan_error": self.last_plan_error,
         }

@@ -343,8 +343,8 @@ def replay(source, options: ReplayOptions, dataset=None, progress: bool = True) 
         ):
             try:
                 pixels = decode_image(frame.roadside_jpeg, f"{frame.sample_id} roadside")
-            except ImageDecodeError:
-                vehicle.drops["roadside_undecodable"] += 1
+            except ImageDecodeError:  # the roadside unit cannot read its own camera frame
+                roadside.reject()
             else:
                 sent = roadside.encode(frame.roadside_stamp_ns, pixels)
                 if sent.codec == "raw":

@@ -19,7 +19,8 @@ class TrainConfig:
     #: Split names in the split file for training and per-epoch validation (None: all).
     train_split: str | None = "train"
     val_split: str | None = "val"
-    #: DAIR-shaped split file (default: split_datas/*.json under data_root).
+    #: DAIR-shaped split file, or "univ2x" for UniV2X's V2X-Seq-SPD split (shipped); default:
+    #: split_datas/*.json under data_root (UniV2X's for a univ2x validation).
     split_file: str | None = None
     #: JSONL of scene descriptions from ``v2x-vlm describe`` (possibly edited by a person),
     #: used instead of the dataset's own descriptions.jsonl.
@@ -102,6 +103,11 @@ class TrainConfig:
     # -- evaluation, logging, checkpoints -----------------------------------------------
     #: Validation samples planned per epoch (None: all); evenly spaced over the split.
     eval_max_samples: int | None = 400
+    #: Validation protocol: "univ2x" (UniV2X's evaluation, 2 Hz samples of the val split:
+    #: the numbers the published tables use), "time" (every 10 Hz frame) or "auto" (univ2x
+    #: on a real V2X-Seq-SPD root, time on a synthetic world or DAIR-V2X-C).
+    val_protocol: str = "auto"
+    #: The time protocol's collision test ("univ2x" raster or "obb"); univ2x fixes its own.
     collision: str = "univ2x"
     output_dir: str = "runs/train"
     log_every: int = 20
@@ -156,6 +162,8 @@ class TrainConfig:
             raise ValueError(f"export_dtype must be float32, float16 or bfloat16, got {self.export_dtype!r}")
         if self.collision not in ("univ2x", "obb"):
             raise ValueError(f"collision must be 'univ2x' or 'obb', got {self.collision!r}")
+        if self.val_protocol not in ("auto", "time", "univ2x"):
+            raise ValueError(f"val_protocol must be 'auto', 'time' or 'univ2x', got {self.val_protocol!r}")
 
     @property
     def uses_teacher(self) -> bool:

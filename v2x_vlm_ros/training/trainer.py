@@ -40,8 +40,9 @@ from tqdm import tqdm
 from transformers import AutoTokenizer
 from transformers.models.bart.modeling_bart import shift_tokens_right
 
-from v2x_vlm_ros.data.dair import DairV2XDataset
+from v2x_vlm_ros.data.dair import DairV2XDataset, DatasetConfig
 from v2x_vlm_ros.eval.evaluate import score
+from v2x_vlm_ros.eval.protocols import dataset_report
 from v2x_vlm_ros.model.codec import CodecConfig, build_codec
 from v2x_vlm_ros.model.configuration import PRESETS, ModelSettings
 from v2x_vlm_ros.model.fusion import ModalityWeights
@@ -246,8 +247,9 @@ def validate(planner: ModelPlanner, dataset: DairV2XDataset, max_samples: int | 
     picks = range(n) if max_samples is None or max_samples >= n else \
         np.linspace(0, n - 1, max_samples).round().astype(int)
     overall, by_scenario = score((dataset[int(i)] for i in picks), planner, collision, progress=False,
-                                 batch_size=batch_size, total=len(picks))
+                                 batch_size=batch_size, total=len(picks), protocol=dataset.protocol)
     result = overall.result()
+    result.update(dataset_report(dataset))
     result["by_scenario"] = {k: v.result() for k, v in sorted(by_scenario.items())}
     return result
 
@@ -268,7 +270,9 @@ def model_card(cfg: TrainConfig, val: dict | None, steps: int, seconds: float) -
              ""]
     if val is not None:
         lines += ["## Validation (last epoch)", "",
-                  f"- split `{cfg.val_split}`, {val['num_samples']} samples, collision test {cfg.collision}",
+                  f"- split `{cfg.val_split}`, {val['num_samples']} samples, protocol {val.get('protocol')} "
+                  f"({val.get('comparability')}), "
+                  f"collision test {val.get('collision_method', cfg.collision)}",
                   "- L2 (m) 2.5/3.5/4.5/avg: " + " / ".join(f"{val['l2'][h]:.2f}" for h in HORIZON_KEYS),
                   "- collision (%) 2.5/3.5/4.5/avg: "
                   + " / ".join(f"{val['collision'][h]:.2f}" for h in HORIZON_KEYS), ""]
@@ -289,8 +293,11 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
     procs.barrier()
 
     train_ds = DairV2XDataset(cfg.data_root, split=cfg.train_split, split_file=cfg.split_file)
-    val_ds = DairV2XDataset(cfg.data_root, split=cfg.val_split, split_file=cfg.split_file) \
-        if cfg.val_split else None
+    val_ds = DairV2XDataset(cfg.data_root, split=cfg.val_split, split_file=cfg.split_file,
+                            config=DatasetConfig(protocol=cfg.val_protocol)) if cfg.val_split else None
+    if val_ds is not None and val_ds.protocol == "univ2x" and cfg.collision != "univ2x":
+        raise ValueError(f"collision {cfg.collision!r} belongs to the time protocol; the univ2x "
+                         "validation uses UniV2X's raster test (set val_protocol: time)")
     descriptions = read_descriptions(cfg.descriptions) if cfg.descriptions else None
     resume = cfg.resume and has_checkpoint(out)
     if resume:

@@ -1,0 +1,102 @@
+"""How a node process starts, spins and ends (shared by both nodes' ``main``).
+
+- **Signals.** SIGINT and SIGTERM both mean "finish cleanly": the first one stops the
+  node; repeated ones are ignored. Ctrl-C on ``ros2 launch`` in a terminal reaches every
+  node twice (from the terminal's process group, and forwarded by launch), and rclpy's
+  own handlers turn the second into a KeyboardInterrupt in the middle of shutdown, or an
+  ``ExternalShutdownException`` traceback and exit code 1 for SIGTERM. So rclpy is
+  initialised without its signal handlers and this module installs its own, which only
+  set an event that the main thread waits on.
+- **Threads.** The executor (a ``MultiThreadedExecutor``: intake, planning and
+  housekeeping callbacks run on separate threads, see the nodes' callback groups) spins on
+  a thread of its own; the main thread waits for a signal, then asks the node to close
+  (``node.close()``: stop timers, let a plan in progress finish without publishing), lets
+  the spinning thread end, and tears everything down in order. Exit code 0.
+- **Start-up errors** (a parameter the node cannot run with, a model that does not load)
+  are one clear log line and exit code 2, not a traceback. An exception escaping a
+  callback stops the node with exit code 1 and the error logged.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+import traceback
+from collections.abc import Callable
+
+import rclpy
+from rclpy.logging import get_logger
+from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.signals import SignalHandlerOptions
+
+from v2x_vlm_ros.ros.node_parameters import ParameterError
+
+#: Exit code of a node that could not start (bad parameter, model not loadable).
+EXIT_START_FAILED = 2
+#: How long a closing node waits for a plan in progress before tearing down anyway.
+CLOSE_TIMEOUT_S = 4.0
+
+
+class StartError(RuntimeError):
+    """A node could not start for a reason the user can fix (the message says which)."""
+
+
+def _spin(executor, stop: threading.Event, failure: list) -> None:
+    # spin_once with a timeout rather than spin(): the loop ends by itself once ``stop`` is
+    # set, before the executor is shut down (shutting it down under a thread that is
+    # waiting in it races with the destruction of its guard condition)
+    try:
+        while not stop.is_set() and rclpy.ok():
+            executor.spin_once(timeout_sec=0.1)
+    except (ExternalShutdownException, KeyboardInterrupt):
+        pass
+    except Exception as exc:  # a callback raised: report it and end the process
+        failure.append(f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}")
+    finally:
+        stop.set()
+
+
+def run(make_node: Callable[[], object], args=None, threads: int = 4, name: str = "node",
+        stop: threading.Event | None = None) -> int:
+    """Create the node with ``make_node()``, spin it until SIGINT/SIGTERM, close it; the
+    process's exit code. ``stop``: an event the caller's own early signal handlers set
+    (``ros.entry``); a signal that came before the node was up ends it as soon as it is."""
+    rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
+    stop = stop if stop is not None else threading.Event()
+
+    def on_signal(signum, frame):  # runs in the main thread; repeated signals are harmless
+        stop.set()
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    logger = get_logger(name)
+    node, code = None, 0
+    try:
+        try:
+            node = make_node()
+        except (ParameterError, StartError) as exc:
+            logger.fatal(str(exc))
+            return EXIT_START_FAILED
+        executor = MultiThreadedExecutor(num_threads=threads)
+        executor.add_node(node)
+        failure: list[str] = []
+        spinner = threading.Thread(target=_spin, args=(executor, stop, failure), name="executor", daemon=True)
+        spinner.start()
+        while not stop.wait(0.5):  # a timed wait keeps the main thread answering signals
+            if not rclpy.ok():
+                break
+        if failure:
+            logger.error(f"a callback failed, stopping: {failure[0]}")
+            code = 1
+        node.get_logger().info("shutting down")
+        if hasattr(node, "close"):
+            node.close(CLOSE_TIMEOUT_S)
+        spinner.join(CLOSE_TIMEOUT_S)
+        executor.shutdown(timeout_sec=CLOSE_TIMEOUT_S)
+        return code
+    finally:
+        # from here on a signal changes nothing: the process is already finishing
+        for sig in previous:
+            signal.signal(sig, signal.SIG_IGN)
+        if node is not None:
+            node.destroy_node()
+        rclpy.try_shutdown()
