@@ -814,7 +814,7 @@ def test_malformed_model_output_falls_back_counted_and_planning_goes_on(engine, 
                 del eng.tokens
             assert plan is not None and np.isfinite(plan.xy).all()
             try:
-                eng.decode_tokens(list(row))
+                eng.decode_tokens(list(row), plan.motion.speed_mps)
                 failed = False
             except TrajectoryDecodeError:
                 failed = True

@@ -1,6 +1,7 @@
 """Trajectory codecs: loc-token binning, round trips, clamping, boundaries, malformed output,
 the text format and config validation."""
 
+import dataclasses
 import pickle
 
 import numpy as np
@@ -378,3 +379,71 @@ def test_build_codec():
         build_codec(CFG)
     codec = build_codec(CFG, LOC_IDS)
     assert codec.config is CFG and codec.num_waypoints == 10
+
+
+# ---------------------------------------------------------------- reference: constant speed
+
+# 4 bins over x in [-4, 4) (2 m each), y in [0, 8) (2 m each); waypoints at 0.5 s and 1.0 s.
+REL_CFG = CodecConfig(num_waypoints=2, x_range=(-4.0, 4.0), y_range=(0.0, 8.0), bins=4,
+                      reference="constant_speed", dt_s=0.5)
+REL = LocTokenCodec(REL_CFG, LOC_IDS)
+
+
+def test_reference_xy_hand_computed():
+    np.testing.assert_array_equal(REL_CFG.reference_xy(4.0), [[2.0, 0.0], [4.0, 0.0]])
+    # an unknown speed (a sequence's first frame) counts as 0 on both sides
+    for unknown in (None, float("nan"), float("inf")):
+        np.testing.assert_array_equal(REL_CFG.reference_xy(unknown), np.zeros((2, 2)))
+    np.testing.assert_array_equal(SMALL_CFG.reference_xy(4.0), np.zeros((2, 2)))  # "none"
+
+
+def test_constant_speed_reference_encode_decode_hand_computed():
+    # at 4 m/s the reference is (2, 0), (4, 0): residuals (0.5, 7.9) and (0.0, 2.0)
+    enc = REL.encode([[2.5, 7.9], [4.0, 2.0]], speed_mps=4.0)
+    # x: floor((0.5 + 4) / 8 * 4) = 2, y 7.9 -> 3; x: floor(4 / 8 * 4) = 2, y 2.0 -> 1
+    assert enc.token_ids == [5002, 5003, 5002, 5001]
+    # bin centres (1.0, 7.0), (1.0, 3.0) plus the reference
+    np.testing.assert_array_equal(REL.decode(enc.token_ids, speed_mps=4.0), [[3.0, 7.0], [5.0, 3.0]])
+    # the same tokens read at another speed are another plan: the speed is part of the code
+    np.testing.assert_array_equal(REL.decode(enc.token_ids, speed_mps=0.0), [[1.0, 7.0], [1.0, 3.0]])
+
+
+def test_cruising_is_the_same_tokens_at_every_speed():
+    cfg = dataclasses.replace(CFG, reference="constant_speed")
+    rel, tokens = LocTokenCodec(cfg, LOC_IDS), set()
+    absolute = set()
+    for v in (3.0, 8.5, 11.0, 16.25):
+        cruise = straight(step=0.5 * v)
+        tokens.add(tuple(rel.encode(cruise, speed_mps=v).token_ids))
+        absolute.add(tuple(CODEC.encode(cruise).token_ids))
+        np.testing.assert_allclose(rel.decode(rel.encode(cruise, v).token_ids, v), cruise,
+                                   atol=max(cfg.resolution) / 2)
+    assert len(tokens) == 1 and len(absolute) == 4
+
+
+def test_constant_speed_reference_clamps_the_residual_not_the_plan():
+    # 30 m ahead at 1 s is far outside x_range in absolute terms, in range at 30 m/s
+    cfg = CodecConfig(num_waypoints=1, x_range=(-5.0, 5.0), y_range=(-5.0, 5.0), bins=10,
+                      reference="constant_speed", dt_s=1.0)
+    codec = LocTokenCodec(cfg, LOC_IDS)
+    assert not codec.encode([[30.0, 0.0]], speed_mps=30.0).clamped.any()
+    assert codec.encode([[30.0, 0.0]], speed_mps=0.0).clamped.all()
+
+
+def test_text_codec_writes_the_residual():
+    cfg = CodecConfig(kind="text", num_waypoints=2, reference="constant_speed", dt_s=0.5)
+    codec = TextCodec(cfg)
+    assert codec.encode([[3.0, 1.0], [6.5, 0.0]], speed_mps=5.0) == "0.5,1.0;1.5,0.0"
+    np.testing.assert_array_equal(codec.decode("0.5,1.0;1.5,0.0", speed_mps=5.0), [[3.0, 1.0], [6.5, 0.0]])
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(reference="cv"), "reference must be one of ('none', 'constant_speed'), got 'cv'"),
+    (dict(dt_s=0.0), "dt_s must be a positive number of seconds, got 0.0"),
+    (dict(dt_s=float("nan")), "dt_s must be a positive number of seconds, got nan"),
+    (dict(dt_s=True), "dt_s must be a positive number of seconds, got True"),
+])
+def test_reference_config_validation(kwargs, message):
+    with pytest.raises(ValueError) as err:
+        CodecConfig(**kwargs)
+    assert str(err.value) == message

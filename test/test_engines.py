@@ -151,3 +151,18 @@ def test_build_engine_cli(tiny_model_dir, tmp_path, capsys):
     assert summary["compiler"] == "export" and summary["key"]["prompt_length"] == 128
     assert main([*args[:-4], "--compiler", "tensorrt", "--cache-dir", str(tmp_path)]) == 2
     assert "engine build failed" in capsys.readouterr().err
+
+
+def test_a_speed_relative_codec_reads_the_answer_at_the_frames_speed(tiny_model_dir, tmp_path):
+    """With ``reference="constant_speed"`` the same answer tokens are a plan that many
+    metres further ahead at each waypoint as the prompt's speed is higher."""
+    loaded = load_model(tiny_model_dir)
+    loaded.settings.codec = dataclasses.replace(loaded.settings.codec, reference="constant_speed")
+    engine = PlannerEngine(loaded)
+    answer = engine.codec.encode(np.zeros((10, 2)), speed_mps=0.0).token_ids
+    engine.tokens = lambda batch: ([list(answer) for _ in range(batch["input_ids"].shape[0])], {})
+    slow, fast = (dataclasses.replace(frame(), motion=EgoMotion(v, 0.3, 0.0, 0.5)) for v in (3.0, 9.0))
+    a, b = engine.plan([slow, fast])
+    t = 0.5 * np.arange(1, 11)
+    np.testing.assert_allclose(b.raw_xy - a.raw_xy, np.column_stack([6.0 * t, np.zeros(10)]), atol=1e-9)
+    np.testing.assert_allclose(a.raw_xy[:, 0], 3.0 * t + engine.codec.decode(answer)[:, 0], atol=1e-9)

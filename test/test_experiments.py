@@ -162,11 +162,14 @@ def test_table5_lists_missing_ablations_with_their_command(full_run):
     t5 = full_run[1]["tables"]["table5"]
     rows = {r["name"]: r for r in t5["rows"]}
     assert list(rows) == ["no_fusion", "no_scene_text", "no_alignment", "no_distillation", "no_augmentation",
-                          "no_roadside_dropout", "no_modality_weights", "no_pair_weight"]
+                          "no_roadside_dropout", "no_modality_weights", "no_pair_weight",
+                          "no_speed_reference"]
     assert "--override augment_resolution=null --override augment_jpeg_quality=null" in \
         rows["no_augmentation"]["command"]
     assert "--override roadside_dropout=0 " in rows["no_roadside_dropout"]["command"]
     assert "--override modality_weights=false" in rows["no_modality_weights"]["command"]
+    assert "--override codec_reference=none --override codec_x_range=[-10,80] --override codec_bins=400 " \
+        "--override distillation=false " in rows["no_speed_reference"]["command"]
     assert rows["no_scene_text"]["status"] == "evaluated" and rows["no_scene_text"]["num_samples"] == MAX
     for name, switch in (("no_fusion", "fusion"), ("no_alignment", "alignment"),
                          ("no_distillation", "distillation")):

@@ -144,3 +144,55 @@ def _diverge(rank, world, init):
 
 def test_the_sync_check_detects_diverged_ranks(tmp_path):
     torch.multiprocessing.spawn(_diverge, args=(2, f"file://{tmp_path}/pg"), nprocs=2, join=True)
+
+
+def test_a_teacher_with_another_codec_is_refused(tmp_path, tiny_model_dir):
+    """Distillation compares tokens: a student writing plans relative to its speed cannot
+    learn from a teacher writing absolute waypoints (the tiny model's default codec)."""
+    cfg = config(tmp_path, tiny_model_dir, max_steps=1, teacher=str(tiny_model_dir),
+                 codec_reference="constant_speed")
+    with pytest.raises(ValueError, match=r"the codec settings \(codec_x_range, codec_y_range, "
+                                         r"codec_bins, codec_reference\) must match"):
+        train(cfg, progress=False)
+    assert not (tmp_path / "run" / "model").exists()
+
+
+def test_constant_speed_reference_is_saved_with_the_model_and_trains(tmp_path, tiny_model_dir):
+    train(config(tmp_path, tiny_model_dir, max_steps=2, codec_reference="constant_speed",
+                 codec_x_range=(-45.0, 60.0), codec_bins=420), progress=False)
+    codec = load_model(tmp_path / "run" / "model").settings.codec
+    assert (codec.reference, codec.x_range, codec.bins) == ("constant_speed", (-45.0, 60.0), 420)
+    assert all(float(r["traj"]) > 0 for r in log_rows(tmp_path / "run"))
+
+
+def test_train_config_names_a_bad_codec_reference():
+    with pytest.raises(ValueError) as err:
+        TrainConfig(data_root=SAMPLE, codec_reference="velocity")
+    assert str(err.value) == "codec_reference must be one of ('none', 'constant_speed'), got 'velocity'"
+
+
+def test_labels_are_written_against_each_samples_speed(tiny_model_dir):
+    """Two cruising samples at different speeds get the same speed-relative labels; with
+    the paper's absolute codec they differ."""
+    import dataclasses
+
+    import numpy as np
+
+    from v2x_vlm_ros.data.records import Command, EgoMotion
+    from v2x_vlm_ros.model.codec import build_codec, loc_token_name
+    from v2x_vlm_ros.training.data import BatchBuilder
+
+    loaded = load_model(tiny_model_dir)
+    image = np.full((64, 96, 3), 90, np.uint8)
+    t = 0.5 * np.arange(1, 11)
+    examples = [{"ego": image, "roadside": image, "description": "", "command": Command.FORWARD,
+                 "motion": EgoMotion(v, 0.0, 0.0, 0.5), "future_xy": np.column_stack([v * t, np.zeros(10)]),
+                 "future_mask": np.ones(10, bool)} for v in (4.0, 10.0)]
+    ids = [loaded.tokenizer.convert_tokens_to_ids(loc_token_name(i)) for i in range(1000)]
+    for reference, same in (("constant_speed", True), ("none", False)):
+        codec_cfg = dataclasses.replace(loaded.settings.codec, reference=reference)
+        builder = BatchBuilder(loaded.tokenizer, loaded.settings,
+                               loaded.model.config.text_config.max_position_embeddings,
+                               build_codec(codec_cfg, ids))
+        labels = builder(examples)["labels"]
+        assert torch.equal(labels[0], labels[1]) == same

@@ -16,6 +16,16 @@ Two formats:
 Trajectories are ``(T, 2)`` arrays in metres in the current ego frame (x forward,
 y left). Decoding malformed model output raises ``TrajectoryDecodeError`` instead of
 returning something trajectory-shaped but wrong.
+
+What the tokens say about a trajectory (``CodecConfig.reference``):
+
+- ``"none"`` (the paper's): the waypoints themselves.
+- ``"constant_speed"``: the waypoints minus driving on at the current speed straight ahead,
+  ``(x - v t_i, y)`` with ``t_i = (i + 1) dt_s``. Cruising is then the same tokens at every
+  speed, and braking reads as how far the plan falls behind; the model no longer has to turn
+  the speed written in its prompt into metres. ``encode`` and ``decode`` take the speed
+  (``EgoMotion.speed_mps``: 0 where it is unknown, as at a sequence's first frame, on both
+  sides, so training and inference agree).
 """
 
 from __future__ import annotations
@@ -29,6 +39,7 @@ import numpy as np
 
 MAX_LOC_BINS = 1000  # Florence-2 has <loc_0>..<loc_999>
 KINDS = ("loc", "text")
+REFERENCES = ("none", "constant_speed")
 
 
 class TrajectoryDecodeError(ValueError):
@@ -73,6 +84,10 @@ class CodecConfig:
         bins: number of loc bins per coordinate, 1..1000; uses ``<loc_0>``..
             ``<loc_{bins-1}>``. Values outside the range are clamped to the edge bins.
         text_decimals: decimals written per coordinate by the text codec.
+        reference: ``"none"`` (tokens are the waypoints) or ``"constant_speed"`` (tokens
+            are the waypoints minus straight-ahead driving at the current speed; x_range
+            then bounds that difference). See the module docstring.
+        dt_s: seconds between waypoints (waypoint i is at (i + 1) * dt_s), for the reference.
     """
 
     kind: str = "loc"
@@ -81,10 +96,17 @@ class CodecConfig:
     y_range: tuple[float, float] = (-50.0, 50.0)
     bins: int = 1000
     text_decimals: int = 1
+    reference: str = "none"
+    dt_s: float = 0.5
 
     def __post_init__(self):
         if self.kind not in KINDS:
             raise ValueError(f"kind must be one of {KINDS}, got {self.kind!r}")
+        if self.reference not in REFERENCES:
+            raise ValueError(f"reference must be one of {REFERENCES}, got {self.reference!r}")
+        if isinstance(self.dt_s, bool) or not isinstance(self.dt_s, (int, float)) \
+                or not (math.isfinite(self.dt_s) and self.dt_s > 0):
+            raise ValueError(f"dt_s must be a positive number of seconds, got {self.dt_s!r}")
         if isinstance(self.num_waypoints, bool) or not isinstance(self.num_waypoints, int) \
                 or self.num_waypoints < 1:
             raise ValueError(f"num_waypoints must be an int >= 1, got {self.num_waypoints!r}")
@@ -99,6 +121,17 @@ class CodecConfig:
         # Normalise to float tuples so equal configs compare and hash equal.
         object.__setattr__(self, "x_range", tuple(float(v) for v in self.x_range))
         object.__setattr__(self, "y_range", tuple(float(v) for v in self.y_range))
+        object.__setattr__(self, "dt_s", float(self.dt_s))
+
+    def reference_xy(self, speed_mps: float | None) -> np.ndarray:
+        """(T, 2) metres the tokens are written relative to: zeros for ``"none"``; driving
+        on straight ahead at ``speed_mps`` for ``"constant_speed"`` (an unknown or
+        non-finite speed counts as 0)."""
+        ref = np.zeros((self.num_waypoints, 2))
+        if self.reference == "constant_speed":
+            v = float(speed_mps) if speed_mps is not None and math.isfinite(float(speed_mps)) else 0.0
+            ref[:, 0] = v * self.dt_s * np.arange(1, self.num_waypoints + 1)
+        return ref
 
     @property
     def resolution(self) -> tuple[float, float]:
@@ -169,17 +202,19 @@ class LocTokenCodec:
         """Tokens per trajectory: 2T."""
         return 2 * self.config.num_waypoints
 
-    def encode(self, xy) -> EncodedTrajectory:
-        """(T, 2) metres -> 2T loc ids; out-of-range coordinates are clamped and flagged."""
-        arr = _as_trajectory(xy, self.num_waypoints)
+    def encode(self, xy, speed_mps: float | None = None) -> EncodedTrajectory:
+        """(T, 2) metres -> 2T loc ids; out-of-range coordinates are clamped and flagged.
+        ``speed_mps``: the ego's current speed (used by ``reference="constant_speed"``)."""
+        arr = _as_trajectory(xy, self.num_waypoints) - self.config.reference_xy(speed_mps)
         hi = self._lo + self._span
         clamped = np.any((arr < self._lo) | (arr > hi), axis=1)
         bins = self.config.bins
         idx = np.clip(np.floor((arr - self._lo) / self._span * bins), 0, bins - 1).astype(np.int64)
         return EncodedTrajectory([self._ids[i] for i in idx.reshape(-1)], clamped)
 
-    def decode(self, token_ids) -> np.ndarray:
-        """2T loc ids (list, numpy array or torch tensor) -> (T, 2) bin centres in metres.
+    def decode(self, token_ids, speed_mps: float | None = None) -> np.ndarray:
+        """2T loc ids (list, numpy array or torch tensor) -> (T, 2) bin centres in metres
+        (plus the reference at ``speed_mps``, the speed the tokens were written against).
 
         Only the trajectory tokens: the caller strips BOS / EOS / padding first.
         """
@@ -204,7 +239,7 @@ class LocTokenCodec:
                     f"token at position {k} is {loc_token_name(i)}, outside the {bins} bins in use")
             idx.append(i)
         centres = np.asarray(idx, dtype=np.float64).reshape(-1, 2) + 0.5
-        return self._lo + centres * self._span / bins
+        return self._lo + centres * self._span / bins + self.config.reference_xy(speed_mps)
 
     def allowed_token_ids(self, step: int) -> list[int]:
         """Ids allowed at trajectory step ``step`` (0 <= step < 2T), for constrained
@@ -229,17 +264,19 @@ class TextCodec:
     def num_waypoints(self) -> int:
         return self.config.num_waypoints
 
-    def encode(self, xy) -> str:
-        """(T, 2) metres -> text. Rounded to ``text_decimals``; ``-0.0`` is written ``0.0``."""
-        arr = _as_trajectory(xy, self.num_waypoints)
+    def encode(self, xy, speed_mps: float | None = None) -> str:
+        """(T, 2) metres -> text. Rounded to ``text_decimals``; ``-0.0`` is written ``0.0``.
+        ``speed_mps``: the ego's current speed (used by ``reference="constant_speed"``)."""
+        arr = _as_trajectory(xy, self.num_waypoints) - self.config.reference_xy(speed_mps)
         d = self.config.text_decimals
         # round() first, then + 0.0 turns a rounded -0.0 into 0.0 (one spelling per value).
         fmt = lambda v: f"{round(float(v), d) + 0.0:.{d}f}"
         return ";".join(f"{fmt(x)},{fmt(y)}" for x, y in arr)
 
-    def decode(self, text: str) -> np.ndarray:
-        """Text -> (T, 2). Whitespace around numbers is tolerated; anything else that is
-        not exactly T ``x,y`` pairs of plain decimal numbers is an error."""
+    def decode(self, text: str, speed_mps: float | None = None) -> np.ndarray:
+        """Text -> (T, 2), plus the reference at ``speed_mps``. Whitespace around numbers is
+        tolerated; anything else that is not exactly T ``x,y`` pairs of plain decimal numbers
+        is an error."""
         if not isinstance(text, str):
             raise TrajectoryDecodeError(f"expected text, got {type(text).__name__}")
         if not text.strip():
@@ -260,7 +297,7 @@ class TextCodec:
                 if not math.isfinite(value):  # e.g. 400 digits overflow to inf
                     raise TrajectoryDecodeError(f"waypoint {k}: {field!r} is not finite")
                 out[k, j] = value
-        return out
+        return out + self.config.reference_xy(speed_mps)
 
 
 def build_codec(config: CodecConfig, loc_token_ids: Sequence[int] | None = None):

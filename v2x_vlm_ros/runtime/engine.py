@@ -221,10 +221,12 @@ class PlannerEngine:
         self.graphs[key] = graphed  # most recently used last
         return graphed.decode(states, attention_mask)
 
-    def decode_tokens(self, body: list[int]) -> np.ndarray:
+    def decode_tokens(self, body: list[int], speed_mps: float) -> np.ndarray:
+        """The plan in metres; ``speed_mps`` is the ego speed the prompt gave (the codec's
+        reference, if it has one)."""
         if self.grammar is not None:
-            return self.codec.decode(body)
-        return self.codec.decode(self.loaded.tokenizer.decode(body, skip_special_tokens=True))
+            return self.codec.decode(body, speed_mps)
+        return self.codec.decode(self.loaded.tokenizer.decode(body, skip_special_tokens=True), speed_mps)
 
     def plan(self, inputs: list[PlanInput]) -> list[PlanOutput]:
         n = len(inputs)
@@ -236,7 +238,7 @@ class PlannerEngine:
         outputs = []
         for frame, body, cut in zip(inputs, rows, truncated):
             try:
-                xy, failed = self.decode_tokens(body), False
+                xy, failed = self.decode_tokens(body, frame.motion.speed_mps), False
             except TrajectoryDecodeError:
                 xy, failed = self.fallback.plan_from_speed(frame.motion.speed_mps), True
             outputs.append(PlanOutput(xy=xy, raw_xy=xy, decode_failed=failed, truncated_prompt=cut))

@@ -185,7 +185,7 @@ def run_baseline(
         for seq in out:
             body = [int(t) for t in seq.tolist()[2:-1]]
             try:
-                xy = codec.decode(body)
+                xy = codec.decode(body, motion.speed_mps)
             except TrajectoryDecodeError:  # random weights: same amount of work, no trajectory
                 xy = np.zeros((codec.num_waypoints, 2))
             refiner(xy, motion.speed_mps)

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from v2x_vlm_ros.model.codec import REFERENCES
+
 
 @dataclass
 class TrainConfig:
@@ -49,6 +51,10 @@ class TrainConfig:
     codec_x_range: tuple[float, float] = (-20.0, 100.0)
     codec_y_range: tuple[float, float] = (-50.0, 50.0)
     codec_bins: int = 1000
+    #: What the tokens are relative to: "none" (the paper's: the waypoints) or
+    #: "constant_speed" (the waypoints minus driving on at the current speed; see
+    #: model/codec.py). A student distilled from a teacher must use the teacher's.
+    codec_reference: str = "none"
     #: Freeze the student's vision encoder (kept in eval mode: its drop-path stays off).
     freeze_vision: bool = True
 
@@ -128,6 +134,8 @@ class TrainConfig:
             self.image_size = tuple(int(v) for v in self.image_size)
         self.codec_x_range = tuple(float(v) for v in self.codec_x_range)
         self.codec_y_range = tuple(float(v) for v in self.codec_y_range)
+        if self.codec_reference not in REFERENCES:
+            raise ValueError(f"codec_reference must be one of {REFERENCES}, got {self.codec_reference!r}")
         for name in ("epochs", "batch_size", "vocab_size", "align_dim", "log_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")

@@ -130,8 +130,8 @@ class BatchBuilder:
         self.prompts = PromptEncoder(tokenizer, settings, max_positions)
         self.codec = codec
 
-    def labels(self, xy: np.ndarray, mask: np.ndarray) -> list[int]:
-        tokens = list(self.codec.encode(xy).token_ids)
+    def labels(self, xy: np.ndarray, mask: np.ndarray, speed_mps: float) -> list[int]:
+        tokens = list(self.codec.encode(xy, speed_mps).token_ids)
         for k in np.flatnonzero(~mask):
             tokens[2 * k] = tokens[2 * k + 1] = IGNORE_INDEX
         return [self.tokenizer.bos_token_id, *tokens, self.tokenizer.eos_token_id]
@@ -140,7 +140,8 @@ class BatchBuilder:
         prompts = [self.prompts.encode(e["description"], e["motion"], e["command"]) for e in examples]
         input_ids, attention = _pad([p.input_ids for p in prompts], self.tokenizer.pad_token_id)
         text_ids, text_mask = _pad([p.text_ids for p in prompts], self.tokenizer.pad_token_id)
-        labels = torch.tensor([self.labels(e["future_xy"], e["future_mask"]) for e in examples])
+        labels = torch.tensor([self.labels(e["future_xy"], e["future_mask"], e["motion"].speed_mps)
+                               for e in examples])
         traj_mask = labels != IGNORE_INDEX
         traj_mask[:, 0] = False  # <s>
         traj_mask[:, -1] = False  # </s>

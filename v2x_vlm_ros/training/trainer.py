@@ -187,7 +187,8 @@ def build_student(cfg: TrainConfig, train_ds: DairV2XDataset, descriptions) -> L
         else:
             tokenizer = build_tokenizer(_corpus(train_ds, descriptions), cfg.vocab_size)
         model = build_model(cfg.student, tokenizer, seed=cfg.seed)
-        codec = CodecConfig(x_range=cfg.codec_x_range, y_range=cfg.codec_y_range, bins=cfg.codec_bins)
+        codec = CodecConfig(x_range=cfg.codec_x_range, y_range=cfg.codec_y_range, bins=cfg.codec_bins,
+                            reference=cfg.codec_reference)
         settings = ModelSettings(image_size=cfg.image_size or PRESETS[cfg.student].image_size, codec=codec)
         loaded = LoadedModel(model, tokenizer, settings, cfg.student)
     else:
@@ -208,6 +209,11 @@ def load_teacher(cfg: TrainConfig, student: LoadedModel, device) -> LoadedModel:
     vocab = teacher.model.config.text_config.vocab_size
     if vocab != student.model.config.text_config.vocab_size:
         raise ValueError("teacher and student vocabularies differ in size")
+    if teacher.settings.codec != student.settings.codec:
+        raise ValueError(f"teacher {cfg.teacher} writes trajectories as {teacher.settings.codec}, the "
+                         f"student as {student.settings.codec}: distillation compares their tokens, "
+                         "so the codec settings (codec_x_range, codec_y_range, codec_bins, "
+                         "codec_reference) must match")
     teacher.settings.fusion = cfg.fusion  # the teacher sees what the student sees
     teacher.settings.scene_text = cfg.scene_text
     teacher.model.requires_grad_(False).eval()
