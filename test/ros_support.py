@@ -92,6 +92,19 @@ def sample_bag() -> Path:
     return target
 
 
+def include_v2x_vlm_launch(**arguments: str):
+    """An IncludeLaunchDescription of the installed ``v2x_vlm.launch.py`` with ``arguments``
+    (launch arguments are strings), for launch_testing descriptions."""
+    import launch.actions
+    from ament_index_python.packages import get_package_share_directory
+    from launch.launch_description_sources import PythonLaunchDescriptionSource
+
+    share = Path(get_package_share_directory("v2x_vlm_ros"))
+    return launch.actions.IncludeLaunchDescription(
+        PythonLaunchDescriptionSource(str(share / "launch" / "v2x_vlm.launch.py")),
+        launch_arguments=arguments.items())
+
+
 def bag_ego_frames(bag: Path) -> int:
     """How many ego images a bag holds (what a player publishes)."""
     from v2x_vlm_ros.tools import bag as bagfile

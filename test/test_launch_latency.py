@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from ros_support import ROOT, V2X_VLM, bag_ego_frames, require, sample_bag
+from ros_support import ROOT, V2X_VLM, bag_ego_frames, include_v2x_vlm_launch, require, sample_bag
 
 require("launch")
 
@@ -22,8 +22,6 @@ import launch.actions  # noqa: E402
 import launch_testing  # noqa: E402
 import launch_testing.actions  # noqa: E402
 import launch_testing.asserts  # noqa: E402
-from ament_index_python.packages import get_package_share_directory  # noqa: E402
-from launch.launch_description_sources import PythonLaunchDescriptionSource  # noqa: E402
 
 pytestmark = pytest.mark.ros_launch
 
@@ -34,10 +32,7 @@ PLAYED = WORK / "played.json"
 @pytest.mark.launch_test
 def generate_test_description():
     bag = sample_bag()
-    share = Path(get_package_share_directory("v2x_vlm_ros"))
-    nodes = launch.actions.IncludeLaunchDescription(
-        PythonLaunchDescriptionSource(str(share / "launch" / "v2x_vlm.launch.py")),
-        launch_arguments={"use_sim_time": "true"}.items())
+    nodes = include_v2x_vlm_launch(use_sim_time="true")
     # the player waits for both nodes' subscriptions, then plays at the recorded pace
     player = launch.actions.ExecuteProcess(
         cmd=[*V2X_VLM, "play", str(bag), "--rate", "1.0", "--out", str(PLAYED)],

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from ros_support import ROOT, V2X_VLM, bag_ego_frames, require, sample_bag
+from ros_support import ROOT, V2X_VLM, bag_ego_frames, include_v2x_vlm_launch, require, sample_bag
 
 require("launch")
 
@@ -27,8 +27,6 @@ import launch_testing.actions  # noqa: E402
 import launch_testing.asserts  # noqa: E402
 import numpy as np  # noqa: E402
 import yaml  # noqa: E402
-from ament_index_python.packages import get_package_share_directory  # noqa: E402
-from launch.launch_description_sources import PythonLaunchDescriptionSource  # noqa: E402
 
 pytestmark = pytest.mark.ros_launch
 
@@ -49,16 +47,12 @@ def vehicle_params_file() -> Path:
 @pytest.mark.launch_test
 def generate_test_description():
     bag = sample_bag()
-    share = Path(get_package_share_directory("v2x_vlm_ros"))
-    nodes = launch.actions.IncludeLaunchDescription(
-        PythonLaunchDescriptionSource(str(share / "launch" / "v2x_vlm.launch.py")),
-        launch_arguments={
-            "use_sim_time": "true",
-            "vehicle_params": str(vehicle_params_file()),
-            "path_topic": PATH_TOPIC,
-            "roadside_rate_hz": "2",  # whole numbers for float parameters
-            "roadside_scale": "1",
-        }.items(),
+    nodes = include_v2x_vlm_launch(
+        use_sim_time="true",
+        vehicle_params=str(vehicle_params_file()),
+        path_topic=PATH_TOPIC,
+        roadside_rate_hz="2",  # whole numbers for float parameters
+        roadside_scale="1",
     )
     player = launch.actions.ExecuteProcess(
         cmd=[*V2X_VLM, "play", str(bag), "--step", "--out", str(PLAYED), "--path-topic", PATH_TOPIC,
