@@ -162,6 +162,9 @@ def test_constant_speed_reference_is_saved_with_the_model_and_trains(tmp_path, t
                  codec_x_range=(-45.0, 60.0), codec_bins=420), progress=False)
     codec = load_model(tmp_path / "run" / "model").settings.codec
     assert (codec.reference, codec.x_range, codec.bins) == ("constant_speed", (-45.0, 60.0), 420)
+    card = (tmp_path / "run" / "model" / "README.md").read_text()
+    assert "- trajectory tokens relative to constant_speed (x [-45.0, 60.0] m, y [-50.0, 50.0] m, " \
+        "420 bins)" in card
     assert all(float(r["traj"]) > 0 for r in log_rows(tmp_path / "run"))
 
 

@@ -271,6 +271,8 @@ def model_card(cfg: TrainConfig, val: dict | None, steps: int, seconds: float) -
              f"- resolution augmentation {cfg.augment_resolution}, JPEG-quality augmentation "
              f"{cfg.augment_jpeg_quality} (p {cfg.augment_p}), roadside dropout {cfg.roadside_dropout}, "
              f"modality-weighted fusion {cfg.modality_weights}, paired-scene weight {cfg.pair_weight}",
+             f"- trajectory tokens relative to {cfg.codec_reference} (x {list(cfg.codec_x_range)} m, "
+             f"y {list(cfg.codec_y_range)} m, {cfg.codec_bins} bins)",
              f"- {cfg.epochs} epochs, batch {cfg.batch_size}, lr {cfg.lr}, {steps} steps, "
              f"{seconds / 60:.1f} min",
              ""]
