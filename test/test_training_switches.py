@@ -191,3 +191,33 @@ def test_paired_scenes_are_drawn_more_often_with_pair_weight():
     assert heavy.indices() != picked and EpochSampler(len(ds), 0, 0.25, weights=weights).indices() == picked
     with pytest.raises(ValueError):
         EpochSampler(3, 0, weights=[1.0, 0.0, 1.0])
+
+
+def test_hidden_hazard_frames_and_their_twins_get_hazard_weight():
+    """Read straight from the sample's sidecar: a frame where a conflict agent is in the
+    roadside list and not the ego list gets ``hazard_weight``, and so does the frame at the
+    same position of its twin; other frames of paired sequences get ``pair_weight``."""
+    from v2x_vlm_ros.training.data import pair_weights
+
+    ds = DairV2XDataset(SAMPLE)
+    sidecar = json.loads((Path(SAMPLE) / "visibility.json").read_text())["sequences"]
+    hidden = {}
+    for seq, entry in sidecar.items():
+        frames = sorted(entry["frames"])
+        for pos, frame in enumerate(frames):
+            seen = entry["frames"][frame]
+            if set(entry["conflict"]) & (set(seen["roadside"]) - set(seen["ego"])):
+                hidden[(seq, frame)] = (entry["pair"], pos)
+    assert hidden  # the sample has hidden-hazard frames
+    twins = {(twin, sorted(sidecar[twin]["frames"])[pos]) for twin, pos in hidden.values()}
+    assert not twins & set(hidden)
+    keys = [(ds[i].sequence_id, ds[i].vehicle_frame) for i in range(len(ds))]
+    weights = pair_weights(ds, 2.0, hazard_weight=8.0)
+    paired = {"0000", "0001", "0006", "0007"}
+    for key, w in zip(keys, weights):
+        want = 8.0 if key in hidden or key in twins else 2.0 if key[0] in paired else 1.0
+        assert w == want, key
+    assert sum(w == 8.0 for w in weights) == len(hidden) + len(twins)
+    assert pair_weights(ds, 1.0, hazard_weight=1.0) is None
+    with pytest.raises(ValueError, match="hazard_weight must be > 0, got 0"):
+        TrainConfig(hazard_weight=0)

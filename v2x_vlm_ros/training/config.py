@@ -85,6 +85,10 @@ class TrainConfig:
     #: same scene without it; ``visibility.json`` of a synthetic world) against the other
     #: frames' 1: the frames where the roadside view tells the two apart, seen more often.
     pair_weight: float = 1.0
+    #: Hidden-hazard frames (a conflicting agent seen by the roadside camera and not the
+    #: ego's) and the same frames of their twins drawn this many times as often, instead of
+    #: ``pair_weight``: there only the roadside view tells the two scenes apart.
+    hazard_weight: float = 1.0
     #: VLM-E2E's learnable modality-weighted fusion (``model.fusion``): learned weights of
     #: the ego image, roadside image and text features before the decoder, logged in
     #: train_log.csv and stored with the model.
@@ -159,6 +163,8 @@ class TrainConfig:
                                  f"got {self.augment_jpeg_quality}")
         if not self.pair_weight > 0:
             raise ValueError(f"pair_weight must be > 0, got {self.pair_weight}")
+        if not self.hazard_weight > 0:
+            raise ValueError(f"hazard_weight must be > 0, got {self.hazard_weight}")
         for name in ("augment_p", "roadside_dropout"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")

@@ -220,15 +220,24 @@ class EpochSampler(torch.utils.data.Sampler):
         return math.ceil(self.count / self.world)
 
 
-def pair_weights(dataset: DairV2XDataset, weight: float) -> list[float] | None:
+def pair_weights(dataset: DairV2XDataset, weight: float, hazard_weight: float = 1.0) -> list[float] | None:
     """Sampling weight per sample: ``weight`` for the frames of a synthetic world's paired
     sequences (a hidden hazard and its twin, from the visibility sidecar), 1 for the others;
-    None when ``weight`` is 1 or the dataset has no sidecar."""
-    from v2x_vlm_ros.data.synth.visibility import read_visibility
+    ``hazard_weight`` instead for the hidden-hazard frames and the same frames of their twins
+    (the frames where only the roadside view decides the plan). None when both weights are 1
+    or the dataset has no sidecar."""
+    from v2x_vlm_ros.data.synth.visibility import hidden_hazard_twin_frames, read_visibility
 
     visibility = read_visibility(dataset.root)
-    if weight == 1.0 or visibility is None:
+    if (weight == 1.0 and hazard_weight == 1.0) or visibility is None:
         return None
     paired = {seq for seq, entry in visibility["sequences"].items() if entry.get("variant")}
-    # the sequence of each sample from the dataset's index (no sample needs loading)
-    return [weight if entry.sequence.sequence_id in paired else 1.0 for entry in dataset._index]
+    hazard = hidden_hazard_twin_frames(visibility) if hazard_weight != 1.0 else set()
+
+    def weight_of(entry) -> float:  # from the dataset's index: no sample needs loading
+        seq = entry.sequence.sequence_id
+        if (seq, entry.sequence.frames[entry.position].frame_id) in hazard:
+            return hazard_weight
+        return weight if seq in paired else 1.0
+
+    return [weight_of(entry) for entry in dataset._index]

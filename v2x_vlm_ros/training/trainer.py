@@ -270,7 +270,8 @@ def model_card(cfg: TrainConfig, val: dict | None, steps: int, seconds: float) -
              f"distillation {cfg.uses_teacher}, frozen vision encoder {cfg.freeze_vision}",
              f"- resolution augmentation {cfg.augment_resolution}, JPEG-quality augmentation "
              f"{cfg.augment_jpeg_quality} (p {cfg.augment_p}), roadside dropout {cfg.roadside_dropout}, "
-             f"modality-weighted fusion {cfg.modality_weights}, paired-scene weight {cfg.pair_weight}",
+             f"modality-weighted fusion {cfg.modality_weights}, paired-scene weight {cfg.pair_weight}, "
+             f"hidden-hazard frame weight {cfg.hazard_weight}",
              f"- trajectory tokens relative to {cfg.codec_reference} (x {list(cfg.codec_x_range)} m, "
              f"y {list(cfg.codec_y_range)} m, {cfg.codec_bins} bins)",
              f"- {cfg.epochs} epochs, batch {cfg.batch_size}, lr {cfg.lr}, {steps} steps, "
@@ -326,7 +327,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
     optimizer = torch.optim.AdamW(trained, lr=cfg.lr, weight_decay=cfg.weight_decay)
 
     sampler = EpochSampler(len(train_ds), cfg.seed, cfg.epoch_fraction, procs.rank, procs.world,
-                           weights=pair_weights(train_ds, cfg.pair_weight))
+                           weights=pair_weights(train_ds, cfg.pair_weight, cfg.hazard_weight))
     steps_per_epoch = math.ceil(len(sampler) / cfg.batch_size)
     schedule_steps = cfg.epochs * steps_per_epoch
     # max_steps stops a run early; it does not reshape the schedule, so a run stopped and

@@ -80,3 +80,18 @@ def hidden_hazard_frames(visibility: dict) -> set[tuple[str, str]]:
             if (road - ego) & conflict:
                 out.add((str(seq_id), str(frame_id)))
     return out
+
+
+def hidden_hazard_twin_frames(visibility: dict) -> set[tuple[str, str]]:
+    """The hidden-hazard frames and, for each, the frame at the same position in its twin
+    (``pair``: the same scene without the hazard). On these frames the two scenes differ
+    only in what the roadside camera sees, and their ground truths differ."""
+    sequences = visibility["sequences"]
+    order = {seq: sorted(entry["frames"]) for seq, entry in sequences.items()}
+    out = set()
+    for seq, frame in hidden_hazard_frames(visibility):
+        out.add((seq, frame))
+        twin = sequences[seq].get("pair")
+        if twin in order and len(order[twin]) == len(order[seq]):
+            out.add((str(twin), order[twin][order[seq].index(frame)]))
+    return out
