@@ -4,6 +4,7 @@ distillation and ablations do what they say, and DDP keeps ranks in sync."""
 import csv
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -77,6 +78,24 @@ def test_resume_continues_exactly_where_the_run_stopped(tmp_path, tiny_model_dir
     assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
     steps = [int(r["step"]) for r in log_rows(tmp_path / "b" / "run")]
     assert steps == list(range(1, 9))  # no step twice, none missing
+
+
+def test_a_resumed_run_goes_on_counting_training_time(tmp_path, tiny_model_dir):
+    train(config(tmp_path, tiny_model_dir, max_steps=2), progress=False)
+    state_file = tmp_path / "run" / "checkpoint" / "state.json"
+    state = json.loads(state_file.read_text())
+    assert 0 < state["progress"]["seconds"] < 1000
+    # as if the first part had taken 1000 s: the resumed run's clock starts there
+    state["progress"]["seconds"] = 1000.0
+    state_file.write_text(json.dumps(state))
+    resumed = train(config(tmp_path, tiny_model_dir, max_steps=3), progress=False)
+    assert resumed["seconds"] >= 1000.0
+    rows = log_rows(tmp_path / "run")
+    assert [int(r["step"]) for r in rows] == [1, 2, 3]
+    assert float(rows[1]["seconds"]) < 1000.0 <= float(rows[2]["seconds"])
+    card = (tmp_path / "run" / "model" / "README.md").read_text()
+    minutes = float(re.search(r"3 steps, ([0-9.]+) min", card).group(1))
+    assert minutes >= 1000.0 / 60 - 0.05
 
 
 def test_distillation_from_a_frozen_teacher(tmp_path, tiny_model_dir):

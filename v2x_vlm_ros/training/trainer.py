@@ -368,7 +368,11 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
         eval_log = CsvLog(out / "eval_log.csv",
                           ["epoch", "step", "samples", *(f"l2_{h}" for h in HORIZON_KEYS),
                            *(f"col_{h}" for h in HORIZON_KEYS)])
-    began = time.perf_counter()
+    # training time over every run of this output directory (a resumed run goes on counting)
+    began = time.perf_counter() - float(state.get("seconds", 0.0))
+
+    def elapsed() -> float:
+        return round(time.perf_counter() - began, 1)
     last: dict = {}
     val_result = None
 
@@ -383,7 +387,8 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
         weights_into_settings()
         if procs.main:
             save_checkpoint(out, module.student, student.tokenizer, student.settings, heads, optimizer,
-                            scheduler, {**state, "epoch": done_epoch, "step_in_epoch": step_in_epoch})
+                            scheduler, {**state, "epoch": done_epoch, "step_in_epoch": step_in_epoch,
+                                        "seconds": elapsed()})
 
     for epoch in range(state["epoch"], cfg.epochs):
         if state["global_step"] >= total_steps:
@@ -423,7 +428,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
             if procs.main and (state["global_step"] % cfg.log_every == 0 or state["global_step"] == 1):
                 train_log.write({"epoch": epoch + 1, "step": state["global_step"], **last,
                                  "lr": scheduler.get_last_lr()[0],
-                                 "seconds": round(time.perf_counter() - began, 1), **weights_into_settings()})
+                                 "seconds": elapsed(), **weights_into_settings()})
             if cfg.checkpoint_every and state["global_step"] % cfg.checkpoint_every == 0:
                 save(epoch, step_in_epoch)
             if state["global_step"] >= total_steps:
@@ -445,11 +450,11 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
             if state["best_l2"] is None or val_result["l2"]["avg"] <= state["best_l2"]:
                 state["best_l2"] = val_result["l2"]["avg"]
                 save_model(out / "model", module.student, student.tokenizer, student.settings,
-                           model_card(cfg, val_result, state["global_step"], time.perf_counter() - began),
+                           model_card(cfg, val_result, state["global_step"], elapsed()),
                            dtype=getattr(torch, cfg.export_dtype))
         elif procs.main:
             save_model(out / "model", module.student, student.tokenizer, student.settings,
-                       model_card(cfg, None, state["global_step"], time.perf_counter() - began),
+                       model_card(cfg, None, state["global_step"], elapsed()),
                        dtype=getattr(torch, cfg.export_dtype))
         save(state["epoch"], state["step_in_epoch"])
         procs.barrier()
@@ -459,7 +464,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
                "modality_weights": student.settings.modality_weights if fusion is not None else None,
                "roadside_dropped": examples.dropped,
                "ranks_in_sync": ranks_in_sync(module) if procs.world > 1 else True,
-               "seconds": round(time.perf_counter() - began, 1)}
+               "seconds": elapsed()}
     if procs.main:
         (out / "summary.json").write_text(json.dumps(summary, indent=1, default=str))
     return summary
