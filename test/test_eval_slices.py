@@ -10,13 +10,15 @@ from v2x_vlm_ros.cli import main
 from v2x_vlm_ros.data.dair import DairV2XDataset
 from v2x_vlm_ros.data.images import load_image
 from v2x_vlm_ros.data.synth import SynthConfig, generate
-from v2x_vlm_ros.data.synth.visibility import VISIBILITY_FILE, hidden_hazard_frames, read_visibility
+from v2x_vlm_ros.data.synth.visibility import (
+    VISIBILITY_FILE, hazard_twin_frames, hidden_hazard_frames,
+    hidden_hazard_twin_frames, read_visibility)
 from v2x_vlm_ros.eval.baselines import ConstantVelocityPlanner
 from v2x_vlm_ros.eval.evaluate import evaluate
 from v2x_vlm_ros.eval.experiment_planners import ExperimentPlanner
 from v2x_vlm_ros.eval.metrics import PlanningMetrics, format_markdown_table
 from v2x_vlm_ros.eval.perturb import GREY, EmptyDescription, GreyRoadside, SwapRoadside, ablation_transforms
-from v2x_vlm_ros.eval.slices import HIDDEN_HAZARD, FrameSlice, SliceScores, dataset_slices
+from v2x_vlm_ros.eval.slices import HAZARD_TWIN, HIDDEN_HAZARD, FrameSlice, SliceScores, dataset_slices
 from v2x_vlm_ros.model.planner import ModelPlanner
 
 CFG = SynthConfig(num_sequences=3, seed=7, duration_s=7.0, image_size=(64, 36), jpeg_quality=60,
@@ -155,10 +157,14 @@ def test_experiments_show_the_slice_and_the_input_ablations(world, tiny_model_di
     result = run_experiments(ExperimentOptions(root=str(world), model=str(tiny_model_dir), out=str(out),
                                                tables=(1, 5, 6), batch_size=16), progress=False)
     n_hidden = len(hidden_hazard_frames(read_visibility(world)))
-    assert result["dataset"]["slices"] == {HIDDEN_HAZARD: n_hidden}
+    n_twin = len(hazard_twin_frames(read_visibility(world)))
+    assert result["dataset"]["slices"] == {HIDDEN_HAZARD: n_hidden, HAZARD_TWIN: n_twin}
+    assert n_twin == n_hidden
     t1 = result["tables"]["table1"]
-    assert [r["method"] for r in t1["slice_rows"]] == [f"{r['method']}, hidden_hazard" for r in t1["rows"]]
+    assert [r["method"] for r in t1["slice_rows"]] == [
+        f"{r['method']}, {name}" for r in t1["rows"] for name in ("hidden_hazard", "hazard_twin")]
     assert all(r["num_samples"] == n_hidden for r in t1["slice_rows"])
+    assert "hazard_twin\": the same frames of the same scenes without" in (out / "tables.md").read_text()
     t6 = result["tables"]["table6"]
     assert [r["ablation"] for r in t6["rows"]] == [
         "none (full inputs)", "roadside grey", "roadside of another sequence", "no roadside (ego-only input)",
@@ -183,11 +189,14 @@ def test_replay_reports_the_slice_like_eval(world, tiny_model_dir, tmp_path):
                  "1", "--roadside-codec", "raw", "--roadside-rate", "0", "--quiet"]) == 0
     assert main(["eval", str(world), "--planner", "model", "--model", str(tiny_model_dir),
                  "--batch-size", "1", "--json", str(evaluated), "--quiet"]) == 0
-    replayed = json.loads((out / "metrics.json").read_text())["slices"][HIDDEN_HAZARD]
-    scored = json.loads(evaluated.read_text())["slices"][HIDDEN_HAZARD]
-    assert replayed["num_samples"] == scored["num_samples"] > 10
-    assert replayed["l2"] == scored["l2"] and replayed["collision"] == scored["collision"]
-    assert "Hidden hazard" in (out / "metrics.md").read_text()
+    for name in (HIDDEN_HAZARD, HAZARD_TWIN):
+        replayed = json.loads((out / "metrics.json").read_text())["slices"][name]
+        scored = json.loads(evaluated.read_text())["slices"][name]
+        assert replayed["num_samples"] == scored["num_samples"] > 10
+        assert replayed["l2"] == scored["l2"] and replayed["collision"] == scored["collision"]
+    md = (out / "metrics.md").read_text()
+    assert "Slices (hidden_hazard: a yielded-to agent" in md
+    assert "| model, hidden_hazard |" in md and "| model, hazard_twin |" in md
 
 
 def test_table_tabulates_the_slice(world, tmp_path, capsys):
@@ -200,3 +209,27 @@ def test_table_tabulates_the_slice(world, tmp_path, capsys):
     assert row.startswith("| cv | ") and f"{hidden['l2']['avg']:.2f}" in row
     assert main(["table", str(out), "--slice", "nope"]) == 2
     assert "no results for slice 'nope'" in capsys.readouterr().err
+
+
+def test_hazard_twin_slice_is_the_same_frames_of_the_twin_scene(world):
+    visibility = read_visibility(world)
+    hidden = hidden_hazard_frames(visibility)
+    twins = hazard_twin_frames(visibility)
+    sequences = visibility["sequences"]
+    # read from the sidecar directly: each hidden-hazard frame's twin frame sits at the same
+    # index of the sequence named by "pair", a "twin" without the conflicting agent
+    expected = set()
+    for seq, frame in hidden:
+        twin = sequences[seq]["pair"]
+        assert sequences[twin]["variant"] == "twin" and sequences[twin]["conflict"] == []
+        expected.add((twin, sorted(sequences[twin]["frames"])[sorted(sequences[seq]["frames"]).index(frame)]))
+    assert twins == expected and len(twins) == len(hidden) and not twins & hidden
+    ds = DairV2XDataset(world)
+    result = evaluate(ds, ConstantVelocityPlanner(), progress=False)
+    assert list(result["slices"]) == [HIDDEN_HAZARD, HAZARD_TWIN]
+    twin = result["slices"][HAZARD_TWIN]
+    assert twin["num_samples"] == len(twins)
+    # the twin's ground truth drives on, as constant velocity does; the hazard's stops
+    assert twin["l2"]["avg"] < 0.5 * result["slices"][HIDDEN_HAZARD]["l2"]["avg"]
+    # the hazard-weighted training frames are exactly the two slices together
+    assert hidden_hazard_twin_frames(visibility) == hidden | twins

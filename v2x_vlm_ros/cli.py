@@ -160,7 +160,8 @@ def cmd_eval(args) -> int:
     if result["slices"]:
         rows = {f"{planner.name}, {name}": r for name, r in result["slices"].items()}
         table += ("\nSlices (hidden_hazard: an agent the ground truth yields to is seen by the roadside "
-                  "camera, not by the ego's):\n\n" + format_markdown_table(rows))
+                  "camera, not by the ego's; hazard_twin: the same frames of the same scene without "
+                  "it, where the ground truth drives on):\n\n" + format_markdown_table(rows))
     split = result["dataset"]["split"]
     note = (f"\n{result['num_samples']} samples of {args.root}"
             f"{'' if split is None else f' (split {split})'}"
@@ -356,7 +357,7 @@ def cmd_table(args) -> int:
         elif args.slice:
             if args.slice not in (result.get("slices") or {}):
                 raise ConfigError(f"{path}: no results for slice {args.slice!r} (a synthetic world's "
-                                  "visibility.json gives hidden_hazard)")
+                                  "visibility.json gives hidden_hazard and hazard_twin)")
             result = {**result["slices"][args.slice], "planner": result.get("planner"),
                       "transmission": result.get("transmission")}
         name = args.names[i] if args.names else result.get("planner", Path(path).stem)

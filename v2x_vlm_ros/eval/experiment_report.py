@@ -57,7 +57,8 @@ def _table1(t: dict) -> list[str]:
     if t.get("slice_rows"):
         lines.append(f"Rows ending in \"hidden_hazard\": the frames where an agent the ground truth yields "
                      f"to is seen by the roadside camera and not by the ego camera "
-                     f"({t['slice_rows'][0]['num_samples']} samples).")
+                     f"({t['slice_rows'][0]['num_samples']} samples); rows ending in \"hazard_twin\": the "
+                     f"same frames of the same scenes without that agent, where the ground truth drives on.")
     return lines
 
 

@@ -6,18 +6,26 @@ roadside camera and not by the ego camera (``data.synth.visibility``: the synthe
 ``visibility.json``). There only the roadside view tells the planner what the ground truth
 does; a model that fuses nothing plans there as if the hazard were not there.
 
+``hazard_twin``: the same frames of the twin scenes (the same sequence without the hazard,
+where the ground truth drives on; ``visibility.hazard_twin_frames``). The ego camera sees
+the same in both; a planner that brakes on the hidden-hazard frames because of what the ego
+sees (the junction ahead) brakes here too, and a roadside-greyed ablation that looks worse on
+``hidden_hazard`` only shows fusion if this slice does not get better.
+
 A slice result has the same shape as the overall one (``PlanningMetrics.result()``:
 ``num_samples``, ``l2``, ``collision``, ...); results go into an eval JSON as
-``"slices": {"hidden_hazard": {...}}`` (a contract: outside checks read it). A dataset
-without the sidecar (real DAIR-V2X data) has no slices: ``"slices": {}``.
+``"slices": {"hidden_hazard": {...}, "hazard_twin": {...}}`` (a contract: outside checks
+read it). A dataset without the sidecar (real DAIR-V2X data) has no slices:
+``"slices": {}``.
 """
 
 from __future__ import annotations
 
-from v2x_vlm_ros.data.synth.visibility import hidden_hazard_frames, read_visibility
+from v2x_vlm_ros.data.synth.visibility import hazard_twin_frames, hidden_hazard_frames, read_visibility
 from v2x_vlm_ros.eval.metrics import PlanningMetrics
 
 HIDDEN_HAZARD = "hidden_hazard"
+HAZARD_TWIN = "hazard_twin"
 
 
 class FrameSlice:
@@ -36,12 +44,14 @@ class FrameSlice:
 
 
 def dataset_slices(root) -> list[FrameSlice]:
-    """The slices a dataset root supports (the hidden-hazard slice when it has the
-    visibility sidecar; none otherwise). A broken sidecar raises ``VisibilityError``."""
+    """The slices a dataset root supports (the hidden-hazard slice and its twins' frames
+    when it has the visibility sidecar; none otherwise). A broken sidecar raises
+    ``VisibilityError``."""
     visibility = read_visibility(root)
     if visibility is None:
         return []
-    return [FrameSlice(HIDDEN_HAZARD, hidden_hazard_frames(visibility))]
+    return [FrameSlice(HIDDEN_HAZARD, hidden_hazard_frames(visibility)),
+            FrameSlice(HAZARD_TWIN, hazard_twin_frames(visibility))]
 
 
 class SliceScores:

@@ -489,7 +489,8 @@ def metrics_markdown(result: dict) -> str:
         lines += ["By scenario:", "", format_markdown_table(rows)]
     if result.get("slices"):
         rows = {f"model, {name}": r for name, r in result["slices"].items()}
-        lines += ["Hidden hazard (a yielded-to agent seen by the roadside camera, not by the ego's):", "",
+        lines += ["Slices (hidden_hazard: a yielded-to agent seen by the roadside camera, not by the ego's; "
+                  "hazard_twin: the same frames of the same scene without it):", "",
                   format_markdown_table(rows)]
     bw = result["bandwidth"]
     cfg = bw["config"]

@@ -82,16 +82,23 @@ def hidden_hazard_frames(visibility: dict) -> set[tuple[str, str]]:
     return out
 
 
-def hidden_hazard_twin_frames(visibility: dict) -> set[tuple[str, str]]:
-    """The hidden-hazard frames and, for each, the frame at the same position in its twin
-    (``pair``: the same scene without the hazard). On these frames the two scenes differ
-    only in what the roadside camera sees, and their ground truths differ."""
+def hazard_twin_frames(visibility: dict) -> set[tuple[str, str]]:
+    """For each hidden-hazard frame, the frame at the same position in its twin (``pair``:
+    the same scene without the hazard), where the ground truth drives on. A planner that
+    brakes there was not told by the roadside view: it brakes on what the ego sees (the
+    junction ahead), and pays here what it gains on the hidden-hazard frames."""
     sequences = visibility["sequences"]
     order = {seq: sorted(entry["frames"]) for seq, entry in sequences.items()}
     out = set()
     for seq, frame in hidden_hazard_frames(visibility):
-        out.add((seq, frame))
         twin = sequences[seq].get("pair")
         if twin in order and len(order[twin]) == len(order[seq]):
             out.add((str(twin), order[twin][order[seq].index(frame)]))
     return out
+
+
+def hidden_hazard_twin_frames(visibility: dict) -> set[tuple[str, str]]:
+    """The hidden-hazard frames and the same frames of their twins (``hazard_twin_frames``).
+    On these frames the two scenes differ only in what the roadside camera sees, and their
+    ground truths differ."""
+    return hidden_hazard_frames(visibility) | hazard_twin_frames(visibility)
