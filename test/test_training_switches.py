@@ -221,3 +221,94 @@ def test_hidden_hazard_frames_and_their_twins_get_hazard_weight():
     assert pair_weights(ds, 1.0, hazard_weight=1.0) is None
     with pytest.raises(ValueError, match="hazard_weight must be > 0, got 0"):
         TrainConfig(hazard_weight=0)
+
+
+def _sidecar_labels(ds) -> list[int]:
+    """The probe's labels read straight from the sample's sidecar: 1 where a conflict agent
+    is in the frame's roadside list (seen by the ego camera or not)."""
+    sidecar = json.loads((Path(SAMPLE) / "visibility.json").read_text())["sequences"]
+    out = []
+    for i in range(len(ds)):
+        entry = sidecar[ds[i].sequence_id]
+        seen = entry["frames"][ds[i].vehicle_frame]["roadside"]
+        out.append(int(bool(set(entry["conflict"]) & set(seen))))
+    return out
+
+
+def test_roadside_hazard_labels_come_from_the_sidecar():
+    from v2x_vlm_ros.training.data import roadside_hazard_labels
+
+    ds = DairV2XDataset(SAMPLE)
+    labels = roadside_hazard_labels(ds)
+    assert labels == _sidecar_labels(ds)
+    assert 0 < sum(labels) < len(labels)  # both kinds in the sample
+    # an example carries its label, or -1 when no roadside image reaches the model
+    i = labels.index(1)
+    assert PlanningExamples(ds, hazard_labels=labels)[i]["roadside_hazard"] == 1
+    assert PlanningExamples(ds, hazard_labels=labels, roadside_dropout=1.0)[i]["roadside_hazard"] == -1
+    assert PlanningExamples(ds, hazard_labels=labels, fusion=False)[i]["roadside_hazard"] == -1
+    assert PlanningExamples(ds)[i]["roadside_hazard"] == -1
+
+
+def test_hazard_probe_reads_only_the_roadside_half():
+    from v2x_vlm_ros.training.losses import RoadsideHazardHead, hazard_loss
+
+    torch.manual_seed(0)
+    head = RoadsideHazardHead(8)
+    cells = torch.randn(2, 3, 6, 8)
+    base = head(cells)
+    ego_changed = cells.clone()
+    ego_changed[:, :, :3] = 100.0  # the left (ego) three columns
+    assert torch.equal(head(ego_changed), base)
+    # the largest roadside cell decides
+    scores = head.score(cells[:, :, 3:]).squeeze(-1)
+    assert torch.allclose(base, scores.flatten(1).max(1).values)
+    with pytest.raises(ValueError, match=r"got \(2, 3, 8\)"):
+        head(cells[..., 0, :])
+    logits = torch.tensor([2.0, -1.0, 0.5], requires_grad=True)
+    labels = torch.tensor([1.0, 0.0, -1.0])
+    # by hand: -(log sigmoid(2) + log(1 - sigmoid(-1))) / 2, the unknown label left out
+    want = -(np.log(1 / (1 + np.exp(-2.0))) + np.log(1 - 1 / (1 + np.exp(1.0)))) / 2
+    assert float(hazard_loss(logits, labels).detach()) == pytest.approx(want, rel=1e-6)
+    none = hazard_loss(logits, torch.full((3,), -1.0))
+    none.backward()
+    assert float(none.detach()) == 0.0 and torch.equal(logits.grad, torch.zeros(3))
+
+
+def test_training_with_the_hazard_probe_logs_checkpoints_and_does_not_ship_it(tmp_path, tiny_model_dir):
+    from safetensors.torch import load_file
+
+    opts = dict(lambda_hazard=1.0, roadside_dropout=0.2)
+    train(_config(tmp_path / "a", tiny_model_dir, max_steps=4, **opts), progress=False)
+    run = tmp_path / "a" / "run"
+    rows = list(csv.DictReader(open(run / "train_log.csv")))
+    assert len(rows) == 4 and all(float(r["hazard"]) > 0 for r in rows)
+    # loss = traj + 0.1 align + 1.0 hazard
+    r = rows[0]
+    assert float(r["loss"]) == pytest.approx(float(r["traj"]) + 0.1 * float(r["align"]) + float(r["hazard"]),
+                                             rel=1e-5)
+    probe = load_file(run / "checkpoint" / "hazard_head.safetensors")
+    assert set(probe) == {"score.weight", "score.bias"}
+    shipped = load_file(run / "model" / "model.safetensors")
+    assert not any(k.startswith("score.") or "hazard" in k for k in shipped)
+    # resumed in two parts: the probe ends where the straight run's does
+    train(_config(tmp_path / "b", tiny_model_dir, max_steps=2, **opts), progress=False)
+    train(_config(tmp_path / "b", tiny_model_dir, max_steps=4, **opts), progress=False)
+    resumed = load_file(tmp_path / "b" / "run" / "checkpoint" / "hazard_head.safetensors")
+    assert all(torch.allclose(probe[k], resumed[k], atol=1e-6) for k in probe)
+
+
+def test_hazard_probe_needs_fusion_and_a_sidecar(tmp_path, tiny_model_dir):
+    import shutil
+
+    with pytest.raises(ValueError, match="lambda_hazard needs fusion: the probe reads the roadside half"):
+        TrainConfig(lambda_hazard=1.0, fusion=False)
+    with pytest.raises(ValueError, match="lambda_hazard must be >= 0, got -1"):
+        TrainConfig(lambda_hazard=-1.0)
+    copy = tmp_path / "sample"
+    shutil.copytree(SAMPLE, copy)
+    (copy / "visibility.json").unlink()
+    message = f"lambda_hazard needs the probe's labels: {copy} has no visibility.json"
+    with pytest.raises(ValueError, match=message):
+        train(_config(tmp_path, tiny_model_dir, data_root=str(copy), max_steps=1, lambda_hazard=1.0),
+              progress=False)

@@ -103,6 +103,12 @@ class TrainConfig:
     grad_clip: float = 1.0
     lambda_align: float = 0.1
     lambda_kd: float = 0.5
+    #: Weight of the roadside-hazard probe's loss (``losses.RoadsideHazardHead``; 0: off):
+    #: a training-only linear probe on the image cells of the roadside half learns whether
+    #: the roadside camera shows a road user the ground truth yields to (labels from a
+    #: synthetic world's ``visibility.json``), so the vision encoder has to represent it.
+    #: Nothing of it ships with the model.
+    lambda_hazard: float = 0.0
     temperature: float = 2.0  # distillation
     kappa: float = 0.07  # InfoNCE temperature (the paper does not give it)
     align_dim: int = 256  # common dimension of the alignment projections
@@ -146,7 +152,8 @@ class TrainConfig:
         for name in ("lr", "temperature", "kappa"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
-        for name in ("lambda_align", "lambda_kd", "weight_decay", "warmup_steps", "num_workers"):
+        for name in ("lambda_align", "lambda_kd", "lambda_hazard", "weight_decay", "warmup_steps",
+                     "num_workers"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.augment_resolution is not None:
@@ -168,6 +175,9 @@ class TrainConfig:
         for name in ("augment_p", "roadside_dropout"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
+        if self.lambda_hazard > 0 and not self.fusion:
+            raise ValueError("lambda_hazard needs fusion: the probe reads the roadside half of the "
+                             "fused image")
         if not 0 < self.epoch_fraction <= 1:
             raise ValueError(f"epoch_fraction must be in (0, 1], got {self.epoch_fraction}")
         if self.max_steps is not None and self.max_steps < 1:

@@ -82,8 +82,9 @@ class PlanningExamples(torch.utils.data.Dataset):
 
     def __init__(self, dataset: DairV2XDataset, descriptions: dict[str, str] | None = None,
                  fusion: bool = True, augment: Augmentation | None = None, roadside_dropout: float = 0.0,
-                 seed: int = 0):
+                 seed: int = 0, hazard_labels: list[int] | None = None):
         self.dataset = dataset
+        self.hazard_labels = hazard_labels  # per sample: 1 / 0, -1 unknown (roadside_hazard_labels)
         self.descriptions = descriptions
         self.fusion = fusion
         self.augment = augment if augment is not None and augment.active else None
@@ -113,10 +114,12 @@ class PlanningExamples(torch.utils.data.Dataset):
             if self.augment is not None:
                 ego = self.augment(ego, rng)
                 roadside = None if roadside is None else self.augment(roadside, rng)
+        # the probe's label; unknown (-1) when no roadside image reaches the model
+        hazard = -1 if self.hazard_labels is None or roadside is None else int(self.hazard_labels[i])
         return {
             "ego": ego, "roadside": roadside,
             "description": description, "motion": s.motion, "command": s.command,
-            "future_xy": s.future_xy, "future_mask": s.future_mask,
+            "future_xy": s.future_xy, "future_mask": s.future_mask, "roadside_hazard": hazard,
         }
 
 
@@ -150,6 +153,7 @@ class BatchBuilder:
             "input_ids": input_ids, "attention_mask": attention,
             "text_ids": text_ids, "text_mask": text_mask,
             "labels": labels, "traj_mask": traj_mask,
+            "roadside_hazard": torch.tensor([float(e.get("roadside_hazard", -1)) for e in examples]),
             "truncated": sum(p.truncated for p in prompts),
         }
 
@@ -176,6 +180,24 @@ class PairedCollate:
         if self.teacher is not None:
             batch["teacher"] = self.teacher(examples)
         return batch
+
+
+def roadside_hazard_labels(dataset: DairV2XDataset) -> list[int] | None:
+    """Per sample, the roadside-hazard probe's label (``TrainConfig.lambda_hazard``): 1
+    when the roadside camera sees a road user the ground truth yields to, 0 when it sees
+    none, -1 for a frame the sidecar does not list; None without the sidecar (real data)."""
+    from v2x_vlm_ros.data.synth.visibility import read_visibility, roadside_conflict_frames
+
+    visibility = read_visibility(dataset.root)
+    if visibility is None:
+        return None
+    seen = roadside_conflict_frames(visibility)
+
+    def label(entry) -> int:  # from the dataset's index: no sample needs loading
+        key = (entry.sequence.sequence_id, entry.sequence.frames[entry.position].frame_id)
+        return -1 if key not in seen else int(seen[key])
+
+    return [label(entry) for entry in dataset._index]
 
 
 class EpochSampler(torch.utils.data.Sampler):

@@ -152,25 +152,58 @@ class LossWeights:
 
     lambda_align: float = 0.1
     lambda_kd: float = 0.5
+    lambda_hazard: float = 0.0  # the roadside-hazard probe (not in the paper)
 
     def __post_init__(self):
-        for name in ("lambda_align", "lambda_kd"):
+        for name in ("lambda_align", "lambda_kd", "lambda_hazard"):
             value = getattr(self, name)
             if not (math.isfinite(value) and value >= 0):
                 raise ValueError(f"{name} must be finite and >= 0, got {value!r}")
 
 
 def total_loss(traj: torch.Tensor, align: torch.Tensor | None = None, kd: torch.Tensor | None = None,
-               weights: LossWeights = LossWeights()) -> dict:
-    """L = traj + lambda_align * align + lambda_kd * kd (absent terms contribute 0).
+               weights: LossWeights = LossWeights(), hazard: torch.Tensor | None = None) -> dict:
+    """L = traj + lambda_align * align + lambda_kd * kd + lambda_hazard * hazard (absent
+    terms contribute 0).
 
-    Returns {"loss": tensor to backpropagate, "traj", "align", "kd": unweighted values
-    as floats for logging, 0.0 for absent terms}.
+    Returns {"loss": tensor to backpropagate, "traj", "align", "kd", "hazard": unweighted
+    values as floats for logging, 0.0 for absent terms}.
     """
     loss = traj
     if align is not None:
         loss = loss + weights.lambda_align * align
     if kd is not None:
         loss = loss + weights.lambda_kd * kd
+    if hazard is not None:
+        loss = loss + weights.lambda_hazard * hazard
     as_float = lambda t: 0.0 if t is None else float(t.detach())
-    return {"loss": loss, "traj": as_float(traj), "align": as_float(align), "kd": as_float(kd)}
+    return {"loss": loss, "traj": as_float(traj), "align": as_float(align), "kd": as_float(kd),
+            "hazard": as_float(hazard)}
+
+
+class RoadsideHazardHead(nn.Module):
+    """A training-only probe: does the roadside camera show a road user the ground truth
+    yields to? One linear score per image cell of the fused image's right (roadside) half,
+    the largest wins (a small car anywhere in the view decides, as a detector's would).
+    Its loss makes the vision encoder and projector represent that road user, which the
+    planning loss alone did not (docs/TRAINING.md); the planner never reads the probe."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.score = nn.Linear(dim, 1)
+
+    def forward(self, cells: torch.Tensor) -> torch.Tensor:
+        """(B, rows, cols, dim) image cells, ego half left -> (B,) logits."""
+        if cells.dim() != 4 or cells.shape[2] < 2:
+            raise ValueError(f"need (batch, rows, cols >= 2, dim) image cells, got {tuple(cells.shape)}")
+        roadside = cells[:, :, cells.shape[2] // 2:, :]
+        return self.score(roadside).flatten(1).amax(dim=1)
+
+
+def hazard_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Binary cross-entropy of the probe's logits against labels 1 / 0, averaged over the
+    samples whose label is known (>= 0); 0 (still part of the graph) when none is."""
+    known = labels >= 0
+    if not bool(known.any()):
+        return logits.sum() * 0.0
+    return nn.functional.binary_cross_entropy_with_logits(logits[known].float(), labels[known].float())

@@ -54,9 +54,10 @@ from v2x_vlm_ros.model.tokenizer import build_tokenizer, loc_token_ids
 from v2x_vlm_ros.training.checkpoint import CHECKPOINT, has_checkpoint, load_training_state, save_checkpoint
 from v2x_vlm_ros.training.config import TrainConfig
 from v2x_vlm_ros.training.data import (Augmentation, BatchBuilder, EpochSampler, PairedCollate,
-                                       PlanningExamples, pair_weights, read_descriptions)
-from v2x_vlm_ros.training.losses import (AlignmentHeads, LossWeights, distillation_loss, info_nce,
-                                         total_loss, trajectory_loss)
+                                       PlanningExamples, pair_weights, read_descriptions,
+                                       roadside_hazard_labels)
+from v2x_vlm_ros.training.losses import (AlignmentHeads, LossWeights, RoadsideHazardHead, distillation_loss,
+                                         hazard_loss, info_nce, total_loss, trajectory_loss)
 
 log = logging.getLogger(__name__)
 HORIZON_KEYS = ("2.5", "3.5", "4.5", "avg")
@@ -105,10 +106,11 @@ class PlannerTrainModule(nn.Module):
     losses, so that DDP sees every trained parameter in one forward."""
 
     def __init__(self, student, heads: AlignmentHeads | None, freeze_vision: bool, kappa: float,
-                 fusion: ModalityWeights | None = None):
+                 fusion: ModalityWeights | None = None, hazard_head: RoadsideHazardHead | None = None):
         super().__init__()
         self.student = student
         self.heads = heads
+        self.hazard_head = hazard_head  # training-only probe on the roadside half
         self.fusion = fusion  # learned modality weights (applied by a hook on the text encoder)
         self.freeze_vision = freeze_vision
         self.kappa = kappa
@@ -124,11 +126,22 @@ class PlannerTrainModule(nn.Module):
     def image_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
         tower = self.student.model.vision_tower
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.freeze_vision):
-            hidden = tower(pixel_values).last_hidden_state
-        return self.student.model.multi_modal_projector(hidden)
+            hidden = tower(pixel_values).last_hidden_state  # (B, C, rows, cols)
+        features = self.student.model.multi_modal_projector(hidden)
+        # after the pooled token, the projector's cells in row-major order (rows, cols)
+        self._cells = features[:, 1:].reshape(features.shape[0], *hidden.shape[-2:], features.shape[-1])
+        return features
 
     def forward(self, batch: dict):
-        return forward_planner(self.student, batch, self.image_features, self.heads, self.kappa)
+        """Logits, trajectory loss, alignment loss (None without heads) and the
+        roadside-hazard probe's loss (None without the probe)."""
+        logits, traj, align = forward_planner(self.student, batch, self.image_features, self.heads,
+                                              self.kappa)
+        hazard = None
+        if self.hazard_head is not None:
+            hazard = hazard_loss(self.hazard_head(self._cells), batch["roadside_hazard"])
+        self._cells = None
+        return logits, traj, align, hazard
 
 
 def forward_planner(model, batch: dict, image_features=None, heads=None, kappa: float = 0.07):
@@ -232,7 +245,10 @@ def _builder(loaded: LoadedModel) -> BatchBuilder:
 class CsvLog:
     def __init__(self, path: Path, fields: list[str]):
         self.path, self.fields = path, fields
-        if not path.exists():
+        if path.exists():  # a resumed run keeps the columns the file was started with
+            with open(path, newline="") as fh:
+                self.fields = next(csv.reader(fh), fields)
+        else:
             with open(path, "w", newline="") as fh:
                 csv.writer(fh).writerow(fields)
 
@@ -322,7 +338,15 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
     if cfg.modality_weights:  # learned, starting from the checkpoint's when resuming
         fusion = ModalityWeights(student.settings.modality_weights or (1.0, 1.0, 1.0))
         install_modality_weights(student.model, student.settings, source=fusion)
-    module = PlannerTrainModule(student.model, heads, cfg.freeze_vision, cfg.kappa, fusion).to(procs.device)
+    hazard_labels = hazard_head = None
+    if cfg.lambda_hazard > 0:
+        hazard_labels = roadside_hazard_labels(train_ds)
+        if hazard_labels is None or not any(v >= 0 for v in hazard_labels):
+            raise ValueError(f"lambda_hazard needs the probe's labels: {cfg.data_root} has no "
+                             "visibility.json (a synthetic world's sidecar)")
+        hazard_head = RoadsideHazardHead(d_model)  # the projector's width (= the text's)
+    module = PlannerTrainModule(student.model, heads, cfg.freeze_vision, cfg.kappa, fusion,
+                                hazard_head).to(procs.device)
     trained = [p for p in module.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trained, lr=cfg.lr, weight_decay=cfg.weight_decay)
 
@@ -342,7 +366,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
     state = {"epoch": 0, "step_in_epoch": 0, "global_step": 0, "best_l2": None}
     if resume:
-        state = load_training_state(out, heads, optimizer, scheduler)
+        state = load_training_state(out, heads, optimizer, scheduler, hazard_head)
         log.info("resumed from %s at epoch %d step %d", out / CHECKPOINT, state["epoch"],
                  state["global_step"])
 
@@ -350,7 +374,8 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
     if procs.world > 1:
         wrapped = torch.nn.parallel.DistributedDataParallel(
             module, device_ids=[procs.device.index] if procs.device.type == "cuda" else None)
-    weights = LossWeights(cfg.lambda_align if cfg.alignment else 0.0, cfg.lambda_kd if teacher else 0.0)
+    weights = LossWeights(cfg.lambda_align if cfg.alignment else 0.0, cfg.lambda_kd if teacher else 0.0,
+                          cfg.lambda_hazard)
     collate = PairedCollate(_builder(student), None)
     teacher_inputs_differ = teacher is not None and (
         teacher.settings.image_size != student.settings.image_size
@@ -359,12 +384,13 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
         collate.teacher = _builder(teacher)
     augment = Augmentation(cfg.augment_resolution, cfg.augment_jpeg_quality, cfg.augment_p)
     examples = PlanningExamples(train_ds, descriptions, fusion=cfg.fusion, augment=augment,
-                                roadside_dropout=cfg.roadside_dropout, seed=cfg.seed)
+                                roadside_dropout=cfg.roadside_dropout, seed=cfg.seed,
+                                hazard_labels=hazard_labels)
     train_log = eval_log = None
     if procs.main:
         train_log = CsvLog(out / "train_log.csv",
                            ["epoch", "step", "loss", "traj", "align", "kd", "lr", "seconds",
-                            "w_ego", "w_roadside", "w_text"])
+                            "w_ego", "w_roadside", "w_text", "hazard"])
         eval_log = CsvLog(out / "eval_log.csv",
                           ["epoch", "step", "samples", *(f"l2_{h}" for h in HORIZON_KEYS),
                            *(f"col_{h}" for h in HORIZON_KEYS)])
@@ -388,7 +414,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
         if procs.main:
             save_checkpoint(out, module.student, student.tokenizer, student.settings, heads, optimizer,
                             scheduler, {**state, "epoch": done_epoch, "step_in_epoch": step_in_epoch,
-                                        "seconds": elapsed()})
+                                        "seconds": elapsed()}, hazard_head)
 
     for epoch in range(state["epoch"], cfg.epochs):
         if state["global_step"] >= total_steps:
@@ -408,13 +434,13 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
         step_in_epoch = state["step_in_epoch"] if epoch == state["epoch"] else 0
         for batch in bar:
             batch = _to(batch, procs.device)
-            logits, traj, align = wrapped(batch)
+            logits, traj, align, hazard = wrapped(batch)
             kd = None
             if teacher is not None:
                 with torch.no_grad():
                     t_logits, _, _ = forward_planner(teacher.model, batch.get("teacher", batch))
                 kd = distillation_loss(logits, t_logits, batch["traj_mask"], cfg.temperature)
-            losses = total_loss(traj, align, kd, weights)
+            losses = total_loss(traj, align, kd, weights, hazard)
             optimizer.zero_grad(set_to_none=True)
             losses["loss"].backward()
             if cfg.grad_clip:

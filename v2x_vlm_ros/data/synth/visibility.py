@@ -102,3 +102,15 @@ def hidden_hazard_twin_frames(visibility: dict) -> set[tuple[str, str]]:
     On these frames the two scenes differ only in what the roadside camera sees, and their
     ground truths differ."""
     return hidden_hazard_frames(visibility) | hazard_twin_frames(visibility)
+
+
+def roadside_conflict_frames(visibility: dict) -> dict[tuple[str, str], bool]:
+    """Every frame of the sidecar: does the roadside camera see one of the sequence's
+    conflicting agents (``conflict``: the road users the ground-truth ego yields to),
+    whether or not the ego camera sees it too."""
+    out = {}
+    for seq, entry in visibility["sequences"].items():
+        conflict = {str(a) for a in entry.get("conflict", [])}
+        for frame, seen in entry["frames"].items():
+            out[(str(seq), str(frame))] = bool(conflict & {str(a) for a in seen["roadside"]})
+    return out
