@@ -417,7 +417,7 @@ def cmd_play(args) -> int:
                               path_topic=args.path_topic, link_topic=args.link_topic,
                               link_message=args.link_message, roadside_rate_hz=args.roadside_rate_hz,
                               planning_period_s=1.0 / args.planning_rate_hz, timeout_s=args.timeout,
-                              max_samples=args.max_samples, max_gap_s=args.max_gap)
+                              settle_s=args.settle, max_samples=args.max_samples, max_gap_s=args.max_gap)
         summary = play(args.bag, options, args.out)
     except (ValueError, FileNotFoundError, TimeoutError) as exc:
         raise ConfigError(str(exc)) from None
@@ -626,6 +626,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--roadside-rate-hz", type=float, default=2.0, help="roadside_node's rate_hz")
     p.add_argument("--planning-rate-hz", type=float, default=10.0, help="vehicle_node's planning_rate_hz")
     p.add_argument("--timeout", type=float, default=20.0, help="step mode: longest wait for a plan (s)")
+    p.add_argument("--settle", type=float, default=0.03,
+                   help="step mode: seconds for the nodes to take in a sample's messages before "
+                        "/clock advances (raise it on a loaded machine)")
     p.add_argument("--max-samples", type=int, help="stop after this many samples")
     p.add_argument("--max-gap", type=float, default=2.0,
                    help="real time: skip gaps longer than this (s) between samples (sequences minutes apart)")

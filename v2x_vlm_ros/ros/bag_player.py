@@ -56,7 +56,10 @@ class PlayOptions:
     roadside_rate_hz: float = 2.0  # roadside_node's rate_hz, to know which frames it forwards
     planning_period_s: float = 0.1  # 1 / vehicle_node's planning_rate_hz
     timeout_s: float = 20.0  # step mode: longest wait for a plan or a forwarded frame
-    settle_s: float = 0.02  # step mode: pause before advancing /clock (frames reach the node)
+    # step mode: pause after a sample's other inputs and again after its ego image, before
+    # /clock advances: the planning timer runs on the latest inputs, so an input the node
+    # has not taken in by then (a loaded machine) makes the plan differ from replay's
+    settle_s: float = 0.03
     start_delay_s: float = 2.0  # discovery (both ways) before the first message
     max_samples: int | None = None
     max_gap_s: float = 2.0  # real-time mode: longer gaps between samples (a new sequence) are skipped
@@ -68,6 +71,8 @@ class PlayOptions:
             raise ValueError(f"link_message must be compressed or raw, got {self.link_message!r}")
         if self.roadside_rate_hz < 0 or not self.planning_period_s > 0 or not self.timeout_s > 0:
             raise ValueError("roadside_rate_hz must be >= 0, planning_period_s and timeout_s > 0")
+        if not self.settle_s >= 0:
+            raise ValueError(f"settle_s must be >= 0, got {self.settle_s}")
 
 
 @dataclass
@@ -308,6 +313,7 @@ class BagPlayer:
         ego = group.get(bagfile.EGO_IMAGE)
         if ego is None:
             return
+        time.sleep(opts.settle_s)  # description, odometry, command in before the frame
         msg = self._publish(bagfile.EGO_IMAGE, *ego)
         stamp = conv.stamp_to_ns(msg.header.stamp)
         self.result.ego_frames += 1

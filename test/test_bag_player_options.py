@@ -1,0 +1,33 @@
+"""`v2x-vlm play` options: step mode's settle time reaches the player, bad values are refused
+with the option named (the player itself runs through DDS in test_launch_v2x_vlm.py)."""
+
+import pytest
+
+from v2x_vlm_ros.cli import build_parser
+from v2x_vlm_ros.ros.bag_player import PlayOptions
+
+
+def test_settle_defaults_and_flag():
+    args = build_parser().parse_args(["play", "some_bag", "--step"])
+    assert args.settle == 0.03
+    args = build_parser().parse_args(["play", "some_bag", "--step", "--settle", "0.2"])
+    assert args.settle == 0.2
+    assert PlayOptions(step=True, settle_s=0.2).settle_s == 0.2
+
+
+@pytest.mark.parametrize("value", [-0.01, float("nan")])
+def test_negative_or_nan_settle_is_refused(value):
+    with pytest.raises(ValueError) as err:
+        PlayOptions(step=True, settle_s=value)
+    assert str(err.value) == f"settle_s must be >= 0, got {value}"
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"rate": 0.0}, "rate must be > 0, got 0.0"),
+    ({"link_message": "jpeg"}, "link_message must be compressed or raw, got 'jpeg'"),
+    ({"timeout_s": 0.0}, "roadside_rate_hz must be >= 0, planning_period_s and timeout_s > 0"),
+])
+def test_other_bad_options_name_themselves(kwargs, message):
+    with pytest.raises(ValueError) as err:
+        PlayOptions(**kwargs)
+    assert str(err.value) == message
