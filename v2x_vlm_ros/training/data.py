@@ -184,8 +184,10 @@ class PairedCollate:
 
 def roadside_hazard_labels(dataset: DairV2XDataset) -> list[int] | None:
     """Per sample, the roadside-hazard probe's label (``TrainConfig.lambda_hazard``): 1
-    when the roadside camera sees a road user the ground truth yields to, 0 when it sees
-    none, -1 for a frame the sidecar does not list; None without the sidecar (real data)."""
+    when the roadside camera sees a road user the ground truth yields to and the ego camera
+    does not, 0 when the roadside camera sees none, -1 (left out) when the ego camera sees
+    it too or the sidecar does not list the frame (``roadside_conflict_frames`` says why);
+    None without the sidecar (real data)."""
     from v2x_vlm_ros.data.synth.visibility import read_visibility, roadside_conflict_frames
 
     visibility = read_visibility(dataset.root)
@@ -194,8 +196,8 @@ def roadside_hazard_labels(dataset: DairV2XDataset) -> list[int] | None:
     seen = roadside_conflict_frames(visibility)
 
     def label(entry) -> int:  # from the dataset's index: no sample needs loading
-        key = (entry.sequence.sequence_id, entry.sequence.frames[entry.position].frame_id)
-        return -1 if key not in seen else int(seen[key])
+        found = seen.get((entry.sequence.sequence_id, entry.sequence.frames[entry.position].frame_id))
+        return -1 if found is None else int(found)
 
     return [label(entry) for entry in dataset._index]
 

@@ -104,13 +104,19 @@ def hidden_hazard_twin_frames(visibility: dict) -> set[tuple[str, str]]:
     return hidden_hazard_frames(visibility) | hazard_twin_frames(visibility)
 
 
-def roadside_conflict_frames(visibility: dict) -> dict[tuple[str, str], bool]:
+def roadside_conflict_frames(visibility: dict) -> dict[tuple[str, str], bool | None]:
     """Every frame of the sidecar: does the roadside camera see one of the sequence's
-    conflicting agents (``conflict``: the road users the ground-truth ego yields to),
-    whether or not the ego camera sees it too."""
+    conflicting agents (``conflict``: the road users the ground-truth ego yields to) that
+    the ego camera does not? True for a hidden-hazard frame, False when the roadside camera
+    sees no conflicting agent, None when the ego camera sees the one the roadside sees: there
+    the ego half of the image tells as much, and in a fused image every cell carries some of
+    the ego half (the vision encoder's channel attention is global), so such a label teaches
+    "the junction is close" rather than "the roadside camera shows a car"."""
     out = {}
     for seq, entry in visibility["sequences"].items():
         conflict = {str(a) for a in entry.get("conflict", [])}
         for frame, seen in entry["frames"].items():
-            out[(str(seq), str(frame))] = bool(conflict & {str(a) for a in seen["roadside"]})
+            road = conflict & {str(a) for a in seen["roadside"]}
+            hidden = road - {str(a) for a in seen.get("ego", ())}
+            out[(str(seq), str(frame))] = True if hidden else (False if not road else None)
     return out
