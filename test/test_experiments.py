@@ -163,9 +163,10 @@ def test_table5_lists_missing_ablations_with_their_command(full_run):
     rows = {r["name"]: r for r in t5["rows"]}
     assert list(rows) == ["no_fusion", "no_scene_text", "no_alignment", "no_distillation", "no_augmentation",
                           "no_roadside_dropout", "no_modality_weights", "no_pair_weight",
-                          "no_hazard_weight", "no_hazard_probe", "no_speed_reference"]
+                          "no_hazard_weight", "no_hazard_probe", "no_objects_probe", "no_speed_reference"]
     assert "--override hazard_weight=1 " in rows["no_hazard_weight"]["command"]
     assert "--override lambda_hazard=0 " in rows["no_hazard_probe"]["command"]
+    assert "--override lambda_objects=0 " in rows["no_objects_probe"]["command"]
     assert "--override augment_resolution=null --override augment_jpeg_quality=null" in \
         rows["no_augmentation"]["command"]
     assert "--override roadside_dropout=0 " in rows["no_roadside_dropout"]["command"]

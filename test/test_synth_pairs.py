@@ -120,13 +120,25 @@ def test_visibility_sidecar_matches_the_id_masks(pairs):
         for k in range(0, 120, 13):
             fid = frames[seq_id][k]["frame_id"]
             _, _, vis = sim.render_vehicle(k, vr, with_image=False)
-            _, _, ivis = sim.render_infra(int(sim.pairing[k]), ir, with_image=False)
+            _, imask, ivis = sim.render_infra(int(sim.pairing[k]), ir, with_image=False)
             want_ego = sorted(a.track_id for a in sim.scene.agents
                               if vis.get(sim.ident(a), (0, 0))[0] >= CFG.min_visible_pixels)
             want_road = sorted(a.track_id for a in sim.scene.agents
                                if ivis.get(sim.ident(a), (0, 0))[0] >= CFG.min_visible_pixels)
             assert sorted(entry["frames"][fid]["ego"]) == want_ego
             assert sorted(entry["frames"][fid]["roadside"]) == want_road
+            boxes = entry["frames"][fid]["roadside_boxes"]
+            assert sorted(boxes) == want_road
+            h, w = imask.shape
+            for a in sim.scene.agents:
+                if a.track_id not in boxes:
+                    continue
+                x0, y0, x1, y1 = (round(v * n) for v, n in zip(boxes[a.track_id], (w, h, w, h)))
+                pixels = imask == sim.ident(a)
+                inside = pixels[y0:y1, x0:x1]
+                assert inside.sum() == pixels.sum()  # every visible pixel is in the box
+                # and the box is tight: each edge row / column holds one of them
+                assert inside[0].any() and inside[-1].any() and inside[:, 0].any() and inside[:, -1].any()
             checked += 1
     assert checked >= 16
     # hidden-hazard frames: only in the sequences with the agent, and the early frames are

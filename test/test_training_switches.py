@@ -314,3 +314,119 @@ def test_hazard_probe_needs_fusion_and_a_sidecar(tmp_path, tiny_model_dir):
     with pytest.raises(ValueError, match=message):
         train(_config(tmp_path, tiny_model_dir, data_root=str(copy), max_steps=1, lambda_hazard=1.0),
               progress=False)
+
+
+def test_roadside_object_boxes_come_from_the_sidecar(tmp_path):
+    import shutil
+
+    from v2x_vlm_ros.training.data import roadside_object_boxes
+
+    ds = DairV2XDataset(SAMPLE)
+    boxes = roadside_object_boxes(ds)
+    sidecar = json.loads((Path(SAMPLE) / "visibility.json").read_text())["sequences"]
+    for i in range(len(ds)):
+        frame = sidecar[ds[i].sequence_id]["frames"][ds[i].vehicle_frame]
+        assert boxes[i] == [frame["roadside_boxes"][t] for t in frame["roadside_boxes"]]
+        assert sorted(frame["roadside_boxes"]) == sorted(frame["roadside"])
+    assert sum(len(b) for b in boxes) > len(ds) / 2 and max(len(b) for b in boxes) >= 2
+    # an example carries its boxes, or None when no roadside image reaches the model
+    i = max(range(len(ds)), key=lambda k: len(boxes[k]))
+    assert PlanningExamples(ds, roadside_boxes=boxes)[i]["roadside_boxes"] == boxes[i]
+    assert PlanningExamples(ds, roadside_boxes=boxes, roadside_dropout=1.0)[i]["roadside_boxes"] is None
+    assert PlanningExamples(ds)[i]["roadside_boxes"] is None
+    # a sidecar written before the boxes existed: no targets at all
+    copy = tmp_path / "sample"
+    shutil.copytree(SAMPLE, copy)
+    data = json.loads((copy / "visibility.json").read_text())
+    for entry in data["sequences"].values():
+        for frame in entry["frames"].values():
+            del frame["roadside_boxes"]
+    (copy / "visibility.json").write_text(json.dumps(data))
+    assert roadside_object_boxes(DairV2XDataset(copy)) is None
+
+
+def test_roadside_cell_targets_by_hand():
+    from v2x_vlm_ros.training.losses import roadside_cell_targets
+
+    nan = float("nan")
+    boxes = torch.tensor([
+        # a large box: cells covered >= 25 % (rows 1-2, columns 3-5; row 3 is covered 20 %)
+        [[0.55, 0.30, 0.95, 0.80], [0.0, 0.0, 0.1, 0.1], [nan] * 4],
+        # one smaller than a cell: its centre's cell (0.35, 0.265) -> row 1, column 2
+        [[0.34, 0.26, 0.36, 0.27], [nan] * 4, [nan] * 4],
+        [[nan] * 4] * 3,  # nothing seen
+    ])
+    want = torch.zeros(3, 4, 6)
+    want[0, 1:3, 3:6] = 1
+    want[0, 0, 0] = 1  # covers 24 % of the cell, but its centre is there
+    want[1, 1, 2] = 1
+    assert torch.equal(roadside_cell_targets(boxes, 4, 6), want)
+    with pytest.raises(ValueError, match=r"need \(batch, boxes, 4\) boxes, got \(3, 4\)"):
+        roadside_cell_targets(boxes[0], 4, 6)
+
+
+def test_objects_probe_reads_the_roadside_half_per_cell():
+    from v2x_vlm_ros.training.data import _boxes_tensor
+    from v2x_vlm_ros.training.losses import RoadsideObjectsHead, objects_loss
+
+    torch.manual_seed(0)
+    head = RoadsideObjectsHead(8)
+    cells = torch.randn(2, 2, 4, 8)
+    logits = head(cells)
+    assert logits.shape == (2, 2, 2)
+    changed = cells.clone()
+    changed[:, :, :2] = 50.0  # the ego half
+    assert torch.equal(head(changed), logits)
+    assert torch.allclose(logits, head.score(cells[:, :, 2:]).squeeze(-1))
+    # boxes: sample 0 has one road user in the top-left roadside cell, sample 1 is unknown
+    batch = _boxes_tensor([[[0.1, 0.1, 0.3, 0.3]], None])
+    assert batch["roadside_known"].tolist() == [True, False]
+    assert batch["roadside_boxes"].shape == (2, 1, 4) and torch.isnan(batch["roadside_boxes"][1]).all()
+    x = logits[0].detach().double()
+    target = torch.tensor([[1.0, 0.0], [0.0, 0.0]], dtype=torch.float64)
+    want = -(target * torch.log(torch.sigmoid(x)) + (1 - target) * torch.log(1 - torch.sigmoid(x))).mean()
+    got = objects_loss(logits, batch["roadside_boxes"], batch["roadside_known"])
+    assert float(got.detach()) == pytest.approx(float(want), rel=1e-5)
+    none = objects_loss(logits, batch["roadside_boxes"], torch.tensor([False, False]))
+    assert float(none.detach()) == 0.0
+
+
+def test_training_with_the_objects_probe_logs_checkpoints_and_resumes(tmp_path, tiny_model_dir):
+    from safetensors.torch import load_file
+
+    opts = dict(lambda_objects=2.0, roadside_dropout=0.2)
+    train(_config(tmp_path / "a", tiny_model_dir, max_steps=4, **opts), progress=False)
+    run = tmp_path / "a" / "run"
+    rows = list(csv.DictReader(open(run / "train_log.csv")))
+    assert len(rows) == 4 and all(float(r["objects"]) > 0 for r in rows)
+    r = rows[0]  # loss = traj + 0.1 align + 2.0 objects
+    want = float(r["traj"]) + 0.1 * float(r["align"]) + 2 * float(r["objects"])
+    assert float(r["loss"]) == pytest.approx(want, rel=1e-5)
+    probe = load_file(run / "checkpoint" / "objects_head.safetensors")
+    assert set(probe) == {"score.weight", "score.bias"}
+    assert not any(k.startswith("score.") for k in load_file(run / "model" / "model.safetensors"))
+    train(_config(tmp_path / "b", tiny_model_dir, max_steps=2, **opts), progress=False)
+    train(_config(tmp_path / "b", tiny_model_dir, max_steps=4, **opts), progress=False)
+    resumed = load_file(tmp_path / "b" / "run" / "checkpoint" / "objects_head.safetensors")
+    assert all(torch.allclose(probe[k], resumed[k], atol=1e-6) for k in probe)
+
+
+def test_objects_probe_needs_fusion_and_boxes(tmp_path, tiny_model_dir):
+    import shutil
+
+    with pytest.raises(ValueError, match="lambda_objects needs fusion: the probe reads the roadside half"):
+        TrainConfig(lambda_objects=1.0, fusion=False)
+    with pytest.raises(ValueError, match="lambda_objects must be >= 0, got -1"):
+        TrainConfig(lambda_objects=-1.0)
+    copy = tmp_path / "sample"
+    shutil.copytree(SAMPLE, copy)
+    data = json.loads((copy / "visibility.json").read_text())
+    for entry in data["sequences"].values():
+        for frame in entry["frames"].values():
+            frame.pop("roadside_boxes")
+    (copy / "visibility.json").write_text(json.dumps(data))
+    message = (f"lambda_objects needs roadside boxes: {copy}/visibility.json is missing or was written "
+               "without 'roadside_boxes'")
+    with pytest.raises(ValueError, match=message):
+        train(_config(tmp_path, tiny_model_dir, data_root=str(copy), max_steps=1, lambda_objects=1.0),
+              progress=False)

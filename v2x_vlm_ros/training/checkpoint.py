@@ -4,6 +4,7 @@ Layout of ``<output_dir>/checkpoint/``:
 - ``student/``: the student as a complete model directory (``modeling.save_model``);
 - ``heads.safetensors``: the alignment projections;
 - ``hazard_head.safetensors``: the roadside-hazard probe (when trained with it);
+- ``objects_head.safetensors``: the dense roadside probe (when trained with it);
 - ``optimizer.safetensors`` + the optimizer's param groups in ``state.json``;
 - ``rng.safetensors``: torch's CPU (and CUDA) generator states;
 - ``state.json``: epoch, step in the epoch, global step, scheduler state, best score.
@@ -40,7 +41,7 @@ def _optimizer_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict, dict]:
 
 
 def save_checkpoint(output_dir, student, tokenizer, settings, heads, optimizer, scheduler,
-                    progress: dict, hazard_head=None) -> Path:
+                    progress: dict, hazard_head=None, objects_head=None) -> Path:
     out = Path(output_dir)
     tmp = out / (CHECKPOINT + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -49,9 +50,10 @@ def save_checkpoint(output_dir, student, tokenizer, settings, heads, optimizer, 
     if heads is not None:
         save_file({k: v.detach().cpu().contiguous() for k, v in heads.state_dict().items()},
                   tmp / "heads.safetensors")
-    if hazard_head is not None:
-        save_file({k: v.detach().cpu().contiguous() for k, v in hazard_head.state_dict().items()},
-                  tmp / "hazard_head.safetensors")
+    for name, head in (("hazard_head", hazard_head), ("objects_head", objects_head)):
+        if head is not None:
+            save_file({k: v.detach().cpu().contiguous() for k, v in head.state_dict().items()},
+                      tmp / f"{name}.safetensors")
     tensors, opt_meta = _optimizer_tensors(optimizer)
     save_file(tensors, tmp / "optimizer.safetensors")
     rng = {"cpu": torch.get_rng_state()}
@@ -70,15 +72,16 @@ def has_checkpoint(output_dir) -> bool:
     return (Path(output_dir) / CHECKPOINT / "state.json").is_file()
 
 
-def load_training_state(output_dir, heads, optimizer, scheduler, hazard_head=None) -> dict:
+def load_training_state(output_dir, heads, optimizer, scheduler, hazard_head=None, objects_head=None) -> dict:
     """Restore heads, optimizer, scheduler and RNG in place (the student is reloaded from
     ``checkpoint/student`` by the caller); returns the saved progress."""
     ckpt = Path(output_dir) / CHECKPOINT
     state = json.loads((ckpt / "state.json").read_text(encoding="utf-8"))
     if heads is not None:
         heads.load_state_dict(load_file(ckpt / "heads.safetensors"))
-    if hazard_head is not None:
-        hazard_head.load_state_dict(load_file(ckpt / "hazard_head.safetensors"))
+    for name, head in (("hazard_head", hazard_head), ("objects_head", objects_head)):
+        if head is not None:
+            head.load_state_dict(load_file(ckpt / f"{name}.safetensors"))
     tensors = load_file(ckpt / "optimizer.safetensors")
     slots: dict[int, dict] = {}
     for key, value in tensors.items():

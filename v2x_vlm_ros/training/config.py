@@ -109,6 +109,11 @@ class TrainConfig:
     #: synthetic world's ``visibility.json``), so the vision encoder has to represent it.
     #: Nothing of it ships with the model.
     lambda_hazard: float = 0.0
+    #: Weight of the dense roadside probe's loss (``losses.RoadsideObjectsHead``; 0: off): a
+    #: training-only linear score per image cell of the roadside half learns which cells hold
+    #: a road user the roadside camera sees (boxes from ``visibility.json``, worlds written
+    #: with ``roadside_boxes``). Nothing of it ships with the model.
+    lambda_objects: float = 0.0
     temperature: float = 2.0  # distillation
     kappa: float = 0.07  # InfoNCE temperature (the paper does not give it)
     align_dim: int = 256  # common dimension of the alignment projections
@@ -152,8 +157,8 @@ class TrainConfig:
         for name in ("lr", "temperature", "kappa"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
-        for name in ("lambda_align", "lambda_kd", "lambda_hazard", "weight_decay", "warmup_steps",
-                     "num_workers"):
+        for name in ("lambda_align", "lambda_kd", "lambda_hazard", "lambda_objects", "weight_decay",
+                     "warmup_steps", "num_workers"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.augment_resolution is not None:
@@ -175,9 +180,10 @@ class TrainConfig:
         for name in ("augment_p", "roadside_dropout"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
-        if self.lambda_hazard > 0 and not self.fusion:
-            raise ValueError("lambda_hazard needs fusion: the probe reads the roadside half of the "
-                             "fused image")
+        for name in ("lambda_hazard", "lambda_objects"):
+            if getattr(self, name) > 0 and not self.fusion:
+                raise ValueError(f"{name} needs fusion: the probe reads the roadside half of the "
+                                 "fused image")
         if not 0 < self.epoch_fraction <= 1:
             raise ValueError(f"epoch_fraction must be in (0, 1], got {self.epoch_fraction}")
         if self.max_steps is not None and self.max_steps < 1:

@@ -82,9 +82,11 @@ class PlanningExamples(torch.utils.data.Dataset):
 
     def __init__(self, dataset: DairV2XDataset, descriptions: dict[str, str] | None = None,
                  fusion: bool = True, augment: Augmentation | None = None, roadside_dropout: float = 0.0,
-                 seed: int = 0, hazard_labels: list[int] | None = None):
+                 seed: int = 0, hazard_labels: list[int] | None = None,
+                 roadside_boxes: list[list[list[float]] | None] | None = None):
         self.dataset = dataset
         self.hazard_labels = hazard_labels  # per sample: 1 / 0, -1 unknown (roadside_hazard_labels)
+        self.roadside_boxes = roadside_boxes  # per sample: boxes or None unknown (roadside_object_boxes)
         self.descriptions = descriptions
         self.fusion = fusion
         self.augment = augment if augment is not None and augment.active else None
@@ -116,11 +118,24 @@ class PlanningExamples(torch.utils.data.Dataset):
                 roadside = None if roadside is None else self.augment(roadside, rng)
         # the probe's label; unknown (-1) when no roadside image reaches the model
         hazard = -1 if self.hazard_labels is None or roadside is None else int(self.hazard_labels[i])
+        boxes = None  # the dense probe's boxes, when known and the halves are as they assume
+        if self.roadside_boxes is not None and roadside is not None and _same_aspect(ego, roadside):
+            boxes = self.roadside_boxes[i]
         return {
             "ego": ego, "roadside": roadside,
             "description": description, "motion": s.motion, "command": s.command,
             "future_xy": s.future_xy, "future_mask": s.future_mask, "roadside_hazard": hazard,
+            "roadside_boxes": boxes,
         }
+
+
+def _same_aspect(ego: np.ndarray, roadside: np.ndarray, tolerance: float = 0.02) -> bool:
+    """Whether the roadside image fills the right half of the fused image (it is scaled to
+    the ego's height, so equal aspect ratios give equal widths); the dense probe's cells
+    assume it."""
+    a = ego.shape[1] / ego.shape[0]
+    b = roadside.shape[1] / roadside.shape[0]
+    return abs(a - b) <= tolerance * a
 
 
 class BatchBuilder:
@@ -154,8 +169,20 @@ class BatchBuilder:
             "text_ids": text_ids, "text_mask": text_mask,
             "labels": labels, "traj_mask": traj_mask,
             "roadside_hazard": torch.tensor([float(e.get("roadside_hazard", -1)) for e in examples]),
+            **_boxes_tensor([e.get("roadside_boxes") for e in examples]),
             "truncated": sum(p.truncated for p in prompts),
         }
+
+
+def _boxes_tensor(per_sample: list) -> dict:
+    """"roadside_boxes" (B, K, 4), NaN rows padding, and "roadside_known" (B,) bool: which
+    samples the dense probe learns from (a known empty list is a frame with no road user)."""
+    width = max([1] + [len(b) for b in per_sample if b is not None])
+    boxes = torch.full((len(per_sample), width, 4), float("nan"))
+    for i, b in enumerate(per_sample):
+        if b:
+            boxes[i, : len(b)] = torch.tensor(b, dtype=torch.float32)
+    return {"roadside_boxes": boxes, "roadside_known": torch.tensor([b is not None for b in per_sample])}
 
 
 def _pad(rows: list[list[int]], pad: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -200,6 +227,27 @@ def roadside_hazard_labels(dataset: DairV2XDataset) -> list[int] | None:
         return -1 if found is None else int(found)
 
     return [label(entry) for entry in dataset._index]
+
+
+def roadside_object_boxes(dataset: DairV2XDataset) -> list[list[list[float]] | None] | None:
+    """Per sample, the dense probe's targets (``TrainConfig.lambda_objects``): the boxes
+    [x0, y0, x1, y1] (fractions of the roadside image) of every road user the paired
+    roadside frame sees, from the sidecar's ``roadside_boxes``; None for a frame the sidecar
+    does not list. None for the whole dataset without a sidecar or when it was written
+    before the boxes existed."""
+    from v2x_vlm_ros.data.synth.visibility import read_visibility
+
+    visibility = read_visibility(dataset.root)
+    if visibility is None:
+        return None
+    frames = {}
+    for seq, entry in visibility["sequences"].items():
+        for frame, seen in entry["frames"].items():
+            if "roadside_boxes" not in seen:
+                return None
+            frames[(str(seq), str(frame))] = [list(map(float, b)) for b in seen["roadside_boxes"].values()]
+    return [frames.get((e.sequence.sequence_id, e.sequence.frames[e.position].frame_id))
+            for e in dataset._index]
 
 
 class EpochSampler(torch.utils.data.Sampler):

@@ -153,21 +153,23 @@ class LossWeights:
     lambda_align: float = 0.1
     lambda_kd: float = 0.5
     lambda_hazard: float = 0.0  # the roadside-hazard probe (not in the paper)
+    lambda_objects: float = 0.0  # the roadside road-user cells (not in the paper)
 
     def __post_init__(self):
-        for name in ("lambda_align", "lambda_kd", "lambda_hazard"):
+        for name in ("lambda_align", "lambda_kd", "lambda_hazard", "lambda_objects"):
             value = getattr(self, name)
             if not (math.isfinite(value) and value >= 0):
                 raise ValueError(f"{name} must be finite and >= 0, got {value!r}")
 
 
 def total_loss(traj: torch.Tensor, align: torch.Tensor | None = None, kd: torch.Tensor | None = None,
-               weights: LossWeights = LossWeights(), hazard: torch.Tensor | None = None) -> dict:
-    """L = traj + lambda_align * align + lambda_kd * kd + lambda_hazard * hazard (absent
-    terms contribute 0).
+               weights: LossWeights = LossWeights(), hazard: torch.Tensor | None = None,
+               objects: torch.Tensor | None = None) -> dict:
+    """L = traj + lambda_align * align + lambda_kd * kd + lambda_hazard * hazard
+    + lambda_objects * objects (absent terms contribute 0).
 
-    Returns {"loss": tensor to backpropagate, "traj", "align", "kd", "hazard": unweighted
-    values as floats for logging, 0.0 for absent terms}.
+    Returns {"loss": tensor to backpropagate, "traj", "align", "kd", "hazard", "objects":
+    unweighted values as floats for logging, 0.0 for absent terms}.
     """
     loss = traj
     if align is not None:
@@ -176,9 +178,11 @@ def total_loss(traj: torch.Tensor, align: torch.Tensor | None = None, kd: torch.
         loss = loss + weights.lambda_kd * kd
     if hazard is not None:
         loss = loss + weights.lambda_hazard * hazard
+    if objects is not None:
+        loss = loss + weights.lambda_objects * objects
     as_float = lambda t: 0.0 if t is None else float(t.detach())
     return {"loss": loss, "traj": as_float(traj), "align": as_float(align), "kd": as_float(kd),
-            "hazard": as_float(hazard)}
+            "hazard": as_float(hazard), "objects": as_float(objects)}
 
 
 class RoadsideHazardHead(nn.Module):
@@ -207,3 +211,63 @@ def hazard_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     if not bool(known.any()):
         return logits.sum() * 0.0
     return nn.functional.binary_cross_entropy_with_logits(logits[known].float(), labels[known].float())
+
+
+class RoadsideObjectsHead(nn.Module):
+    """A training-only dense probe: which image cells of the fused image's right (roadside)
+    half hold a road user the roadside camera sees? One linear score per cell, trained per
+    cell (``objects_loss``) against the boxes of ``visibility.json``. A per-image label
+    (``RoadsideHazardHead``) reaches the encoder through one cell, the highest-scoring,
+    which was a static one: the cells holding the hidden car barely changed (docs/TRAINING.md).
+    Per-cell targets reach the car's own cells. The planner never reads the probe."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.score = nn.Linear(dim, 1)
+
+    def forward(self, cells: torch.Tensor) -> torch.Tensor:
+        """(B, rows, cols, dim) image cells, ego half left -> (B, rows, cols // 2) logits of
+        the roadside half's cells (its columns ``cols - cols // 2`` onwards)."""
+        if cells.dim() != 4 or cells.shape[2] < 2:
+            raise ValueError(f"need (batch, rows, cols >= 2, dim) image cells, got {tuple(cells.shape)}")
+        half = cells.shape[2] // 2
+        return self.score(cells[:, :, cells.shape[2] - half:, :]).squeeze(-1)
+
+
+def roadside_cell_targets(boxes: torch.Tensor, rows: int, cols: int, min_cover: float = 0.25) -> torch.Tensor:
+    """(B, K, 4) boxes [x0, y0, x1, y1] as fractions of the roadside image (NaN rows:
+    padding) -> (B, rows, cols) 0 / 1 targets: a cell is 1 when a box covers at least
+    ``min_cover`` of it or the box's centre lies in it (a road user smaller than a cell
+    still marks one)."""
+    if boxes.dim() != 3 or boxes.shape[-1] != 4:
+        raise ValueError(f"need (batch, boxes, 4) boxes, got {tuple(boxes.shape)}")
+    b = boxes.float()
+    valid = ~torch.isnan(b).any(-1)  # (B, K)
+    b = torch.nan_to_num(b, nan=0.0)
+    x = torch.arange(cols + 1, dtype=torch.float32, device=b.device) / cols  # cell edges
+    y = torch.arange(rows + 1, dtype=torch.float32, device=b.device) / rows
+    x0, y0, x1, y1 = (b[..., i, None] for i in range(4))  # (B, K, 1)
+    over_x = (torch.minimum(x1, x[1:]) - torch.maximum(x0, x[:-1])).clamp_min(0) * cols  # (B, K, cols)
+    over_y = (torch.minimum(y1, y[1:]) - torch.maximum(y0, y[:-1])).clamp_min(0) * rows  # (B, K, rows)
+    cover = over_y[..., :, None] * over_x[..., None, :]  # (B, K, rows, cols), fraction of a cell
+    cx = ((x0 + x1) / 2).clamp(0, 1 - 1e-6)
+    cy = ((y0 + y1) / 2).clamp(0, 1 - 1e-6)
+    col = (cx * cols).long().squeeze(-1)
+    row = (cy * rows).long().squeeze(-1)
+    centre = torch.zeros_like(cover, dtype=torch.bool)
+    centre.scatter_(-1, col[..., None, None].expand(*col.shape, rows, 1), True)
+    in_row = torch.arange(rows, device=b.device) == row[..., None]  # (B, K, rows)
+    centre &= in_row[..., None]
+    hit = ((cover >= min_cover) | centre) & valid[..., None, None]
+    return hit.any(dim=1).float()
+
+
+def objects_loss(logits: torch.Tensor, boxes: torch.Tensor, known: torch.Tensor) -> torch.Tensor:
+    """Per-cell binary cross-entropy of ``RoadsideObjectsHead``'s (B, rows, cols) logits
+    against ``roadside_cell_targets`` of the boxes, averaged over the cells of the samples
+    whose boxes are known (a roadside image reached the model and the sidecar lists the
+    frame); 0 (still part of the graph) when none is."""
+    if not bool(known.any()):
+        return logits.sum() * 0.0
+    targets = roadside_cell_targets(boxes, logits.shape[1], logits.shape[2])
+    return F.binary_cross_entropy_with_logits(logits[known].float(), targets[known])

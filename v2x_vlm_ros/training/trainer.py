@@ -55,9 +55,10 @@ from v2x_vlm_ros.training.checkpoint import CHECKPOINT, has_checkpoint, load_tra
 from v2x_vlm_ros.training.config import TrainConfig
 from v2x_vlm_ros.training.data import (Augmentation, BatchBuilder, EpochSampler, PairedCollate,
                                        PlanningExamples, pair_weights, read_descriptions,
-                                       roadside_hazard_labels)
-from v2x_vlm_ros.training.losses import (AlignmentHeads, LossWeights, RoadsideHazardHead, distillation_loss,
-                                         hazard_loss, info_nce, total_loss, trajectory_loss)
+                                       roadside_hazard_labels, roadside_object_boxes)
+from v2x_vlm_ros.training.losses import (AlignmentHeads, LossWeights, RoadsideHazardHead, RoadsideObjectsHead,
+                                         distillation_loss, hazard_loss, info_nce, objects_loss, total_loss,
+                                         trajectory_loss)
 
 log = logging.getLogger(__name__)
 HORIZON_KEYS = ("2.5", "3.5", "4.5", "avg")
@@ -106,11 +107,13 @@ class PlannerTrainModule(nn.Module):
     losses, so that DDP sees every trained parameter in one forward."""
 
     def __init__(self, student, heads: AlignmentHeads | None, freeze_vision: bool, kappa: float,
-                 fusion: ModalityWeights | None = None, hazard_head: RoadsideHazardHead | None = None):
+                 fusion: ModalityWeights | None = None, hazard_head: RoadsideHazardHead | None = None,
+                 objects_head: RoadsideObjectsHead | None = None):
         super().__init__()
         self.student = student
         self.heads = heads
         self.hazard_head = hazard_head  # training-only probe on the roadside half
+        self.objects_head = objects_head  # training-only dense probe on the roadside half
         self.fusion = fusion  # learned modality weights (applied by a hook on the text encoder)
         self.freeze_vision = freeze_vision
         self.kappa = kappa
@@ -133,15 +136,18 @@ class PlannerTrainModule(nn.Module):
         return features
 
     def forward(self, batch: dict):
-        """Logits, trajectory loss, alignment loss (None without heads) and the
-        roadside-hazard probe's loss (None without the probe)."""
+        """Logits, trajectory loss, alignment loss (None without heads) and the probes'
+        losses: roadside hazard, roadside objects (None without the probe)."""
         logits, traj, align = forward_planner(self.student, batch, self.image_features, self.heads,
                                               self.kappa)
-        hazard = None
+        hazard = objects = None
         if self.hazard_head is not None:
             hazard = hazard_loss(self.hazard_head(self._cells), batch["roadside_hazard"])
+        if self.objects_head is not None:
+            objects = objects_loss(self.objects_head(self._cells), batch["roadside_boxes"],
+                                   batch["roadside_known"])
         self._cells = None
-        return logits, traj, align, hazard
+        return logits, traj, align, hazard, objects
 
 
 def forward_planner(model, batch: dict, image_features=None, heads=None, kappa: float = 0.07):
@@ -345,8 +351,16 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
             raise ValueError(f"lambda_hazard needs the probe's labels: {cfg.data_root} has no "
                              "visibility.json (a synthetic world's sidecar)")
         hazard_head = RoadsideHazardHead(d_model)  # the projector's width (= the text's)
+    object_boxes = objects_head = None
+    if cfg.lambda_objects > 0:
+        object_boxes = roadside_object_boxes(train_ds)
+        if object_boxes is None or all(b is None for b in object_boxes):
+            raise ValueError(f"lambda_objects needs roadside boxes: {cfg.data_root}/visibility.json is "
+                             "missing or was written without 'roadside_boxes' (regenerate the world "
+                             "with v2x-vlm synth)")
+        objects_head = RoadsideObjectsHead(d_model)
     module = PlannerTrainModule(student.model, heads, cfg.freeze_vision, cfg.kappa, fusion,
-                                hazard_head).to(procs.device)
+                                hazard_head, objects_head).to(procs.device)
     trained = [p for p in module.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trained, lr=cfg.lr, weight_decay=cfg.weight_decay)
 
@@ -366,7 +380,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
     state = {"epoch": 0, "step_in_epoch": 0, "global_step": 0, "best_l2": None}
     if resume:
-        state = load_training_state(out, heads, optimizer, scheduler, hazard_head)
+        state = load_training_state(out, heads, optimizer, scheduler, hazard_head, objects_head)
         log.info("resumed from %s at epoch %d step %d", out / CHECKPOINT, state["epoch"],
                  state["global_step"])
 
@@ -375,7 +389,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
         wrapped = torch.nn.parallel.DistributedDataParallel(
             module, device_ids=[procs.device.index] if procs.device.type == "cuda" else None)
     weights = LossWeights(cfg.lambda_align if cfg.alignment else 0.0, cfg.lambda_kd if teacher else 0.0,
-                          cfg.lambda_hazard)
+                          cfg.lambda_hazard, cfg.lambda_objects)
     collate = PairedCollate(_builder(student), None)
     teacher_inputs_differ = teacher is not None and (
         teacher.settings.image_size != student.settings.image_size
@@ -385,12 +399,12 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
     augment = Augmentation(cfg.augment_resolution, cfg.augment_jpeg_quality, cfg.augment_p)
     examples = PlanningExamples(train_ds, descriptions, fusion=cfg.fusion, augment=augment,
                                 roadside_dropout=cfg.roadside_dropout, seed=cfg.seed,
-                                hazard_labels=hazard_labels)
+                                hazard_labels=hazard_labels, roadside_boxes=object_boxes)
     train_log = eval_log = None
     if procs.main:
         train_log = CsvLog(out / "train_log.csv",
                            ["epoch", "step", "loss", "traj", "align", "kd", "lr", "seconds",
-                            "w_ego", "w_roadside", "w_text", "hazard"])
+                            "w_ego", "w_roadside", "w_text", "hazard", "objects"])
         eval_log = CsvLog(out / "eval_log.csv",
                           ["epoch", "step", "samples", *(f"l2_{h}" for h in HORIZON_KEYS),
                            *(f"col_{h}" for h in HORIZON_KEYS)])
@@ -414,7 +428,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
         if procs.main:
             save_checkpoint(out, module.student, student.tokenizer, student.settings, heads, optimizer,
                             scheduler, {**state, "epoch": done_epoch, "step_in_epoch": step_in_epoch,
-                                        "seconds": elapsed()}, hazard_head)
+                                        "seconds": elapsed()}, hazard_head, objects_head)
 
     for epoch in range(state["epoch"], cfg.epochs):
         if state["global_step"] >= total_steps:
@@ -434,13 +448,13 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
         step_in_epoch = state["step_in_epoch"] if epoch == state["epoch"] else 0
         for batch in bar:
             batch = _to(batch, procs.device)
-            logits, traj, align, hazard = wrapped(batch)
+            logits, traj, align, hazard, objects = wrapped(batch)
             kd = None
             if teacher is not None:
                 with torch.no_grad():
                     t_logits, _, _ = forward_planner(teacher.model, batch.get("teacher", batch))
                 kd = distillation_loss(logits, t_logits, batch["traj_mask"], cfg.temperature)
-            losses = total_loss(traj, align, kd, weights, hazard)
+            losses = total_loss(traj, align, kd, weights, hazard, objects)
             optimizer.zero_grad(set_to_none=True)
             losses["loss"].backward()
             if cfg.grad_clip:

@@ -291,6 +291,20 @@ def _encode(img: np.ndarray, quality: int) -> bytes:
     return buf.tobytes()
 
 
+def _mask_boxes(mask: np.ndarray, idents: dict[str, int]) -> dict[str, list[float]]:
+    """{track id: [x0, y0, x1, y1]}: the box around each agent's visible pixels in an id
+    mask, as fractions of the image's width and height (x1, y1 exclusive), so it holds at
+    any image size."""
+    h, w = mask.shape
+    out = {}
+    for track, ident in idents.items():
+        ys, xs = np.nonzero(mask == ident)
+        if len(xs):
+            out[track] = [round(float(xs.min()) / w, 4), round(float(ys.min()) / h, 4),
+                          round(float(xs.max() + 1) / w, 4), round(float(ys.max() + 1) / h, 4)]
+    return out
+
+
 def render_sequence(sim: Simulation) -> tuple[SequenceSpec, list[dict]]:
     """Render, label and describe every frame of a simulated sequence; also returns, per
     vehicle frame, the track ids the ego camera and the paired roadside frame see."""
@@ -301,9 +315,12 @@ def render_sequence(sim: Simulation) -> tuple[SequenceSpec, list[dict]]:
     everyone = scene.agents + [scene.ego]
     ir = sim.infra_renderer()
     infra_frames, infra_vis = [], []
+    infra_boxes = []
     for j, t in enumerate(sim.infra_t):
-        img, _, vis = sim.render_infra(j, ir)
+        img, mask, vis = sim.render_infra(j, ir)
         infra_vis.append(vis)
+        infra_boxes.append(_mask_boxes(mask, {a.track_id: sim.ident(a) for a in scene.agents
+                                              if vis.get(sim.ident(a), (0, 0))[0] >= min_px}))
         labels = None
         if cfg.infra_labels:
             pole = world.local_from_virtuallidar[:2, 3]
@@ -342,7 +359,8 @@ def render_sequence(sim: Simulation) -> tuple[SequenceSpec, list[dict]]:
             if by_veh:
                 camera_agents.append(box)
         visibility.append({"ego": [a.track_id for a in seen_ego],
-                           "roadside": [a.track_id for a in seen_road]})
+                           "roadside": [a.track_id for a in seen_road],
+                           "roadside_boxes": infra_boxes[sim.pairing[k]]})
         static_vis = {s.ident: (int(counts[s.ident]) if s.ident < len(counts) else 0, 0)
                       for s in world.statics}
         view = _view(sim, t, {**vis, **static_vis}, vr.cam)

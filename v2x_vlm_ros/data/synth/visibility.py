@@ -10,7 +10,10 @@ Per sequence (by the sequence id the writer gave it):
   agent, the tail of a hidden queue); ``hidden``: the ones the twin leaves out;
 - ``frames``: ``{vehicle_frame_id: {"ego": [track ids], "roadside": [track ids]}}``: the
   agents with at least ``min_visible_pixels`` visible pixels in the ego camera's id mask
-  and in the id mask of the roadside frame paired with that vehicle frame.
+  and in the id mask of the roadside frame paired with that vehicle frame; and
+  ``roadside_boxes``: ``{track id: [x0, y0, x1, y1]}``, the box around each roadside-seen
+  agent's visible pixels in that roadside frame, as fractions of the image's width and
+  height (x1, y1 exclusive). Worlds written before the boxes existed lack the key.
 
 A frame is a *hidden hazard* when a conflict agent is seen by the roadside camera and not
 by the ego camera (``hidden_hazard_frames``): only the roadside view can tell the ground
