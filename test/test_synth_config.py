@@ -96,7 +96,13 @@ def test_shipped_world_configs_load_and_training_worlds_are_long_enough():
 
     config_dir = Path(__file__).resolve().parents[1] / "config"
     worlds = {p.stem: load_section(SynthConfig, p, "synth") for p in config_dir.glob("synth_*.yaml")}
-    assert set(worlds) == {"synth_sample", "synth_train", "synth_test"}
-    assert worlds["synth_train"].duration_s >= 10.0 and worlds["synth_test"].duration_s >= 10.0
+    assert set(worlds) == {"synth_sample", "synth_train", "synth_train_hazard", "synth_test"}
+    for name in ("synth_train", "synth_train_hazard", "synth_test"):
+        assert worlds[name].duration_s >= 10.0, name
     assert worlds["synth_test"].image_size == (1920, 1080)  # the defaults: what a user generates
-    assert worlds["synth_test"].seed not in (worlds["synth_train"].seed, worlds["synth_sample"].seed)
+    assert worlds["synth_test"].seed not in {w.seed for k, w in worlds.items() if k != "synth_test"}
+    # the hazard-rich world: the paired scenarios 3x and 2x per cycle, every scenario present
+    hazard = worlds["synth_train_hazard"]
+    cycle = [name for name, _ in hazard.cycle]
+    assert len(cycle) == 15 and cycle.count("occluded_crossing") == 6 and cycle.count("hidden_queue") == 4
+    assert set(cycle) == set(SCENARIOS) and hazard.num_sequences % len(cycle) == 0
