@@ -252,12 +252,10 @@ def roadside_cell_targets(boxes: torch.Tensor, rows: int, cols: int, min_cover: 
     cover = over_y[..., :, None] * over_x[..., None, :]  # (B, K, rows, cols), fraction of a cell
     cx = ((x0 + x1) / 2).clamp(0, 1 - 1e-6)
     cy = ((y0 + y1) / 2).clamp(0, 1 - 1e-6)
-    col = (cx * cols).long().squeeze(-1)
-    row = (cy * rows).long().squeeze(-1)
-    centre = torch.zeros_like(cover, dtype=torch.bool)
-    centre.scatter_(-1, col[..., None, None].expand(*col.shape, rows, 1), True)
-    in_row = torch.arange(rows, device=b.device) == row[..., None]  # (B, K, rows)
-    centre &= in_row[..., None]
+    col = (cx * cols).long()[..., None]  # (B, K, 1, 1): the centre's cell
+    row = (cy * rows).long()[..., None]
+    centre = (torch.arange(rows, device=b.device)[:, None] == row) & \
+        (torch.arange(cols, device=b.device)[None, :] == col)  # (B, K, rows, cols)
     hit = ((cover >= min_cover) | centre) & valid[..., None, None]
     return hit.any(dim=1).float()
 
