@@ -316,9 +316,21 @@ def test_hazard_probe_needs_fusion_and_a_sidecar(tmp_path, tiny_model_dir):
               progress=False)
 
 
-def test_roadside_object_boxes_come_from_the_sidecar(tmp_path):
+def _sample_without_boxes(tmp_path) -> Path:
+    """A copy of the sample whose sidecar was written before roadside_boxes existed."""
     import shutil
 
+    copy = tmp_path / "sample"
+    shutil.copytree(SAMPLE, copy)
+    data = json.loads((copy / "visibility.json").read_text())
+    for entry in data["sequences"].values():
+        for frame in entry["frames"].values():
+            del frame["roadside_boxes"]
+    (copy / "visibility.json").write_text(json.dumps(data))
+    return copy
+
+
+def test_roadside_object_boxes_come_from_the_sidecar(tmp_path):
     from v2x_vlm_ros.training.data import roadside_object_boxes
 
     ds = DairV2XDataset(SAMPLE)
@@ -335,13 +347,7 @@ def test_roadside_object_boxes_come_from_the_sidecar(tmp_path):
     assert PlanningExamples(ds, roadside_boxes=boxes, roadside_dropout=1.0)[i]["roadside_boxes"] is None
     assert PlanningExamples(ds)[i]["roadside_boxes"] is None
     # a sidecar written before the boxes existed: no targets at all
-    copy = tmp_path / "sample"
-    shutil.copytree(SAMPLE, copy)
-    data = json.loads((copy / "visibility.json").read_text())
-    for entry in data["sequences"].values():
-        for frame in entry["frames"].values():
-            del frame["roadside_boxes"]
-    (copy / "visibility.json").write_text(json.dumps(data))
+    copy = _sample_without_boxes(tmp_path)
     assert roadside_object_boxes(DairV2XDataset(copy)) is None
 
 
@@ -412,19 +418,11 @@ def test_training_with_the_objects_probe_logs_checkpoints_and_resumes(tmp_path, 
 
 
 def test_objects_probe_needs_fusion_and_boxes(tmp_path, tiny_model_dir):
-    import shutil
-
     with pytest.raises(ValueError, match="lambda_objects needs fusion: the probe reads the roadside half"):
         TrainConfig(lambda_objects=1.0, fusion=False)
     with pytest.raises(ValueError, match="lambda_objects must be >= 0, got -1"):
         TrainConfig(lambda_objects=-1.0)
-    copy = tmp_path / "sample"
-    shutil.copytree(SAMPLE, copy)
-    data = json.loads((copy / "visibility.json").read_text())
-    for entry in data["sequences"].values():
-        for frame in entry["frames"].values():
-            frame.pop("roadside_boxes")
-    (copy / "visibility.json").write_text(json.dumps(data))
+    copy = _sample_without_boxes(tmp_path)
     message = (f"lambda_objects needs roadside boxes: {copy}/visibility.json is missing or was written "
                "without 'roadside_boxes'")
     with pytest.raises(ValueError, match=message):
