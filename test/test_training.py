@@ -49,6 +49,16 @@ def test_a_short_run_lowers_the_loss_and_exports_a_model(tmp_path, tiny_model_di
     assert "## Validation" in (tmp_path / "run" / "model" / "README.md").read_text()
 
 
+def test_a_model_directory_is_fine_tuned_at_the_given_input_size(tmp_path, tiny_model_dir):
+    assert load_model(tiny_model_dir).settings.image_size == (64, 128)
+    train(config(tmp_path, tiny_model_dir, student=str(tiny_model_dir), max_steps=2,
+                 image_size=(96, 288)), progress=False)
+    assert load_model(tmp_path / "run" / "model").settings.image_size == (96, 288)
+    assert load_model(tmp_path / "run" / "checkpoint" / "student").settings.image_size == (96, 288)
+    train(config(tmp_path / "kept", tiny_model_dir, student=str(tiny_model_dir), max_steps=1), progress=False)
+    assert load_model(tmp_path / "kept" / "run" / "model").settings.image_size == (64, 128)
+
+
 def test_frozen_vision_tower_is_unchanged_and_stays_in_eval_mode(tmp_path, tiny_model_dir):
     train(config(tmp_path, tiny_model_dir, max_steps=5, freeze_vision=True,
                  init_vision_from=str(tiny_model_dir)), progress=False)

@@ -407,6 +407,21 @@ def cmd_train(args) -> int:
     return 0
 
 
+def cmd_probe(args) -> int:
+    from v2x_vlm_ros.training.probe import probe_run
+
+    try:
+        report = probe_run(args.run, args.data, split=None if args.split == "all" else args.split,
+                           max_frames=args.max_frames, batch_size=args.batch_size, device=args.device)
+    except (FileNotFoundError, ValueError) as exc:
+        raise ConfigError(str(exc)) from None
+    text = json.dumps(report, indent=2)
+    if args.json:
+        Path(args.json).write_text(text + "\n", encoding="utf-8")
+    print(text)
+    return 0
+
+
 def cmd_play(args) -> int:
     try:
         from v2x_vlm_ros.ros.bag_player import PlayOptions, play
@@ -640,6 +655,18 @@ def build_parser() -> argparse.ArgumentParser:
                    help="override one config field (YAML value), repeatable")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("probe", help="does a run's vision encoder see what the roadside camera sees? "
+                                     "(its dense roadside probe on a synthetic world, docs/TRAINING.md)")
+    p.add_argument("run", help="training output directory with a checkpoint trained with lambda_objects > 0")
+    p.add_argument("--data", required=True,
+                   help="world written by v2x-vlm synth (visibility.json with boxes)")
+    p.add_argument("--split", default="all", help="split of the world, or 'all' (default)")
+    p.add_argument("--max-frames", type=int, default=400, help="frames spread over the world for cells_auc")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--json", help="also write the report to this file")
+    p.set_defaults(func=cmd_probe)
     return parser
 
 

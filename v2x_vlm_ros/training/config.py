@@ -45,7 +45,8 @@ class TrainConfig:
     #: Copy the vision tower weights from this model directory (a preset student then has
     #: a trained encoder to freeze, as the paper's student has Florence-2's pretrained one).
     init_vision_from: str | None = None
-    #: Model input (height, width) for a preset student (None: the preset's).
+    #: Model input (height, width) for a preset student (None: the preset's), or for a model
+    #: directory fine-tuned at another size (None: the size it was trained at).
     image_size: tuple[int, int] | None = None
     #: Trajectory codec of a preset student: x and y ranges (m) and bins per coordinate.
     codec_x_range: tuple[float, float] = (-20.0, 100.0)
@@ -57,6 +58,12 @@ class TrainConfig:
     codec_reference: str = "none"
     #: Freeze the student's vision encoder (kept in eval mode: its drop-path stays off).
     freeze_vision: bool = True
+    #: "plan": Algorithm 2 (the planner's losses). "vision": pretrain the vision encoder
+    #: alone on the dense roadside probe (``lambda_objects``), no decoder, no teacher, the
+    #: stand-in for the detection pretraining Florence-2's encoder has and a from-scratch
+    #: one lacks; each epoch is scored by ``training/probe.py`` (probe_log.csv) and the
+    #: model saved, for a "plan" run's ``init_vision_from`` (docs/TRAINING.md).
+    stage: str = "plan"
 
     # -- ablations (Table 5) --------------------------------------------------------------
     #: False: ego image only (the roadside half of the canvas is blank).
@@ -184,6 +191,14 @@ class TrainConfig:
             if getattr(self, name) > 0 and not self.fusion:
                 raise ValueError(f"{name} needs fusion: the probe reads the roadside half of the "
                                  "fused image")
+        if self.stage not in ("plan", "vision"):
+            raise ValueError(f"stage must be 'plan' or 'vision', got {self.stage!r}")
+        if self.stage == "vision":
+            if not self.lambda_objects > 0:
+                raise ValueError("stage 'vision' trains the vision encoder on the dense roadside probe "
+                                 "alone: set lambda_objects > 0")
+            if self.freeze_vision:
+                raise ValueError("stage 'vision' trains the vision encoder: set freeze_vision: false")
         if not 0 < self.epoch_fraction <= 1:
             raise ValueError(f"epoch_fraction must be in (0, 1], got {self.epoch_fraction}")
         if self.max_steps is not None and self.max_steps < 1:
@@ -197,4 +212,4 @@ class TrainConfig:
 
     @property
     def uses_teacher(self) -> bool:
-        return self.distillation and self.teacher is not None
+        return self.stage == "plan" and self.distillation and self.teacher is not None

@@ -162,7 +162,7 @@ class LossWeights:
                 raise ValueError(f"{name} must be finite and >= 0, got {value!r}")
 
 
-def total_loss(traj: torch.Tensor, align: torch.Tensor | None = None, kd: torch.Tensor | None = None,
+def total_loss(traj: torch.Tensor | None, align: torch.Tensor | None = None, kd: torch.Tensor | None = None,
                weights: LossWeights = LossWeights(), hazard: torch.Tensor | None = None,
                objects: torch.Tensor | None = None) -> dict:
     """L = traj + lambda_align * align + lambda_kd * kd + lambda_hazard * hazard
@@ -170,8 +170,12 @@ def total_loss(traj: torch.Tensor, align: torch.Tensor | None = None, kd: torch.
 
     Returns {"loss": tensor to backpropagate, "traj", "align", "kd", "hazard", "objects":
     unweighted values as floats for logging, 0.0 for absent terms}.
+    ``traj`` is None in the vision stage (no decoder; ``TrainConfig.stage``).
     """
-    loss = traj
+    present = [t for t in (traj, align, kd, hazard, objects) if t is not None]
+    if not present:
+        raise ValueError("total_loss needs at least one loss term")
+    loss = traj if traj is not None else torch.zeros((), device=present[0].device)
     if align is not None:
         loss = loss + weights.lambda_align * align
     if kd is not None:

@@ -41,6 +41,7 @@ from transformers import AutoTokenizer
 from transformers.models.bart.modeling_bart import shift_tokens_right
 
 from v2x_vlm_ros.data.dair import DairV2XDataset, DatasetConfig
+from v2x_vlm_ros.data.synth.visibility import read_visibility
 from v2x_vlm_ros.eval.evaluate import score
 from v2x_vlm_ros.eval.protocols import dataset_report
 from v2x_vlm_ros.model.codec import CodecConfig, build_codec
@@ -59,6 +60,7 @@ from v2x_vlm_ros.training.data import (Augmentation, BatchBuilder, EpochSampler,
 from v2x_vlm_ros.training.losses import (AlignmentHeads, LossWeights, RoadsideHazardHead, RoadsideObjectsHead,
                                          distillation_loss, hazard_loss, info_nce, objects_loss, total_loss,
                                          trajectory_loss)
+from v2x_vlm_ros.training.probe import PROBE_FIELDS, objects_probe_report, probe_row
 
 log = logging.getLogger(__name__)
 HORIZON_KEYS = ("2.5", "3.5", "4.5", "avg")
@@ -108,8 +110,9 @@ class PlannerTrainModule(nn.Module):
 
     def __init__(self, student, heads: AlignmentHeads | None, freeze_vision: bool, kappa: float,
                  fusion: ModalityWeights | None = None, hazard_head: RoadsideHazardHead | None = None,
-                 objects_head: RoadsideObjectsHead | None = None):
+                 objects_head: RoadsideObjectsHead | None = None, vision_only: bool = False):
         super().__init__()
+        self.vision_only = vision_only  # the vision stage: image features and probes, no decoder
         self.student = student
         self.heads = heads
         self.hazard_head = hazard_head  # training-only probe on the roadside half
@@ -137,9 +140,14 @@ class PlannerTrainModule(nn.Module):
 
     def forward(self, batch: dict):
         """Logits, trajectory loss, alignment loss (None without heads) and the probes'
-        losses: roadside hazard, roadside objects (None without the probe)."""
-        logits, traj, align = forward_planner(self.student, batch, self.image_features, self.heads,
-                                              self.kappa)
+        losses: roadside hazard, roadside objects (None without the probe). In the vision
+        stage logits, trajectory and alignment losses are None."""
+        if self.vision_only:
+            logits = traj = align = None
+            self.image_features(batch["pixel_values"])
+        else:
+            logits, traj, align = forward_planner(self.student, batch, self.image_features, self.heads,
+                                                  self.kappa)
         hazard = objects = None
         if self.hazard_head is not None:
             hazard = hazard_loss(self.hazard_head(self._cells), batch["roadside_hazard"])
@@ -212,6 +220,8 @@ def build_student(cfg: TrainConfig, train_ds: DairV2XDataset, descriptions) -> L
         loaded = LoadedModel(model, tokenizer, settings, cfg.student)
     else:
         loaded = load_model(cfg.student)
+        if cfg.image_size is not None:  # fine-tuned at another input size (the encoder is convolutional)
+            loaded.settings.image_size = cfg.image_size
     if cfg.init_vision_from:
         _copy_vision_tower(loaded.model, cfg.init_vision_from)
     loaded.settings.fusion = cfg.fusion
@@ -338,10 +348,11 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
         student = build_student(cfg, train_ds, descriptions)
     teacher = load_teacher(cfg, student, procs.device) if cfg.uses_teacher else None
 
+    vision_stage = cfg.stage == "vision"
     d_model = student.model.config.text_config.d_model
-    heads = AlignmentHeads(d_model, d_model, cfg.align_dim) if cfg.alignment else None
+    heads = AlignmentHeads(d_model, d_model, cfg.align_dim) if cfg.alignment and not vision_stage else None
     fusion = None
-    if cfg.modality_weights:  # learned, starting from the checkpoint's when resuming
+    if cfg.modality_weights and not vision_stage:  # learned, starting from the checkpoint's when resuming
         fusion = ModalityWeights(student.settings.modality_weights or (1.0, 1.0, 1.0))
         install_modality_weights(student.model, student.settings, source=fusion)
     hazard_labels = hazard_head = None
@@ -360,7 +371,10 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
                              "with v2x-vlm synth)")
         objects_head = RoadsideObjectsHead(d_model)
     module = PlannerTrainModule(student.model, heads, cfg.freeze_vision, cfg.kappa, fusion,
-                                hazard_head, objects_head).to(procs.device)
+                                hazard_head, objects_head, vision_only=vision_stage).to(procs.device)
+    if vision_stage:  # the text encoder and decoder get no gradient: not trained, not decayed
+        student.model.model.language_model.requires_grad_(False)
+        student.model.lm_head.requires_grad_(False)
     trained = [p for p in module.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trained, lr=cfg.lr, weight_decay=cfg.weight_decay)
 
@@ -400,11 +414,16 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
     examples = PlanningExamples(train_ds, descriptions, fusion=cfg.fusion, augment=augment,
                                 roadside_dropout=cfg.roadside_dropout, seed=cfg.seed,
                                 hazard_labels=hazard_labels, roadside_boxes=object_boxes)
-    train_log = eval_log = None
+    train_log = eval_log = probe_log = None
+    probe_examples = None
+    if vision_stage and val_ds is not None and len(val_ds):
+        probe_examples = PlanningExamples(val_ds, descriptions, fusion=True,
+                                          roadside_boxes=roadside_object_boxes(val_ds))
     if procs.main:
         train_log = CsvLog(out / "train_log.csv",
                            ["epoch", "step", "loss", "traj", "align", "kd", "lr", "seconds",
                             "w_ego", "w_roadside", "w_text", "hazard", "objects"])
+        probe_log = CsvLog(out / "probe_log.csv", PROBE_FIELDS) if vision_stage else None
         eval_log = CsvLog(out / "eval_log.csv",
                           ["epoch", "step", "samples", *(f"l2_{h}" for h in HORIZON_KEYS),
                            *(f"col_{h}" for h in HORIZON_KEYS)])
@@ -414,7 +433,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
     def elapsed() -> float:
         return round(time.perf_counter() - began, 1)
     last: dict = {}
-    val_result = None
+    val_result = probe_result = None
 
     def weights_into_settings() -> dict:
         """The learned modality weights, into the settings saved with the model; for the log."""
@@ -477,7 +496,16 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
         state["epoch"], state["step_in_epoch"] = (epoch + 1, 0) if finished_epoch else (epoch, step_in_epoch)
 
         weights_into_settings()  # the exported model carries the weights it was validated with
-        if procs.main and val_ds is not None and len(val_ds):
+        if procs.main and vision_stage:  # scored by the probe; the latest encoder is the model
+            if probe_examples is not None and probe_examples.roadside_boxes is not None:
+                probe_result = objects_probe_report(module, probe_examples, collate,
+                                                    read_visibility(val_ds.root),
+                                                    max_frames=cfg.eval_max_samples or len(val_ds))
+                probe_log.write(probe_row(epoch + 1, state["global_step"], probe_result))
+            save_model(out / "model", module.student, student.tokenizer, student.settings,
+                       model_card(cfg, None, state["global_step"], elapsed()),
+                       dtype=getattr(torch, cfg.export_dtype))
+        elif procs.main and val_ds is not None and len(val_ds):
             module.eval()
             current = LoadedModel(module.student, student.tokenizer, student.settings, "training")
             batch = max(cfg.batch_size, 16)
@@ -501,6 +529,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
 
     summary = {"global_step": state["global_step"], "total_steps": total_steps, "world_size": procs.world,
                "last_losses": last, "validation": val_result, "best_val_l2": state["best_l2"],
+               "probe": probe_result,
                "modality_weights": student.settings.modality_weights if fusion is not None else None,
                "roadside_dropped": examples.dropped,
                "ranks_in_sync": ranks_in_sync(module) if procs.world > 1 else True,
