@@ -107,6 +107,7 @@ def test_a_vision_stage_run_trains_only_the_vision_side_and_scores_each_epoch(tm
     assert all(torch.equal(before[k], after[k]) for k in language)  # decoder untouched
     assert sum(not torch.equal(before[k], after[k]) for k in vision) > len(vision) // 2
 
+    assert not (run / "eval_log.csv").exists()  # nothing planned
     probe = list(csv.DictReader(open(run / "probe_log.csv")))
     assert len(probe) == 1 and probe[0]["epoch"] == "1" and probe[0]["step"] == "3"
     assert int(probe[0]["frames"]) == 24 and int(probe[0]["hidden_pairs"]) > 0

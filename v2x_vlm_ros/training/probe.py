@@ -65,11 +65,10 @@ def roadside_cell_logits(module, examples, collate, indices: list[int], batch_si
     the frame's boxes are unknown) of ``examples[indices]`` through ``module``
     (a ``trainer.PlannerTrainModule`` with an objects head)."""
     module.eval()
+    device = next(module.parameters()).device
     logits, targets = [], []
     for start in range(0, len(indices), batch_size):
-        items = [examples[i] for i in indices[start: start + batch_size]]
-        batch = collate(items)
-        device = next(module.parameters()).device
+        batch = collate([examples[i] for i in indices[start: start + batch_size]])
         module.image_features(batch["pixel_values"].to(device))
         cells = module.objects_head(module._cells).float().cpu()
         module._cells = None

@@ -424,9 +424,10 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
                            ["epoch", "step", "loss", "traj", "align", "kd", "lr", "seconds",
                             "w_ego", "w_roadside", "w_text", "hazard", "objects"])
         probe_log = CsvLog(out / "probe_log.csv", PROBE_FIELDS) if vision_stage else None
-        eval_log = CsvLog(out / "eval_log.csv",
-                          ["epoch", "step", "samples", *(f"l2_{h}" for h in HORIZON_KEYS),
-                           *(f"col_{h}" for h in HORIZON_KEYS)])
+        if not vision_stage:  # the vision stage plans nothing: scored in probe_log.csv
+            eval_log = CsvLog(out / "eval_log.csv",
+                              ["epoch", "step", "samples", *(f"l2_{h}" for h in HORIZON_KEYS),
+                               *(f"col_{h}" for h in HORIZON_KEYS)])
     # training time over every run of this output directory (a resumed run goes on counting)
     began = time.perf_counter() - float(state.get("seconds", 0.0))
 
