@@ -49,6 +49,18 @@ def test_a_short_run_lowers_the_loss_and_exports_a_model(tmp_path, tiny_model_di
     assert "## Validation" in (tmp_path / "run" / "model" / "README.md").read_text()
 
 
+def test_resuming_with_other_trained_parameters_says_what_changed(tmp_path, tiny_model_dir):
+    train(config(tmp_path, tiny_model_dir, max_steps=1, freeze_vision=True,
+                 init_vision_from=str(tiny_model_dir)), progress=False)
+    ckpt = tmp_path / "run" / "checkpoint"
+    with pytest.raises(ValueError) as err:
+        train(config(tmp_path, tiny_model_dir, max_steps=2, freeze_vision=False), progress=False)
+    saved = len(json.loads((ckpt / "state.json").read_text())["optimizer"]["param_groups"][0]["params"])
+    assert str(err.value).startswith(f"{ckpt}: the checkpoint's optimizer holds {saved} trained tensors, "
+                                     "this run trains ")
+    assert f"start a new output_dir with student: {ckpt / 'student'}" in str(err.value)
+
+
 def test_a_model_directory_is_fine_tuned_at_the_given_input_size(tmp_path, tiny_model_dir):
     assert load_model(tiny_model_dir).settings.image_size == (64, 128)
     train(config(tmp_path, tiny_model_dir, student=str(tiny_model_dir), max_steps=2,

@@ -90,7 +90,15 @@ def load_training_state(output_dir, heads, optimizer, scheduler, hazard_head=Non
     for key, value in state["optimizer"]["scalars"].items():
         index, name = key.split(".", 1)
         slots.setdefault(int(index), {})[name] = value
-    optimizer.load_state_dict({"state": slots, "param_groups": state["optimizer"]["param_groups"]})
+    try:
+        optimizer.load_state_dict({"state": slots, "param_groups": state["optimizer"]["param_groups"]})
+    except ValueError:  # torch: "... doesn't match the size of optimizer's group"
+        saved = sum(len(g["params"]) for g in state["optimizer"]["param_groups"])
+        now = sum(len(g["params"]) for g in optimizer.param_groups)
+        raise ValueError(f"{ckpt}: the checkpoint's optimizer holds {saved} trained tensors, this run "
+                         f"trains {now} (freeze_vision or a probe changed since it was written); resume "
+                         f"with the settings it was written with, or start a new output_dir with "
+                         f"student: {ckpt / 'student'}") from None
     scheduler.load_state_dict(state["scheduler"])
     rng = load_file(ckpt / "rng.safetensors")
     torch.set_rng_state(rng["cpu"])
