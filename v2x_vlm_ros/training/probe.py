@@ -40,23 +40,12 @@ def rank_auc(positive, negative) -> float | None:
 def hidden_pairs(dataset, visibility: dict) -> list[tuple[int, int]]:
     """(sample index of a hidden-hazard frame, sample index of the same frame of its twin)
     for every such frame of ``dataset`` whose twin frame is in it too."""
-    from v2x_vlm_ros.data.synth.visibility import hidden_hazard_frames
+    from v2x_vlm_ros.data.synth.visibility import hazard_twin_pairs
 
     index = {(e.sequence.sequence_id, e.sequence.frames[e.position].frame_id): i
              for i, e in enumerate(dataset._index)}
-    sequences = visibility["sequences"]
-    pairs = []
-    for seq, frame in sorted(hidden_hazard_frames(visibility)):
-        twin = sequences[seq].get("pair")
-        if twin not in sequences:
-            continue
-        mine, theirs = sorted(sequences[seq]["frames"]), sorted(sequences[twin]["frames"])
-        if len(mine) != len(theirs) or (seq, frame) not in index:
-            continue
-        other = (str(twin), theirs[mine.index(frame)])
-        if other in index:
-            pairs.append((index[(seq, frame)], index[other]))
-    return pairs
+    return [(index[hazard], index[twin]) for hazard, twin in sorted(hazard_twin_pairs(visibility).items())
+            if hazard in index and twin in index]
 
 
 @torch.no_grad()
@@ -81,7 +70,7 @@ def roadside_cell_logits(module, examples, collate, indices: list[int], batch_si
 
 
 def objects_probe_report(module, examples, collate, visibility: dict, max_frames: int = 400,
-                         batch_size: int = 16, seed: int = 0) -> dict:
+                         batch_size: int = 16) -> dict:
     """``cells_auc`` on up to ``max_frames`` frames spread over ``examples`` and the hidden
     agent's cells on every hidden-hazard pair (see the module docstring)."""
     n = len(examples)

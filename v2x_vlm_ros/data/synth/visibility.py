@@ -85,19 +85,25 @@ def hidden_hazard_frames(visibility: dict) -> set[tuple[str, str]]:
     return out
 
 
-def hazard_twin_frames(visibility: dict) -> set[tuple[str, str]]:
-    """For each hidden-hazard frame, the frame at the same position in its twin (``pair``:
-    the same scene without the hazard), where the ground truth drives on. A planner that
-    brakes there was not told by the roadside view: it brakes on what the ego sees (the
-    junction ahead), and pays here what it gains on the hidden-hazard frames."""
+def hazard_twin_pairs(visibility: dict) -> dict[tuple[str, str], tuple[str, str]]:
+    """{hidden-hazard frame: the frame at the same position in its twin} (``pair``: the same
+    scene without the hazard), for the twins of the same length."""
     sequences = visibility["sequences"]
     order = {seq: sorted(entry["frames"]) for seq, entry in sequences.items()}
-    out = set()
+    out = {}
     for seq, frame in hidden_hazard_frames(visibility):
         twin = sequences[seq].get("pair")
         if twin in order and len(order[twin]) == len(order[seq]):
-            out.add((str(twin), order[twin][order[seq].index(frame)]))
+            out[(seq, frame)] = (str(twin), order[twin][order[seq].index(frame)])
     return out
+
+
+def hazard_twin_frames(visibility: dict) -> set[tuple[str, str]]:
+    """For each hidden-hazard frame, the frame at the same position in its twin, where the
+    ground truth drives on (``hazard_twin_pairs``). A planner that brakes there was not told
+    by the roadside view: it brakes on what the ego sees (the junction ahead), and pays here
+    what it gains on the hidden-hazard frames."""
+    return set(hazard_twin_pairs(visibility).values())
 
 
 def hidden_hazard_twin_frames(visibility: dict) -> set[tuple[str, str]]:
