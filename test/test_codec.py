@@ -447,3 +447,55 @@ def test_reference_config_validation(kwargs, message):
     with pytest.raises(ValueError) as err:
         CodecConfig(**kwargs)
     assert str(err.value) == message
+
+
+# ---------------------------------------------------------------- waypoint order
+
+# 3 waypoints, 4 bins over x in [0, 4) (1 m each), y in [0, 8) (2 m each)
+ORDER_CFG = CodecConfig(num_waypoints=3, x_range=(0.0, 4.0), y_range=(0.0, 8.0), bins=4,
+                        order="endpoint_first")
+PLAN3 = [[0.5, 0.5], [1.5, 2.5], [3.5, 7.5]]  # bins (0, 0), (1, 1), (3, 3)
+
+
+def test_endpoint_first_writes_the_last_waypoint_first_hand_computed():
+    assert ORDER_CFG.waypoint_order == (2, 0, 1)
+    assert dataclasses.replace(ORDER_CFG, order="time").waypoint_order == (0, 1, 2)
+    codec = LocTokenCodec(ORDER_CFG, LOC_IDS)
+    enc = codec.encode(PLAN3)
+    assert enc.token_ids == [5003, 5003, 5000, 5000, 5001, 5001]
+    timed = LocTokenCodec(dataclasses.replace(ORDER_CFG, order="time"), LOC_IDS)
+    assert timed.encode(PLAN3).token_ids == [5000, 5000, 5001, 5001, 5003, 5003]
+    # decoding puts every waypoint back at its time: bin centres (0.5, 1), (1.5, 3), (3.5, 7)
+    np.testing.assert_array_equal(codec.decode(enc.token_ids), [[0.5, 1.0], [1.5, 3.0], [3.5, 7.0]])
+    # the same tokens read in time order are another plan
+    np.testing.assert_array_equal(timed.decode(enc.token_ids), [[3.5, 7.0], [0.5, 1.0], [1.5, 3.0]])
+
+
+def test_endpoint_first_flags_clamping_per_waypoint_in_time():
+    codec = LocTokenCodec(ORDER_CFG, LOC_IDS)
+    assert codec.encode([[0.5, 0.5], [1.5, 2.5], [9.0, 7.5]]).clamped.tolist() == [False, False, True]
+
+
+def test_endpoint_first_text_codec_hand_computed():
+    codec = TextCodec(dataclasses.replace(ORDER_CFG, kind="text"))
+    assert codec.encode(PLAN3) == "3.5,7.5;0.5,0.5;1.5,2.5"
+    np.testing.assert_array_equal(codec.decode("3.5,7.5;0.5,0.5;1.5,2.5"), PLAN3)
+    # an error names the waypoint in time, not the position it was written at
+    with pytest.raises(TrajectoryDecodeError) as err:
+        codec.decode("3.5,x;0.5,0.5;1.5,2.5")
+    assert str(err.value) == "waypoint 2: 'x' is not a number"
+
+
+@settings(max_examples=50, deadline=None)
+@given(hnp.arrays(np.float64, (10, 2), elements=st.floats(-19.9, 49.9)))
+def test_endpoint_first_round_trip_matches_time_order(xy):
+    first = LocTokenCodec(dataclasses.replace(CFG, order="endpoint_first"), LOC_IDS)
+    np.testing.assert_array_equal(first.decode(first.encode(xy).token_ids),
+                                  CODEC.decode(CODEC.encode(xy).token_ids))
+
+
+def test_order_config_validation_and_old_settings():
+    with pytest.raises(ValueError) as err:
+        CodecConfig(order="reverse")
+    assert str(err.value) == "order must be one of ('time', 'endpoint_first'), got 'reverse'"
+    assert CodecConfig().order == "time"  # models saved before the option write in time order

@@ -2,13 +2,16 @@
 distillation and ablations do what they say, and DDP keeps ranks in sync."""
 
 import csv
+import dataclasses
 import json
+import math
 import os
 import re
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -193,7 +196,7 @@ def test_a_teacher_with_another_codec_is_refused(tmp_path, tiny_model_dir):
     cfg = config(tmp_path, tiny_model_dir, max_steps=1, teacher=str(tiny_model_dir),
                  codec_reference="constant_speed")
     with pytest.raises(ValueError, match=r"the codec settings \(codec_x_range, codec_y_range, "
-                                         r"codec_bins, codec_reference\) must match"):
+                                         r"codec_bins, codec_reference, codec_order\) must match"):
         train(cfg, progress=False)
     assert not (tmp_path / "run" / "model").exists()
 
@@ -205,7 +208,7 @@ def test_constant_speed_reference_is_saved_with_the_model_and_trains(tmp_path, t
     assert (codec.reference, codec.x_range, codec.bins) == ("constant_speed", (-45.0, 60.0), 420)
     card = (tmp_path / "run" / "model" / "README.md").read_text()
     assert "- trajectory tokens relative to constant_speed (x [-45.0, 60.0] m, y [-50.0, 50.0] m, " \
-        "420 bins)" in card
+        "420 bins), waypoints in time order" in card
     assert all(float(r["traj"]) > 0 for r in log_rows(tmp_path / "run"))
 
 
@@ -240,3 +243,45 @@ def test_labels_are_written_against_each_samples_speed(tiny_model_dir):
                                build_codec(codec_cfg, ids))
         labels = builder(examples)["labels"]
         assert torch.equal(labels[0], labels[1]) == same
+
+
+def test_endpoint_first_labels_ignore_a_masked_waypoint_where_it_is_written(tiny_model_dir):
+    """Waypoint T is written first: a sequence that ends before it hides the first token pair,
+    not the last one."""
+    from v2x_vlm_ros.model.codec import build_codec, loc_token_name
+    from v2x_vlm_ros.training.data import BatchBuilder
+    from v2x_vlm_ros.training.losses import IGNORE_INDEX
+
+    loaded = load_model(tiny_model_dir)
+    ids = [loaded.tokenizer.convert_tokens_to_ids(loc_token_name(i)) for i in range(1000)]
+    codec_cfg = dataclasses.replace(loaded.settings.codec, order="endpoint_first")
+    builder = BatchBuilder(loaded.tokenizer, loaded.settings,
+                           loaded.model.config.text_config.max_position_embeddings,
+                           build_codec(codec_cfg, ids))
+    xy = np.column_stack([5.0 * np.arange(1, 11), np.zeros(10)])  # 5 m per waypoint
+    mask = np.ones(10, bool)
+    mask[9] = False  # the sequence ends before the last waypoint
+    labels = builder.labels(xy, mask, 10.0)
+    assert labels[0] == loaded.tokenizer.bos_token_id and labels[-1] == loaded.tokenizer.eos_token_id
+    assert labels[1:3] == [IGNORE_INDEX, IGNORE_INDEX]
+    # then waypoints 1..9 in time: x 5 m -> bin floor((5 + 20) / 120 * 1000) = 208, y 0 -> bin 500
+    assert labels[3:5] == [ids[208], ids[500]]
+    assert labels[19:21] == [ids[math.floor((45.0 + 20.0) / 120.0 * 1000)], ids[500]]
+    assert IGNORE_INDEX not in labels[3:21]
+
+
+def test_a_model_directory_is_fine_tuned_in_another_waypoint_order(tmp_path, tiny_model_dir):
+    train(config(tmp_path, tiny_model_dir, max_steps=1, student=str(tiny_model_dir),
+                 tokenizer_from=None, codec_order="endpoint_first"), progress=False)
+    codec = load_model(tmp_path / "run" / "model").settings.codec
+    assert codec.order == "endpoint_first"
+    assert load_model(tiny_model_dir).settings.codec.order == "time"  # the source is left as it was
+    card = (tmp_path / "run" / "model" / "README.md").read_text()
+    assert "bins), waypoints in endpoint_first order" in card
+
+
+def test_train_config_names_a_bad_codec_order():
+    with pytest.raises(ValueError) as err:
+        TrainConfig(data_root=SAMPLE, codec_order="backwards")
+    assert str(err.value) == \
+        "codec_order must be one of ('time', 'endpoint_first') (or null), got 'backwards'"

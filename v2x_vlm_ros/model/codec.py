@@ -26,6 +26,17 @@ What the tokens say about a trajectory (``CodecConfig.reference``):
   the speed written in its prompt into metres. ``encode`` and ``decode`` take the speed
   (``EgoMotion.speed_mps``: 0 where it is unknown, as at a sequence's first frame, on both
   sides, so training and inference agree).
+
+In which order the waypoints are written (``CodecConfig.order``):
+
+- ``"time"`` (the paper's): waypoint 1, 2, ..., T.
+- ``"endpoint_first"``: waypoint T first, then 1, ..., T-1. The decoder writes one token at a
+  time, each conditioned on the ones before. In time order, braking for a hazard and driving
+  on differ by a bin or two at the first waypoints, and once the model has written those it
+  only extends the prefix: the decision to brake rests on one token that barely differs
+  either way (docs/TRAINING.md, "Why the decoder did not read the hidden car"). Written
+  endpoint first, the decision is the first token, where the two plans are metres apart;
+  the rest of the plan follows from it.
 """
 
 from __future__ import annotations
@@ -40,6 +51,7 @@ import numpy as np
 MAX_LOC_BINS = 1000  # Florence-2 has <loc_0>..<loc_999>
 KINDS = ("loc", "text")
 REFERENCES = ("none", "constant_speed")
+ORDERS = ("time", "endpoint_first")
 
 
 class TrajectoryDecodeError(ValueError):
@@ -88,6 +100,8 @@ class CodecConfig:
             are the waypoints minus straight-ahead driving at the current speed; x_range
             then bounds that difference). See the module docstring.
         dt_s: seconds between waypoints (waypoint i is at (i + 1) * dt_s), for the reference.
+        order: ``"time"`` (waypoints 1..T) or ``"endpoint_first"`` (waypoint T, then
+            1..T-1). See the module docstring.
     """
 
     kind: str = "loc"
@@ -98,12 +112,15 @@ class CodecConfig:
     text_decimals: int = 1
     reference: str = "none"
     dt_s: float = 0.5
+    order: str = "time"
 
     def __post_init__(self):
         if self.kind not in KINDS:
             raise ValueError(f"kind must be one of {KINDS}, got {self.kind!r}")
         if self.reference not in REFERENCES:
             raise ValueError(f"reference must be one of {REFERENCES}, got {self.reference!r}")
+        if self.order not in ORDERS:
+            raise ValueError(f"order must be one of {ORDERS}, got {self.order!r}")
         if isinstance(self.dt_s, bool) or not isinstance(self.dt_s, (int, float)) \
                 or not (math.isfinite(self.dt_s) and self.dt_s > 0):
             raise ValueError(f"dt_s must be a positive number of seconds, got {self.dt_s!r}")
@@ -132,6 +149,15 @@ class CodecConfig:
             v = float(speed_mps) if speed_mps is not None and math.isfinite(float(speed_mps)) else 0.0
             ref[:, 0] = v * self.dt_s * np.arange(1, self.num_waypoints + 1)
         return ref
+
+    @property
+    def waypoint_order(self) -> tuple[int, ...]:
+        """The waypoint (0-based, in time) written at each position of the token sequence:
+        token pair ``p`` (tokens ``2p``, ``2p + 1``) is waypoint ``waypoint_order[p]``."""
+        time_order = tuple(range(self.num_waypoints))
+        if self.order == "endpoint_first":
+            return time_order[-1:] + time_order[:-1]
+        return time_order
 
     @property
     def resolution(self) -> tuple[float, float]:
@@ -210,7 +236,8 @@ class LocTokenCodec:
         clamped = np.any((arr < self._lo) | (arr > hi), axis=1)
         bins = self.config.bins
         idx = np.clip(np.floor((arr - self._lo) / self._span * bins), 0, bins - 1).astype(np.int64)
-        return EncodedTrajectory([self._ids[i] for i in idx.reshape(-1)], clamped)
+        written = idx[list(self.config.waypoint_order)]
+        return EncodedTrajectory([self._ids[i] for i in written.reshape(-1)], clamped)
 
     def decode(self, token_ids, speed_mps: float | None = None) -> np.ndarray:
         """2T loc ids (list, numpy array or torch tensor) -> (T, 2) bin centres in metres
@@ -238,7 +265,8 @@ class LocTokenCodec:
                 raise TrajectoryDecodeError(
                     f"token at position {k} is {loc_token_name(i)}, outside the {bins} bins in use")
             idx.append(i)
-        centres = np.asarray(idx, dtype=np.float64).reshape(-1, 2) + 0.5
+        centres = np.empty((self.num_waypoints, 2))
+        centres[list(self.config.waypoint_order)] = np.asarray(idx, dtype=np.float64).reshape(-1, 2) + 0.5
         return self._lo + centres * self._span / bins + self.config.reference_xy(speed_mps)
 
     def allowed_token_ids(self, step: int) -> list[int]:
@@ -271,7 +299,7 @@ class TextCodec:
         d = self.config.text_decimals
         # round() first, then + 0.0 turns a rounded -0.0 into 0.0 (one spelling per value).
         fmt = lambda v: f"{round(float(v), d) + 0.0:.{d}f}"
-        return ";".join(f"{fmt(x)},{fmt(y)}" for x, y in arr)
+        return ";".join(f"{fmt(x)},{fmt(y)}" for x, y in arr[list(self.config.waypoint_order)])
 
     def decode(self, text: str, speed_mps: float | None = None) -> np.ndarray:
         """Text -> (T, 2), plus the reference at ``speed_mps``. Whitespace around numbers is
@@ -284,8 +312,9 @@ class TextCodec:
         pairs = text.split(";")
         if len(pairs) != self.num_waypoints:
             raise TrajectoryDecodeError(f"expected {self.num_waypoints} waypoints, got {len(pairs)}")
-        out = np.empty((self.num_waypoints, 2))
-        for k, pair in enumerate(pairs):
+        out = np.empty((self.num_waypoints, 2))  # in the written order; time order at the end
+        for pos, pair in enumerate(pairs):
+            k = self.config.waypoint_order[pos]  # the waypoint (in time) this pair is
             fields = pair.split(",")
             if len(fields) != 2:
                 raise TrajectoryDecodeError(f"waypoint {k}: expected 'x,y', got {pair!r}")
@@ -296,8 +325,10 @@ class TextCodec:
                 value = float(field)
                 if not math.isfinite(value):  # e.g. 400 digits overflow to inf
                     raise TrajectoryDecodeError(f"waypoint {k}: {field!r} is not finite")
-                out[k, j] = value
-        return out + self.config.reference_xy(speed_mps)
+                out[pos, j] = value
+        timed = np.empty_like(out)
+        timed[list(self.config.waypoint_order)] = out
+        return timed + self.config.reference_xy(speed_mps)
 
 
 def build_codec(config: CodecConfig, loc_token_ids: Sequence[int] | None = None):

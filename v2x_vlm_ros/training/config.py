@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from v2x_vlm_ros.model.codec import REFERENCES
+from v2x_vlm_ros.model.codec import ORDERS, REFERENCES
 
 
 @dataclass
@@ -56,6 +56,11 @@ class TrainConfig:
     #: "constant_speed" (the waypoints minus driving on at the current speed; see
     #: model/codec.py). A student distilled from a teacher must use the teacher's.
     codec_reference: str = "none"
+    #: In which order the waypoints are written: "time" (the paper's) or "endpoint_first"
+    #: (the last waypoint first; model/codec.py). None: "time" for a preset student, the
+    #: model's own order for a model directory; a value given re-orders a model directory's
+    #: tokens too (fine-tuning then relearns what each position means).
+    codec_order: str | None = None
     #: Freeze the student's vision encoder (kept in eval mode: its drop-path stays off).
     freeze_vision: bool = True
     #: "plan": Algorithm 2 (the planner's losses). "vision": pretrain the vision encoder
@@ -158,6 +163,8 @@ class TrainConfig:
         self.codec_y_range = tuple(float(v) for v in self.codec_y_range)
         if self.codec_reference not in REFERENCES:
             raise ValueError(f"codec_reference must be one of {REFERENCES}, got {self.codec_reference!r}")
+        if self.codec_order is not None and self.codec_order not in ORDERS:
+            raise ValueError(f"codec_order must be one of {ORDERS} (or null), got {self.codec_order!r}")
         for name in ("epochs", "batch_size", "vocab_size", "align_dim", "log_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")

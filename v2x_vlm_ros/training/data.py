@@ -150,8 +150,9 @@ class BatchBuilder:
 
     def labels(self, xy: np.ndarray, mask: np.ndarray, speed_mps: float) -> list[int]:
         tokens = list(self.codec.encode(xy, speed_mps).token_ids)
-        for k in np.flatnonzero(~mask):
-            tokens[2 * k] = tokens[2 * k + 1] = IGNORE_INDEX
+        for pos, k in enumerate(self.codec.config.waypoint_order):  # waypoint k is token pair pos
+            if not mask[k]:
+                tokens[2 * pos] = tokens[2 * pos + 1] = IGNORE_INDEX
         return [self.tokenizer.bos_token_id, *tokens, self.tokenizer.eos_token_id]
 
     def __call__(self, examples: list[dict]) -> dict:

@@ -215,13 +215,15 @@ def build_student(cfg: TrainConfig, train_ds: DairV2XDataset, descriptions) -> L
             tokenizer = build_tokenizer(_corpus(train_ds, descriptions), cfg.vocab_size)
         model = build_model(cfg.student, tokenizer, seed=cfg.seed)
         codec = CodecConfig(x_range=cfg.codec_x_range, y_range=cfg.codec_y_range, bins=cfg.codec_bins,
-                            reference=cfg.codec_reference)
+                            reference=cfg.codec_reference, order=cfg.codec_order or "time")
         settings = ModelSettings(image_size=cfg.image_size or PRESETS[cfg.student].image_size, codec=codec)
         loaded = LoadedModel(model, tokenizer, settings, cfg.student)
     else:
         loaded = load_model(cfg.student)
         if cfg.image_size is not None:  # fine-tuned at another input size (the encoder is convolutional)
             loaded.settings.image_size = cfg.image_size
+        if cfg.codec_order is not None:  # same tokens, positions re-ordered (fine-tuning relearns them)
+            loaded.settings.codec = dataclasses.replace(loaded.settings.codec, order=cfg.codec_order)
     if cfg.init_vision_from:
         _copy_vision_tower(loaded.model, cfg.init_vision_from)
     loaded.settings.fusion = cfg.fusion
@@ -242,7 +244,7 @@ def load_teacher(cfg: TrainConfig, student: LoadedModel, device) -> LoadedModel:
         raise ValueError(f"teacher {cfg.teacher} writes trajectories as {teacher.settings.codec}, the "
                          f"student as {student.settings.codec}: distillation compares their tokens, "
                          "so the codec settings (codec_x_range, codec_y_range, codec_bins, "
-                         "codec_reference) must match")
+                         "codec_reference, codec_order) must match")
     teacher.settings.fusion = cfg.fusion  # the teacher sees what the student sees
     teacher.settings.scene_text = cfg.scene_text
     teacher.model.requires_grad_(False).eval()
@@ -292,7 +294,7 @@ def validate(planner: ModelPlanner, dataset: DairV2XDataset, max_samples: int | 
     return result
 
 
-def model_card(cfg: TrainConfig, val: dict | None, steps: int, seconds: float) -> str:
+def model_card(cfg: TrainConfig, val: dict | None, steps: int, seconds: float, codec: CodecConfig) -> str:
     lines = [f"# {Path(cfg.output_dir).name}", "",
              "V2X-VLM planner (Florence-2 architecture, transformers' native classes), trained by "
              "`v2x-vlm train`.", "", "## Training", "",
@@ -304,8 +306,8 @@ def model_card(cfg: TrainConfig, val: dict | None, steps: int, seconds: float) -
              f"{cfg.augment_jpeg_quality} (p {cfg.augment_p}), roadside dropout {cfg.roadside_dropout}, "
              f"modality-weighted fusion {cfg.modality_weights}, paired-scene weight {cfg.pair_weight}, "
              f"hidden-hazard frame weight {cfg.hazard_weight}",
-             f"- trajectory tokens relative to {cfg.codec_reference} (x {list(cfg.codec_x_range)} m, "
-             f"y {list(cfg.codec_y_range)} m, {cfg.codec_bins} bins)",
+             f"- trajectory tokens relative to {codec.reference} (x {list(codec.x_range)} m, "
+             f"y {list(codec.y_range)} m, {codec.bins} bins), waypoints in {codec.order} order",
              f"- {cfg.epochs} epochs, batch {cfg.batch_size}, lr {cfg.lr}, {steps} steps, "
              f"{seconds / 60:.1f} min",
              ""]
@@ -504,7 +506,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
                                                     max_frames=cfg.eval_max_samples or len(val_ds))
                 probe_log.write(probe_row(epoch + 1, state["global_step"], probe_result))
             save_model(out / "model", module.student, student.tokenizer, student.settings,
-                       model_card(cfg, None, state["global_step"], elapsed()),
+                       model_card(cfg, None, state["global_step"], elapsed(), student.settings.codec),
                        dtype=getattr(torch, cfg.export_dtype))
         elif procs.main and val_ds is not None and len(val_ds):
             module.eval()
@@ -518,12 +520,12 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
                             **{f"col_{h}": val_result["collision"][h] for h in HORIZON_KEYS}})
             if state["best_l2"] is None or val_result["l2"]["avg"] <= state["best_l2"]:
                 state["best_l2"] = val_result["l2"]["avg"]
-                save_model(out / "model", module.student, student.tokenizer, student.settings,
-                           model_card(cfg, val_result, state["global_step"], elapsed()),
+                card = model_card(cfg, val_result, state["global_step"], elapsed(), student.settings.codec)
+                save_model(out / "model", module.student, student.tokenizer, student.settings, card,
                            dtype=getattr(torch, cfg.export_dtype))
         elif procs.main:
             save_model(out / "model", module.student, student.tokenizer, student.settings,
-                       model_card(cfg, None, state["global_step"], elapsed()),
+                       model_card(cfg, None, state["global_step"], elapsed(), student.settings.codec),
                        dtype=getattr(torch, cfg.export_dtype))
         save(state["epoch"], state["step_in_epoch"])
         procs.barrier()
