@@ -316,6 +316,78 @@ def test_hazard_probe_needs_fusion_and_a_sidecar(tmp_path, tiny_model_dir):
               progress=False)
 
 
+def _tiny_batch(tiny_model_dir):
+    from v2x_vlm_ros.data.records import Command, EgoMotion
+    from v2x_vlm_ros.model.codec import build_codec, loc_token_name
+    from v2x_vlm_ros.training.data import BatchBuilder
+
+    loaded = load_model(tiny_model_dir)
+    ids = [loaded.tokenizer.convert_tokens_to_ids(loc_token_name(i)) for i in range(1000)]
+    builder = BatchBuilder(loaded.tokenizer, loaded.settings,
+                           loaded.model.config.text_config.max_position_embeddings,
+                           build_codec(loaded.settings.codec, ids))
+    t = 0.5 * np.arange(1, 11)
+    examples = [{"ego": _image(), "roadside": _image(), "description": "a car", "command": Command.FORWARD,
+                 "motion": EgoMotion(v, 0.0, 0.0, 0.5), "future_xy": np.column_stack([v * t, np.zeros(10)]),
+                 "future_mask": np.ones(10, bool)} for v in (4.0, 9.0)]
+    return loaded, builder(examples)
+
+
+def test_plan_state_is_the_decoder_state_that_writes_the_first_plan_token(tiny_model_dir):
+    from v2x_vlm_ros.training.losses import PlanStateHazardHead
+    from v2x_vlm_ros.training.trainer import forward_planner
+
+    loaded, batch = _tiny_batch(tiny_model_dir)
+    model = loaded.model.eval()
+    with torch.no_grad():
+        logits, _, _, state = forward_planner(model, batch, keep_plan_state=True)
+        assert forward_planner(model, batch)[3] is None
+        # the first plan token (labels[:, 1]) is read from that state
+        assert torch.allclose(model.lm_head(state), logits[:, 1], atol=1e-5)
+        # later plan tokens do not reach it (the decoder is causal); the image does
+        later = dict(batch, labels=batch["labels"].clone())
+        later["labels"][:, 3:-1] = later["labels"][:, 2:3]
+        assert torch.allclose(forward_planner(model, later, keep_plan_state=True)[3], state, atol=1e-6)
+        other = dict(batch, pixel_values=batch["pixel_values"].flip(-1))
+        assert not torch.allclose(forward_planner(model, other, keep_plan_state=True)[3], state, atol=1e-3)
+    head = PlanStateHazardHead(state.shape[-1])
+    assert head(state).shape == (2,)
+    with pytest.raises(ValueError) as err:
+        head(state[:, None])
+    assert str(err.value) == f"need (batch, dim) decoder states, got (2, 1, {state.shape[-1]})"
+
+
+def test_training_with_the_hazard_probe_on_the_decoder(tmp_path, tiny_model_dir):
+    from safetensors.torch import load_file
+
+    train(_config(tmp_path, tiny_model_dir, max_steps=3, lambda_hazard=1.0, hazard_probe_on="decoder",
+                  freeze_vision=True), progress=False)
+    run = tmp_path / "run"
+    rows = list(csv.DictReader(open(run / "train_log.csv")))
+    assert len(rows) == 3 and all(float(r["hazard"]) > 0 for r in rows)
+    r = rows[0]  # loss = traj + 0.1 align + 1.0 hazard
+    assert float(r["loss"]) == pytest.approx(float(r["traj"]) + 0.1 * float(r["align"]) + float(r["hazard"]),
+                                             rel=1e-5)
+    probe = load_file(run / "checkpoint" / "hazard_head.safetensors")
+    d_model = load_model(run / "model").model.config.text_config.d_model
+    assert probe["score.weight"].shape == (1, d_model)
+    shipped = load_file(run / "model" / "model.safetensors")
+    assert not any("hazard" in k or k.startswith("score.") for k in shipped)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(lambda_hazard=1.0, hazard_probe_on="encoder"),
+     "hazard_probe_on must be 'vision' or 'decoder', got 'encoder'"),
+    (dict(stage="vision", lambda_objects=1.0, lambda_hazard=1.0, hazard_probe_on="decoder",
+          freeze_vision=False),
+     "stage 'vision' runs no decoder: hazard_probe_on 'decoder' needs stage 'plan'"),
+])
+def test_hazard_probe_on_config_errors(kwargs, message):
+    with pytest.raises(ValueError) as err:
+        TrainConfig(data_root=SAMPLE, **kwargs)
+    assert str(err.value) == message
+
+
 def _sample_without_boxes(tmp_path) -> Path:
     """A copy of the sample whose sidecar was written before roadside_boxes existed."""
     import shutil

@@ -121,6 +121,12 @@ class TrainConfig:
     #: synthetic world's ``visibility.json``), so the vision encoder has to represent it.
     #: Nothing of it ships with the model.
     lambda_hazard: float = 0.0
+    #: What the roadside-hazard probe reads: "vision" (the roadside half's image cells, as
+    #: above) or "decoder" (``losses.PlanStateHazardHead``: the decoder's state where it
+    #: writes the plan's first token, the endpoint with ``codec_order: endpoint_first``). On the
+    #: decoder, its loss teaches the cross-attention to find that road user before the plan is
+    #: written, which the planning loss alone did not (docs/TRAINING.md).
+    hazard_probe_on: str = "vision"
     #: Weight of the dense roadside probe's loss (``losses.RoadsideObjectsHead``; 0: off): a
     #: training-only linear score per image cell of the roadside half learns which cells hold
     #: a road user the roadside camera sees (boxes from ``visibility.json``, worlds written
@@ -198,6 +204,8 @@ class TrainConfig:
             if getattr(self, name) > 0 and not self.fusion:
                 raise ValueError(f"{name} needs fusion: the probe reads the roadside half of the "
                                  "fused image")
+        if self.hazard_probe_on not in ("vision", "decoder"):
+            raise ValueError(f"hazard_probe_on must be 'vision' or 'decoder', got {self.hazard_probe_on!r}")
         if self.stage not in ("plan", "vision"):
             raise ValueError(f"stage must be 'plan' or 'vision', got {self.stage!r}")
         if self.stage == "vision":
@@ -206,6 +214,9 @@ class TrainConfig:
                                  "alone: set lambda_objects > 0")
             if self.freeze_vision:
                 raise ValueError("stage 'vision' trains the vision encoder: set freeze_vision: false")
+            if self.lambda_hazard > 0 and self.hazard_probe_on == "decoder":
+                raise ValueError("stage 'vision' runs no decoder: hazard_probe_on 'decoder' needs "
+                                 "stage 'plan'")
         if not 0 < self.epoch_fraction <= 1:
             raise ValueError(f"epoch_fraction must be in (0, 1], got {self.epoch_fraction}")
         if self.max_steps is not None and self.max_steps < 1:

@@ -208,6 +208,24 @@ class RoadsideHazardHead(nn.Module):
         return self.score(roadside).flatten(1).amax(dim=1)
 
 
+class PlanStateHazardHead(nn.Module):
+    """The roadside-hazard probe on the decoder (``TrainConfig.hazard_probe_on: decoder``): one
+    linear score of the decoder's last hidden state at the position that writes the plan's
+    first token. The state is what the first token is read from, so the loss makes the
+    decoder's cross-attention look for a hidden road user before it commits to a plan (with
+    the endpoint written first, that token decides whether the plan brakes). Training only."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.score = nn.Linear(dim, 1)
+
+    def forward(self, state: torch.Tensor) -> torch.Tensor:
+        """(B, dim) decoder states -> (B,) logits."""
+        if state.dim() != 2:
+            raise ValueError(f"need (batch, dim) decoder states, got {tuple(state.shape)}")
+        return self.score(state).squeeze(-1)
+
+
 def hazard_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Binary cross-entropy of the probe's logits against labels 1 / 0, averaged over the
     samples whose label is known (>= 0); 0 (still part of the graph) when none is."""

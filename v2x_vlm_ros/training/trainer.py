@@ -57,9 +57,9 @@ from v2x_vlm_ros.training.config import TrainConfig
 from v2x_vlm_ros.training.data import (Augmentation, BatchBuilder, EpochSampler, PairedCollate,
                                        PlanningExamples, pair_weights, read_descriptions,
                                        roadside_hazard_labels, roadside_object_boxes)
-from v2x_vlm_ros.training.losses import (AlignmentHeads, LossWeights, RoadsideHazardHead, RoadsideObjectsHead,
-                                         distillation_loss, hazard_loss, info_nce, objects_loss, total_loss,
-                                         trajectory_loss)
+from v2x_vlm_ros.training.losses import (AlignmentHeads, LossWeights, PlanStateHazardHead,
+                                         RoadsideHazardHead, RoadsideObjectsHead, distillation_loss,
+                                         hazard_loss, info_nce, objects_loss, total_loss, trajectory_loss)
 from v2x_vlm_ros.training.probe import PROBE_FIELDS, objects_probe_report, probe_row
 
 log = logging.getLogger(__name__)
@@ -109,13 +109,15 @@ class PlannerTrainModule(nn.Module):
     losses, so that DDP sees every trained parameter in one forward."""
 
     def __init__(self, student, heads: AlignmentHeads | None, freeze_vision: bool, kappa: float,
-                 fusion: ModalityWeights | None = None, hazard_head: RoadsideHazardHead | None = None,
+                 fusion: ModalityWeights | None = None,
+                 hazard_head: RoadsideHazardHead | PlanStateHazardHead | None = None,
                  objects_head: RoadsideObjectsHead | None = None, vision_only: bool = False):
         super().__init__()
         self.vision_only = vision_only  # the vision stage: image features and probes, no decoder
         self.student = student
         self.heads = heads
-        self.hazard_head = hazard_head  # training-only probe on the roadside half
+        self.hazard_head = hazard_head  # training-only probe on the roadside half or the decoder
+        self.hazard_on_decoder = isinstance(hazard_head, PlanStateHazardHead)
         self.objects_head = objects_head  # training-only dense probe on the roadside half
         self.fusion = fusion  # learned modality weights (applied by a hook on the text encoder)
         self.freeze_vision = freeze_vision
@@ -146,11 +148,13 @@ class PlannerTrainModule(nn.Module):
             logits = traj = align = None
             self.image_features(batch["pixel_values"])
         else:
-            logits, traj, align = forward_planner(self.student, batch, self.image_features, self.heads,
-                                                  self.kappa)
+            logits, traj, align, plan_state = forward_planner(
+                self.student, batch, self.image_features, self.heads, self.kappa,
+                keep_plan_state=self.hazard_on_decoder)
         hazard = objects = None
         if self.hazard_head is not None:
-            hazard = hazard_loss(self.hazard_head(self._cells), batch["roadside_hazard"])
+            probed = plan_state if self.hazard_on_decoder else self._cells
+            hazard = hazard_loss(self.hazard_head(probed), batch["roadside_hazard"])
         if self.objects_head is not None:
             objects = objects_loss(self.objects_head(self._cells), batch["roadside_boxes"],
                                    batch["roadside_known"])
@@ -158,10 +162,15 @@ class PlannerTrainModule(nn.Module):
         return logits, traj, align, hazard, objects
 
 
-def forward_planner(model, batch: dict, image_features=None, heads=None, kappa: float = 0.07):
-    """Teacher-forced logits of ``model`` on ``batch``, its trajectory loss and (with
-    ``heads``) its alignment loss. Image features are computed once and scattered into the
-    ``<image>`` placeholders (transformers' forward would not return them)."""
+def forward_planner(model, batch: dict, image_features=None, heads=None, kappa: float = 0.07,
+                    keep_plan_state: bool = False):
+    """Teacher-forced logits of ``model`` on ``batch``, its trajectory loss, (with
+    ``heads``) its alignment loss and (with ``keep_plan_state``) its plan state. Image
+    features are computed once and scattered into the ``<image>`` placeholders
+    (transformers' forward would not return them).
+    The plan state: the decoder's last hidden state at the position that writes the plan's
+    first token (decoder inputs: start, ``<s>``, plan...; so position 1), (B, dim), for
+    ``PlanStateHazardHead``; None unless ``keep_plan_state``."""
     if image_features is None:
         def image_features(px):
             return model.model.get_image_features(px).pooler_output
@@ -171,7 +180,9 @@ def forward_planner(model, batch: dict, image_features=None, heads=None, kappa: 
     embeds = embeds.masked_scatter(slots, features.to(embeds.dtype))
     decoder_ids = shift_tokens_right(batch["labels"], model.config.text_config.pad_token_id,
                                      model.config.text_config.decoder_start_token_id)
-    out = model(inputs_embeds=embeds, attention_mask=batch["attention_mask"], decoder_input_ids=decoder_ids)
+    out = model(inputs_embeds=embeds, attention_mask=batch["attention_mask"],
+                decoder_input_ids=decoder_ids, output_hidden_states=keep_plan_state)
+    plan_state = out.decoder_hidden_states[-1][:, 1] if keep_plan_state else None
     traj = trajectory_loss(out.logits, batch["labels"])
     align = None
     if heads is not None:
@@ -181,7 +192,7 @@ def forward_planner(model, batch: dict, image_features=None, heads=None, kappa: 
         pooled_text = (text * weights).sum(1) / weights.sum(1).clamp_min(1.0)
         z, h = heads(features[:, 0], pooled_text)  # token 0: the mean over the image cells
         align = info_nce(z, h, kappa)
-    return out.logits, traj, align
+    return out.logits, traj, align, plan_state
 
 
 # -- model setup -------------------------------------------------------------------------
@@ -363,7 +374,9 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
         if hazard_labels is None or not any(v >= 0 for v in hazard_labels):
             raise ValueError(f"lambda_hazard needs the probe's labels: {cfg.data_root} has no "
                              "visibility.json (a synthetic world's sidecar)")
-        hazard_head = RoadsideHazardHead(d_model)  # the projector's width (= the text's)
+        # the projector's width (= the text's = the decoder's)
+        hazard_head = PlanStateHazardHead(d_model) if cfg.hazard_probe_on == "decoder" \
+            else RoadsideHazardHead(d_model)
     object_boxes = objects_head = None
     if cfg.lambda_objects > 0:
         object_boxes = roadside_object_boxes(train_ds)
@@ -474,7 +487,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
             kd = None
             if teacher is not None:
                 with torch.no_grad():
-                    t_logits, _, _ = forward_planner(teacher.model, batch.get("teacher", batch))
+                    t_logits, _, _, _ = forward_planner(teacher.model, batch.get("teacher", batch))
                 kd = distillation_loss(logits, t_logits, batch["traj_mask"], cfg.temperature)
             losses = total_loss(traj, align, kd, weights, hazard, objects)
             optimizer.zero_grad(set_to_none=True)
