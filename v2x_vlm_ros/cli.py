@@ -422,6 +422,27 @@ def cmd_probe(args) -> int:
     return 0
 
 
+def cmd_twin_test(args) -> int:
+    from v2x_vlm_ros.data.dair import DairV2XDataset
+    from v2x_vlm_ros.eval.twin_test import twin_test
+    from v2x_vlm_ros.model.modeling import ModelLoadError
+    from v2x_vlm_ros.model.planner import ModelPlanner
+
+    try:
+        dataset = DairV2XDataset(args.data, split=None if args.split == "all" else args.split,
+                                 scenario=args.scenario, progress=not args.quiet)
+        planner = ModelPlanner(args.model, args.device, batch_size=args.batch_size)
+        report = twin_test(planner, dataset, max_pairs=args.max_pairs, batch_size=args.batch_size)
+    except (ModelLoadError, ValueError) as exc:
+        raise ConfigError(str(exc)) from None
+    report.update(model=str(args.model), data=str(args.data), split=args.split, scenario=args.scenario)
+    text = json.dumps(report, indent=2)
+    if args.json:
+        Path(args.json).write_text(text + "\n", encoding="utf-8")
+    print(text)
+    return 0
+
+
 def cmd_play(args) -> int:
     try:
         from v2x_vlm_ros.ros.bag_player import PlayOptions, play
@@ -667,6 +688,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu")
     p.add_argument("--json", help="also write the report to this file")
     p.set_defaults(func=cmd_probe)
+
+    p = sub.add_parser("twin-test", help="does the roadside view move a model's first plan token? (hidden-"
+                                         "hazard frames against their twins, real and grey roadside; "
+                                         "eval/twin_test.py)")
+    p.add_argument("model", help="model directory")
+    p.add_argument("--data", required=True, help="world written by v2x-vlm synth (with visibility.json)")
+    p.add_argument("--split", default="all", help="split of the world, or 'all' (default)")
+    p.add_argument("--scenario", help="only this scenario's sequences (e.g. occluded_crossing)")
+    p.add_argument("--max-pairs", type=int, help="at most this many pairs (default: all)")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--json", help="also write the report to this file")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_twin_test)
     return parser
 
 
