@@ -368,11 +368,26 @@ def test_training_with_the_hazard_probe_on_the_decoder(tmp_path, tiny_model_dir)
     r = rows[0]  # loss = traj + 0.1 align + 1.0 hazard
     assert float(r["loss"]) == pytest.approx(float(r["traj"]) + 0.1 * float(r["align"]) + float(r["hazard"]),
                                              rel=1e-5)
-    probe = load_file(run / "checkpoint" / "hazard_head.safetensors")
+    assert not (run / "checkpoint" / "hazard_head.safetensors").exists()
+    probe = load_file(run / "checkpoint" / "plan_state_hazard_head.safetensors")
     d_model = load_model(run / "model").model.config.text_config.d_model
     assert probe["score.weight"].shape == (1, d_model)
     shipped = load_file(run / "model" / "model.safetensors")
     assert not any("hazard" in k or k.startswith("score.") for k in shipped)
+
+
+def test_resuming_with_the_hazard_probe_moved_is_refused(tmp_path, tiny_model_dir):
+    """Both places hold a (dim -> 1) linear probe: the vision probe's weights must not be
+    loaded into the decoder's."""
+    train(_config(tmp_path, tiny_model_dir, max_steps=1, lambda_hazard=1.0), progress=False)
+    ckpt = tmp_path / "run" / "checkpoint"
+    with pytest.raises(ValueError) as err:
+        train(_config(tmp_path, tiny_model_dir, max_steps=2, lambda_hazard=1.0, hazard_probe_on="decoder"),
+              progress=False)
+    assert str(err.value) == (
+        f"{ckpt}: no plan_state_hazard_head.safetensors: this run trains a probe the checkpoint was "
+        "written without (lambda_hazard, hazard_probe_on or lambda_objects changed since); resume with "
+        f"the settings it was written with, or start a new output_dir with student: {ckpt / 'student'}")
 
 
 @pytest.mark.parametrize("kwargs, message", [

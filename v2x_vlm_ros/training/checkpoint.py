@@ -3,7 +3,8 @@
 Layout of ``<output_dir>/checkpoint/``:
 - ``student/``: the student as a complete model directory (``modeling.save_model``);
 - ``heads.safetensors``: the alignment projections;
-- ``hazard_head.safetensors``: the roadside-hazard probe (when trained with it);
+- ``hazard_head.safetensors``: the roadside-hazard probe on the image cells, or
+  ``plan_state_hazard_head.safetensors``: the same probe on the decoder (when trained with it);
 - ``objects_head.safetensors``: the dense roadside probe (when trained with it);
 - ``optimizer.safetensors`` + the optimizer's param groups in ``state.json``;
 - ``rng.safetensors``: torch's CPU (and CUDA) generator states;
@@ -23,6 +24,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from v2x_vlm_ros.model.modeling import save_model
+from v2x_vlm_ros.training.losses import PlanStateHazardHead, RoadsideHazardHead, RoadsideObjectsHead
 
 CHECKPOINT = "checkpoint"
 
@@ -50,10 +52,10 @@ def save_checkpoint(output_dir, student, tokenizer, settings, heads, optimizer, 
     if heads is not None:
         save_file({k: v.detach().cpu().contiguous() for k, v in heads.state_dict().items()},
                   tmp / "heads.safetensors")
-    for name, head in (("hazard_head", hazard_head), ("objects_head", objects_head)):
+    for head in (hazard_head, objects_head):
         if head is not None:
             save_file({k: v.detach().cpu().contiguous() for k, v in head.state_dict().items()},
-                      tmp / f"{name}.safetensors")
+                      tmp / probe_file(head))
     tensors, opt_meta = _optimizer_tensors(optimizer)
     save_file(tensors, tmp / "optimizer.safetensors")
     rng = {"cpu": torch.get_rng_state()}
@@ -68,6 +70,14 @@ def save_checkpoint(output_dir, student, tokenizer, settings, heads, optimizer, 
     return final
 
 
+def probe_file(head) -> str:
+    """The checkpoint file of a training-only probe: named after its class, so that a probe
+    moved elsewhere (``hazard_probe_on``) never loads another one's weights of the same shape."""
+    names = {RoadsideHazardHead: "hazard_head", PlanStateHazardHead: "plan_state_hazard_head",
+             RoadsideObjectsHead: "objects_head"}
+    return names[type(head)] + ".safetensors"
+
+
 def has_checkpoint(output_dir) -> bool:
     return (Path(output_dir) / CHECKPOINT / "state.json").is_file()
 
@@ -79,9 +89,14 @@ def load_training_state(output_dir, heads, optimizer, scheduler, hazard_head=Non
     state = json.loads((ckpt / "state.json").read_text(encoding="utf-8"))
     if heads is not None:
         heads.load_state_dict(load_file(ckpt / "heads.safetensors"))
-    for name, head in (("hazard_head", hazard_head), ("objects_head", objects_head)):
+    for head in (hazard_head, objects_head):
         if head is not None:
-            head.load_state_dict(load_file(ckpt / f"{name}.safetensors"))
+            if not (ckpt / probe_file(head)).is_file():
+                raise ValueError(f"{ckpt}: no {probe_file(head)}: this run trains a probe the checkpoint was "
+                                 f"written without (lambda_hazard, hazard_probe_on or lambda_objects changed "
+                                 f"since); resume with the settings it was written with, or start a new "
+                                 f"output_dir with student: {ckpt / 'student'}")
+            head.load_state_dict(load_file(ckpt / probe_file(head)))
     tensors = load_file(ckpt / "optimizer.safetensors")
     slots: dict[int, dict] = {}
     for key, value in tensors.items():
