@@ -1,4 +1,5 @@
-"""Shared fixtures: a tiny tokenizer and a tiny random Florence-2 planner directory."""
+"""Shared fixtures: a tiny tokenizer, a tiny random Florence-2 planner directory and a small
+synthetic world with paired scenes."""
 
 import pytest
 
@@ -18,6 +19,20 @@ CORPUS = [
 @pytest.fixture(scope="session")
 def tiny_tokenizer():
     return build_tokenizer(CORPUS, vocab_size=400)
+
+
+@pytest.fixture(scope="session")
+def world(tmp_path_factory):
+    """A small synthetic world with paired scenes: an occluded crossing whose hidden car
+    always conflicts, its twin without the car, and a straight drive (3 sequences, 7 s,
+    64 x 36), with the visibility sidecar. Read only: copy it to change it."""
+    from v2x_vlm_ros.data.synth import SynthConfig, generate
+
+    root = tmp_path_factory.mktemp("paired_world")
+    config = SynthConfig(num_sequences=3, seed=7, duration_s=7.0, image_size=(64, 36), jpeg_quality=60,
+                         conflict_share=1.0, scenarios=("occluded_crossing", "straight"))
+    generate(root, config, progress=False)
+    return root
 
 
 @pytest.fixture(scope="session")

@@ -9,7 +9,6 @@ import pytest
 from v2x_vlm_ros.cli import main
 from v2x_vlm_ros.data.dair import DairV2XDataset
 from v2x_vlm_ros.data.images import load_image
-from v2x_vlm_ros.data.synth import SynthConfig, generate
 from v2x_vlm_ros.data.synth.visibility import (
     VISIBILITY_FILE, hazard_twin_frames, hidden_hazard_frames,
     hidden_hazard_twin_frames, read_visibility)
@@ -20,16 +19,6 @@ from v2x_vlm_ros.eval.metrics import PlanningMetrics, format_markdown_table
 from v2x_vlm_ros.eval.perturb import GREY, EmptyDescription, GreyRoadside, SwapRoadside, ablation_transforms
 from v2x_vlm_ros.eval.slices import HAZARD_TWIN, HIDDEN_HAZARD, FrameSlice, SliceScores, dataset_slices
 from v2x_vlm_ros.model.planner import ModelPlanner
-
-CFG = SynthConfig(num_sequences=3, seed=7, duration_s=7.0, image_size=(64, 36), jpeg_quality=60,
-                  conflict_share=1.0, scenarios=("occluded_crossing", "straight"))
-
-
-@pytest.fixture(scope="module")
-def world(tmp_path_factory):
-    root = tmp_path_factory.mktemp("slice_world")
-    generate(root, CFG, progress=False)
-    return root
 
 
 def _slice_keys(result: dict) -> set:

@@ -12,21 +12,10 @@ import pytest
 from v2x_vlm_ros.cli import main
 from v2x_vlm_ros.data.dair import DairV2XDataset
 from v2x_vlm_ros.data.images import load_image
-from v2x_vlm_ros.data.synth import SynthConfig, generate
 from v2x_vlm_ros.data.synth.visibility import hidden_hazard_frames, read_visibility
 from v2x_vlm_ros.eval.twin_test import first_token_x, same_prompt_pairs, twin_test
 from v2x_vlm_ros.model.configuration import ModelSettings
 from v2x_vlm_ros.model.planner import ModelPlanner
-
-CFG = SynthConfig(num_sequences=3, seed=7, duration_s=7.0, image_size=(64, 36), jpeg_quality=60,
-                  conflict_share=1.0, scenarios=("occluded_crossing", "straight"))
-
-
-@pytest.fixture(scope="module")
-def world(tmp_path_factory):
-    root = tmp_path_factory.mktemp("twin_world")
-    generate(root, CFG, progress=False)
-    return root
 
 
 def test_pairs_are_hidden_hazard_frames_and_their_twins_with_the_same_prompt(world):
