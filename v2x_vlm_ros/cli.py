@@ -407,6 +407,15 @@ def cmd_train(args) -> int:
     return 0
 
 
+def _print_report(report: dict, json_path: str | None) -> int:
+    """Print a command's JSON report (and write it to ``json_path`` when given)."""
+    text = json.dumps(report, indent=2)
+    if json_path:
+        Path(json_path).write_text(text + "\n", encoding="utf-8")
+    print(text)
+    return 0
+
+
 def cmd_probe(args) -> int:
     from v2x_vlm_ros.training.probe import probe_run
 
@@ -415,11 +424,7 @@ def cmd_probe(args) -> int:
                            max_frames=args.max_frames, batch_size=args.batch_size, device=args.device)
     except (FileNotFoundError, ValueError) as exc:
         raise ConfigError(str(exc)) from None
-    text = json.dumps(report, indent=2)
-    if args.json:
-        Path(args.json).write_text(text + "\n", encoding="utf-8")
-    print(text)
-    return 0
+    return _print_report(report, args.json)
 
 
 def cmd_twin_test(args) -> int:
@@ -436,11 +441,7 @@ def cmd_twin_test(args) -> int:
     except (ModelLoadError, ValueError) as exc:
         raise ConfigError(str(exc)) from None
     report.update(model=str(args.model), data=str(args.data), split=args.split, scenario=args.scenario)
-    text = json.dumps(report, indent=2)
-    if args.json:
-        Path(args.json).write_text(text + "\n", encoding="utf-8")
-    print(text)
-    return 0
+    return _print_report(report, args.json)
 
 
 def cmd_play(args) -> int:
