@@ -13,13 +13,16 @@ def test_settle_defaults_and_flag():
     args = build_parser().parse_args(["play", "some_bag", "--step", "--settle", "0.2"])
     assert args.settle == 0.2
     assert PlayOptions(step=True, settle_s=0.2).settle_s == 0.2
+    assert build_parser().parse_args(["play", "b", "--step"]).jump_settle == 0.5
+    assert build_parser().parse_args(["play", "b", "--step", "--jump-settle", "1.5"]).jump_settle == 1.5
 
 
+@pytest.mark.parametrize("name", ["settle_s", "jump_settle_s"])
 @pytest.mark.parametrize("value", [-0.01, float("nan")])
-def test_negative_or_nan_settle_is_refused(value):
+def test_negative_or_nan_settle_is_refused(name, value):
     with pytest.raises(ValueError) as err:
-        PlayOptions(step=True, settle_s=value)
-    assert str(err.value) == f"settle_s must be >= 0, got {value}"
+        PlayOptions(step=True, **{name: value})
+    assert str(err.value) == f"{name} must be >= 0, got {value}"
 
 
 @pytest.mark.parametrize("kwargs, message", [

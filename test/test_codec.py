@@ -102,6 +102,20 @@ def test_encode_small_codec_hand_computed():
     np.testing.assert_array_equal(SMALL.decode(enc.token_ids), [[2.5, 7.0], [0.5, 3.0]])
 
 
+def test_bin_centres_hand_computed_and_what_decode_writes():
+    np.testing.assert_array_equal(SMALL.bin_centres(0), [0.5, 1.5, 2.5, 3.5])
+    np.testing.assert_array_equal(SMALL.bin_centres(1), [1.0, 3.0, 5.0, 7.0])
+    # x = -20 + (i + 0.5) * 0.12 for the default codec's 1000 bins
+    assert CODEC.bin_centres(0)[166] == pytest.approx(-0.02)
+    assert CODEC.bin_centres(0)[-1] == pytest.approx(99.94)
+    # decode writes exactly these values (no reference here)
+    xy = SMALL.decode([5003, 5002, 5000, 5001])
+    assert xy[0, 0] == SMALL.bin_centres(0)[3] and xy[0, 1] == SMALL.bin_centres(1)[2]
+    with pytest.raises(ValueError) as err:
+        SMALL.bin_centres(2)
+    assert str(err.value) == "axis must be 0 (x) or 1 (y), got 2"
+
+
 def test_boundaries():
     # lo -> first bin, hi -> last bin (inside the closed range, so not flagged), just below hi -> last bin
     enc = SMALL.encode([[0.0, 0.0], [4.0, 8.0]])

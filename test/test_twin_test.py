@@ -54,7 +54,7 @@ def test_greedy_first_token_is_the_one_generate_writes(world, tiny_model_dir, tm
     model = tiny_model_dir if order == "time" else _endpoint_first_copy(tiny_model_dir, tmp_path)
     planner = ModelPlanner(model, batch_size=8)
     samples = [h for h, _ in same_prompt_pairs(DairV2XDataset(world))][:6]
-    expected, greedy = first_token_x(planner, samples, grey=False)
+    expected, greedy = first_token_x(planner, samples)
     # reference: transformers' generate through the engine, decoded by the codec
     rows, _ = planner.engine.tokens(planner.engine.encode(planner.inputs(samples))[0])
     first = planner.engine.codec.config.waypoint_order[0]
@@ -64,16 +64,21 @@ def test_greedy_first_token_is_the_one_generate_writes(world, tiny_model_dir, tm
     # the mean of a distribution over the bins lies within the bins' range (plus the reference)
     lo, hi = planner.engine.codec.config.x_range
     assert np.all((expected >= lo) & (expected <= hi))
-    # the grey roadside reaches the model (the same frames again give the same numbers)
-    assert np.array_equal(first_token_x(planner, samples, grey=False)[0], expected)
-    assert not np.array_equal(first_token_x(planner, samples, grey=True)[0], expected)
+    # grey and no roadside reach the model, differently (the same frames again give the same numbers)
+    assert np.array_equal(first_token_x(planner, samples, "real")[0], expected)
+    grey, none = first_token_x(planner, samples, "grey")[0], first_token_x(planner, samples, "none")[0]
+    assert not np.array_equal(grey, expected) and not np.array_equal(none, expected)
+    assert not np.array_equal(grey, none)
+    with pytest.raises(ValueError) as err:
+        first_token_x(planner, samples, "black")
+    assert str(err.value) == "view must be one of real, grey, none, got 'black'"
 
 
 def test_report_and_command(world, tiny_model_dir, tmp_path, capsys):
     planner = ModelPlanner(tiny_model_dir)
     report = twin_test(planner, DairV2XDataset(world), max_pairs=5, batch_size=2)
     assert report["pairs"] == 5 and report["first_waypoint"] == 1 and report["order"] == "time"
-    for view in ("real", "grey"):
+    for view in ("real", "grey", "none"):
         r = report[view]
         assert r["expected_gap_m"] == pytest.approx(r["expected_x"]["hidden"] - r["expected_x"]["twin"])
         assert 0.0 <= r["hidden_shorter_share"] <= 1.0
@@ -81,7 +86,7 @@ def test_report_and_command(world, tiny_model_dir, tmp_path, capsys):
     assert main(["twin-test", str(tiny_model_dir), "--data", str(world), "--max-pairs", "5",
                  "--batch-size", "5", "--json", str(out), "--quiet"]) == 0
     written = json.loads(out.read_text())
-    for view in ("real", "grey"):  # other batches, the same numbers
+    for view in ("real", "grey", "none"):  # other batches, the same numbers
         for key in ("expected_x", "greedy_x"):
             assert written[view][key] == pytest.approx(report[view][key], abs=1e-4)
         assert written[view]["hidden_shorter_share"] == report[view]["hidden_shorter_share"]

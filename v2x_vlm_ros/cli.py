@@ -454,7 +454,8 @@ def cmd_play(args) -> int:
                               path_topic=args.path_topic, link_topic=args.link_topic,
                               link_message=args.link_message, roadside_rate_hz=args.roadside_rate_hz,
                               planning_period_s=1.0 / args.planning_rate_hz, timeout_s=args.timeout,
-                              settle_s=args.settle, max_samples=args.max_samples, max_gap_s=args.max_gap)
+                              settle_s=args.settle, jump_settle_s=args.jump_settle,
+                              max_samples=args.max_samples, max_gap_s=args.max_gap)
         summary = play(args.bag, options, args.out)
     except (ValueError, FileNotFoundError, TimeoutError) as exc:
         raise ConfigError(str(exc)) from None
@@ -666,6 +667,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--settle", type=float, default=0.03,
                    help="step mode: seconds for the nodes to take in a sample's messages before "
                         "/clock advances (raise it on a loaded machine)")
+    p.add_argument("--jump-settle", type=float, default=0.5,
+                   help="step mode: seconds for the nodes to take in /clock's jump to a new sequence "
+                        "before its first messages")
     p.add_argument("--max-samples", type=int, help="stop after this many samples")
     p.add_argument("--max-gap", type=float, default=2.0,
                    help="real time: skip gaps longer than this (s) between samples (sequences minutes apart)")

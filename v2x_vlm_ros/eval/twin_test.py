@@ -6,10 +6,13 @@ ground-truth ego starts braking the two frames' prompts are identical (same ego 
 speed, the same ego image) and only the roadside image differs. On those pairs this reports the model's
 first plan token, the one every later token is conditioned on: its expected value (the mean
 of the model's distribution over the loc bins, in metres) and its greedy value, with the
-real roadside image and with a uniform grey one (``eval.perturb.GreyRoadside``).
+real roadside image, with a uniform grey one (``eval.perturb.GreyRoadside``) and with none
+(``eval.perturb.BlankRoadside``: the canvas's mean colour, what roadside dropout trains on).
 
 A planner that reads the hidden road user writes a shorter first waypoint for the hidden-
-hazard frame than for its twin with the real view, and the same for both with grey. With
+hazard frame than for its twin with the real view, and the same for both with grey or
+none. Where grey or none put the first token (braking or driving on) is what the model
+does when the roadside view tells it nothing. With
 ``codec.order: endpoint_first`` the first token is the plan's endpoint, where braking and
 driving on are metres apart; in time order it is the first waypoint (0.5 s), where they
 barely differ, which is why greedy decoding in time order never brakes for a hidden hazard
@@ -23,13 +26,16 @@ import numpy as np
 import torch
 
 from v2x_vlm_ros.data.synth.visibility import hazard_twin_pairs, read_visibility
-from v2x_vlm_ros.eval.perturb import GreyRoadside
+from v2x_vlm_ros.eval.perturb import BlankRoadside, GreyRoadside
+from v2x_vlm_ros.model.codec import LocTokenCodec
 
 #: Two frames count as a pair with identical prompts when the ego is at the same pose and
 #: their ego speeds differ by less.
 SAME_SPEED_MPS = 0.05
 #: A greedy first waypoint this much shorter for the hidden-hazard frame counts as braking.
 SHORTER_M = 2.0
+#: The roadside views compared: report key -> the input transform (None: as recorded).
+VIEWS = {"real": None, "grey": GreyRoadside(), "none": BlankRoadside()}
 
 
 def same_prompt_pairs(dataset) -> list[tuple[object, object]]:
@@ -51,18 +57,19 @@ def same_prompt_pairs(dataset) -> list[tuple[object, object]]:
     return out
 
 
-def first_token_x(planner, samples, grey: bool) -> tuple[np.ndarray, np.ndarray]:
+def first_token_x(planner, samples, view: str = "real") -> tuple[np.ndarray, np.ndarray]:
     """(expected, greedy) x in metres of the first written waypoint for ``samples``
-    (``model.planner.ModelPlanner``), with the real roadside image or a grey one."""
+    (``model.planner.ModelPlanner``), with the roadside ``view`` (a key of ``VIEWS``)."""
     engine = planner.engine
     codec = engine.codec
-    if not hasattr(codec, "allowed_token_ids"):
+    if not isinstance(codec, LocTokenCodec):
         raise ValueError(f"{planner.loaded.source}: the twin test reads loc-token plans; this model "
                          "writes text (codec.kind 'text')")
-    cfg = codec.config
+    if view not in VIEWS:
+        raise ValueError(f"view must be one of {', '.join(VIEWS)}, got {view!r}")
     inputs = planner.inputs(samples)
-    if grey:
-        inputs = [GreyRoadside()(s, f) for s, f in zip(samples, inputs)]
+    if VIEWS[view] is not None:
+        inputs = [VIEWS[view](s, f) for s, f in zip(samples, inputs)]
     batch, _ = engine.encode(inputs)
     tok = planner.loaded.tokenizer
     start = planner.loaded.model.generation_config.decoder_start_token_id  # as generate starts
@@ -70,10 +77,9 @@ def first_token_x(planner, samples, grey: bool) -> tuple[np.ndarray, np.ndarray]
     with torch.no_grad():
         logits = planner.loaded.model(**batch, decoder_input_ids=decoder).logits[:, -1].float()
     probs = torch.softmax(logits[:, codec.allowed_token_ids(0)], dim=-1).cpu().numpy()
-    lo, hi = cfg.x_range
-    centres = lo + (np.arange(cfg.bins) + 0.5) * (hi - lo) / cfg.bins
-    first = cfg.waypoint_order[0]
-    ref = np.array([cfg.reference_xy(s.motion.speed_mps)[first, 0] for s in samples])
+    centres = codec.bin_centres(0)
+    first = codec.config.waypoint_order[0]
+    ref = np.array([codec.config.reference_xy(s.motion.speed_mps)[first, 0] for s in samples])
     return probs @ centres + ref, centres[probs.argmax(axis=1)] + ref
 
 
@@ -89,11 +95,11 @@ def twin_test(planner, dataset, max_pairs: int | None = None, batch_size: int = 
               "ground_truth_x": {
                   "hidden": float(np.mean([h.future_xy[first, 0] for h, _ in pairs])),
                   "twin": float(np.mean([t.future_xy[first, 0] for _, t in pairs]))}}
-    for view, grey in (("real", False), ("grey", True)):
+    for view in VIEWS:
         got = {}
         for side, index in (("hidden", 0), ("twin", 1)):
             samples = [p[index] for p in pairs]
-            parts = [first_token_x(planner, samples[i: i + batch_size], grey)
+            parts = [first_token_x(planner, samples[i: i + batch_size], view)
                      for i in range(0, len(samples), batch_size)]
             got[side] = (np.concatenate([e for e, _ in parts]), np.concatenate([g for _, g in parts]))
         gap = got["hidden"][0] - got["twin"][0]

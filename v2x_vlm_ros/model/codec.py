@@ -269,6 +269,14 @@ class LocTokenCodec:
         centres[list(self.config.waypoint_order)] = np.asarray(idx, dtype=np.float64).reshape(-1, 2) + 0.5
         return self._lo + centres * self._span / bins + self.config.reference_xy(speed_mps)
 
+    def bin_centres(self, axis: int = 0) -> np.ndarray:
+        """(bins,) the value in metres each bin of ``axis`` (0 x, 1 y) decodes to, before
+        the reference is added: ``decode`` writes these."""
+        if axis not in (0, 1):
+            raise ValueError(f"axis must be 0 (x) or 1 (y), got {axis!r}")
+        bins = self.config.bins
+        return self._lo[axis] + (np.arange(bins) + 0.5) * self._span[axis] / bins
+
     def allowed_token_ids(self, step: int) -> list[int]:
         """Ids allowed at trajectory step ``step`` (0 <= step < 2T), for constrained
         decoding. x and y use the same bins, so the set does not depend on the step."""

@@ -24,6 +24,12 @@ Two ways to play:
   the link topic: ``RoadsideService.admit`` decides, as in the node), the description,
   odometry and command, the ego image; then /clock is advanced past the ego stamp and by
   more than one planning period, so the planning timer fires once after the frame is in.
+  A jump of /clock to a new sequence is followed by a longer pause (``jump_settle_s``):
+  the nodes stamp a scene description with their clock when it arrives (std_msgs/String
+  has no header), so one taken in before the jump would be of the previous sequence's
+  time, stale, and the plan would go without it. The planner's last ``/diagnostics``
+  values (its input counts: descriptions fresh or stale, roadside frames unpaired, ...)
+  are kept in the result, to tell why a plan differs.
 """
 
 from __future__ import annotations
@@ -43,6 +49,7 @@ from v2x_vlm_ros.tools import bag as bagfile
 PATH_TOPIC = "/v2x/planning/path"
 LINK_TOPIC = "/v2x/roadside/sent"
 CLOCK_RATE_HZ = 100.0
+PLANNER_STATUS = "vehicle_node"  # the end of vehicle_node's DiagnosticStatus name
 
 
 @dataclass
@@ -60,6 +67,7 @@ class PlayOptions:
     # /clock advances: the planning timer runs on the latest inputs, so an input the node
     # has not taken in by then (a loaded machine) makes the plan differ from replay's
     settle_s: float = 0.03
+    jump_settle_s: float = 0.5  # step mode: the pause after /clock jumps to a new sequence
     start_delay_s: float = 2.0  # discovery (both ways) before the first message
     max_samples: int | None = None
     max_gap_s: float = 2.0  # real-time mode: longer gaps between samples (a new sequence) are skipped
@@ -71,8 +79,9 @@ class PlayOptions:
             raise ValueError(f"link_message must be compressed or raw, got {self.link_message!r}")
         if self.roadside_rate_hz < 0 or not self.planning_period_s > 0 or not self.timeout_s > 0:
             raise ValueError("roadside_rate_hz must be >= 0, planning_period_s and timeout_s > 0")
-        if not self.settle_s >= 0:
-            raise ValueError(f"settle_s must be >= 0, got {self.settle_s}")
+        for name in ("settle_s", "jump_settle_s"):
+            if not getattr(self, name) >= 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
 
 
 @dataclass
@@ -84,6 +93,8 @@ class PlayResult:
     missing: list = field(default_factory=list)  # ego stamps whose plan never came (step mode)
     skipped_topics: dict = field(default_factory=dict)  # topic -> reason
     wall_s: float = 0.0
+    planner_diagnostics: dict = field(default_factory=dict)  # the last vehicle_node status values
+    diagnostics_seen: int = 0
 
     def summary(self) -> dict:
         lat = np.asarray(self.latency_ms, float)
@@ -98,6 +109,7 @@ class PlayResult:
         out = self.summary()
         out["paths"] = {str(k): np.asarray(v).tolist() for k, v in sorted(self.paths.items())}
         out["missing_stamps"] = self.missing
+        out["planner_diagnostics"] = self.planner_diagnostics
         return out
 
 
@@ -166,6 +178,10 @@ class BagPlayer:
             link_type = Image if options.link_message == "raw" else CompressedImage
             # best effort: matches roadside_node's sensor-data output and a reliable one
             node.create_subscription(link_type, options.link_topic, self._on_link, qos_profile_sensor_data)
+        if options.step or options.record:
+            from diagnostic_msgs.msg import DiagnosticArray
+
+            node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics, 10)
 
     # -- receiving ------------------------------------------------------------------------
 
@@ -186,6 +202,16 @@ class BagPlayer:
         with self._lock:
             self._link_seen.add(conv.stamp_to_ns(msg.header.stamp))
             self._path_event.notify_all()
+
+    def _on_diagnostics(self, msg) -> None:
+        from v2x_vlm_ros.conversion import messages as conv
+
+        for name, status in conv.diagnostic_to_dict(msg).items():
+            if name.endswith(PLANNER_STATUS):
+                with self._lock:
+                    self.result.planner_diagnostics = status["values"]
+                    self.result.diagnostics_seen += 1
+                    self._path_event.notify_all()
 
     def _wait(self, predicate, timeout_s: float) -> bool:
         with self._lock:
@@ -284,6 +310,9 @@ class BagPlayer:
                         self.result.ego_frames += 1
             if ticker is not None and opts.record:  # the last plans are still on their way
                 self._wait(lambda: not self._sent_wall, 2.0 + 5 * opts.planning_period_s)
+            if opts.step or opts.record:  # the planner's counts after the last plan: its
+                seen = self.result.diagnostics_seen  # second status from now (1 Hz) was surely taken after
+                self._wait(lambda: self.result.diagnostics_seen >= seen + 2, 3.5)
         finally:
             if ticker is not None:
                 ticker.stop()
@@ -298,7 +327,7 @@ class BagPlayer:
             # just before it first (a frame stamped far ahead of the clock is dropped as "from
             # the future", as it should be on a vehicle)
             self.publish_clock(log_ns - period_ns)
-            time.sleep(opts.settle_s)
+            time.sleep(max(opts.settle_s, opts.jump_settle_s))
         road = group.get(bagfile.ROADSIDE_IMAGE)
         if road is not None:
             msg = self._publish(bagfile.ROADSIDE_IMAGE, *road)
