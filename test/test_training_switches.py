@@ -68,6 +68,18 @@ def test_examples_apply_dropout_and_augmentation_deterministically_per_epoch():
     assert pattern(again) == pattern(dropped)
     again.set_epoch(1)
     assert pattern(again) != pattern(dropped)
+    # uniform fills: the same examples are dropped, now some as a uniform grey image
+    mixed = PlanningExamples(ds, roadside_dropout=0.5, seed=1, roadside_dropout_uniform=0.5)
+    kinds = []
+    for i in range(n):
+        road = mixed[i]["roadside"]
+        if road is None or not np.array_equal(road, plain[i]["roadside"]):
+            kinds.append("none" if road is None else "uniform")
+            if road is not None:
+                assert road.shape == plain[i]["roadside"].shape and road.dtype == np.uint8
+                assert np.all(road == road.flat[0])
+    assert len(kinds) == none_count and mixed.dropped == none_count
+    assert 0 < kinds.count("uniform") == mixed.uniform < none_count
     aug = PlanningExamples(ds, augment=Augmentation(resolution=(0.3, 0.6), p=1.0), seed=1)
     ex = aug[0]
     assert ex["ego"].shape[1] < plain[0]["ego"].shape[1]
@@ -169,6 +181,9 @@ def test_bad_switch_values_are_rejected():
         TrainConfig(augment_jpeg_quality=(50, 120))
     with pytest.raises(ValueError, match="roadside_dropout"):
         TrainConfig(roadside_dropout=1.5)
+    with pytest.raises(ValueError) as err:
+        TrainConfig(roadside_dropout_uniform=-0.1)
+    assert str(err.value) == "roadside_dropout_uniform must be in [0, 1], got -0.1"
 
 
 def test_paired_scenes_are_drawn_more_often_with_pair_weight():
@@ -248,6 +263,8 @@ def test_roadside_hazard_labels_come_from_the_sidecar():
     i = labels.index(1)
     assert PlanningExamples(ds, hazard_labels=labels)[i]["roadside_hazard"] == 1
     assert PlanningExamples(ds, hazard_labels=labels, roadside_dropout=1.0)[i]["roadside_hazard"] == -1
+    blank = PlanningExamples(ds, hazard_labels=labels, roadside_dropout=1.0, roadside_dropout_uniform=1.0)[i]
+    assert blank["roadside"] is not None and blank["roadside_hazard"] == -1  # a uniform view shows nothing
     assert PlanningExamples(ds, hazard_labels=labels, fusion=False)[i]["roadside_hazard"] == -1
     assert PlanningExamples(ds)[i]["roadside_hazard"] == -1
 
@@ -432,6 +449,8 @@ def test_roadside_object_boxes_come_from_the_sidecar(tmp_path):
     i = max(range(len(ds)), key=lambda k: len(boxes[k]))
     assert PlanningExamples(ds, roadside_boxes=boxes)[i]["roadside_boxes"] == boxes[i]
     assert PlanningExamples(ds, roadside_boxes=boxes, roadside_dropout=1.0)[i]["roadside_boxes"] is None
+    assert PlanningExamples(ds, roadside_boxes=boxes, roadside_dropout=1.0,
+                            roadside_dropout_uniform=1.0)[i]["roadside_boxes"] is None
     assert PlanningExamples(ds)[i]["roadside_boxes"] is None
     # a sidecar written before the boxes existed: no targets at all
     copy = _sample_without_boxes(tmp_path)

@@ -93,6 +93,12 @@ class TrainConfig:
     #: out (the canvas's roadside half holds the mean colour, as when no roadside frame
     #: arrives on the vehicle); the teacher sees the same. 0: never.
     roadside_dropout: float = 0.0
+    #: Of the dropped roadside images, the share replaced by a uniform image of a random
+    #: grey level (0-255) instead of left out: a dead camera or a broken encoder sends
+    #: such frames, and a model that saw only the mean-colour canvas reads a uniform grey
+    #: view as something else (on the synthetic teachers: "brake at every junction"), so
+    #: ``eval --roadside grey`` would not measure the view's information. 0: never.
+    roadside_dropout_uniform: float = 0.0
     #: Sampling weight of the frames of paired scenes (a hidden hazard and its twin, the
     #: same scene without it; ``visibility.json`` of a synthetic world) against the other
     #: frames' 1: the frames where the roadside view tells the two apart, seen more often.
@@ -197,7 +203,7 @@ class TrainConfig:
             raise ValueError(f"pair_weight must be > 0, got {self.pair_weight}")
         if not self.hazard_weight > 0:
             raise ValueError(f"hazard_weight must be > 0, got {self.hazard_weight}")
-        for name in ("augment_p", "roadside_dropout"):
+        for name in ("augment_p", "roadside_dropout", "roadside_dropout_uniform"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
         for name in ("lambda_hazard", "lambda_objects"):

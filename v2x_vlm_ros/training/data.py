@@ -8,7 +8,9 @@ masked (past the end of a sequence), so those steps never teach anything. ``traj
 marks the location-token positions that carry a label (the distillation positions).
 
 ``PlanningExamples`` also applies the training-time input switches (``TrainConfig``):
-resolution and JPEG-quality augmentation (``Augmentation``) and roadside dropout. Their
+resolution and JPEG-quality augmentation (``Augmentation``) and roadside dropout (the
+roadside image left out, or, for a share ``roadside_dropout_uniform`` of the dropped ones,
+replaced by a uniform image of a random grey level, as a dead camera sends). Their
 draws come from a generator seeded by (seed, epoch, example index) only, so a resumed run
 sees the same inputs as one that never stopped.
 """
@@ -82,7 +84,7 @@ class PlanningExamples(torch.utils.data.Dataset):
 
     def __init__(self, dataset: DairV2XDataset, descriptions: dict[str, str] | None = None,
                  fusion: bool = True, augment: Augmentation | None = None, roadside_dropout: float = 0.0,
-                 seed: int = 0, hazard_labels: list[int] | None = None,
+                 seed: int = 0, hazard_labels: list[int] | None = None, roadside_dropout_uniform: float = 0.0,
                  roadside_boxes: list[list[list[float]] | None] | None = None):
         self.dataset = dataset
         self.hazard_labels = hazard_labels  # per sample: 1 / 0, -1 unknown (roadside_hazard_labels)
@@ -91,9 +93,11 @@ class PlanningExamples(torch.utils.data.Dataset):
         self.fusion = fusion
         self.augment = augment if augment is not None and augment.active else None
         self.roadside_dropout = float(roadside_dropout)
+        self.roadside_dropout_uniform = float(roadside_dropout_uniform)
         self.seed = int(seed)
         self.epoch = 0
-        self.dropped = 0  # roadside images left out so far (a count for the logs and tests)
+        self.dropped = 0  # roadside images dropped so far, left out or uniform (logs and tests)
+        self.uniform = 0  # of those, the ones replaced by a uniform image
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
@@ -108,18 +112,27 @@ class PlanningExamples(torch.utils.data.Dataset):
             description = self.descriptions.get(s.vehicle_frame, "")
         ego = load_image(s.ego_image_path)
         roadside = load_image(s.roadside_image_path) if self.fusion else None
+        blank = False  # the roadside image replaced by a uniform one
         if self.augment is not None or self.roadside_dropout > 0:
             rng = np.random.default_rng([self.seed, self.epoch, int(i), 11])
             if roadside is not None and rng.random() < self.roadside_dropout:
-                roadside = None
                 self.dropped += 1
+                # a uniform image says as little as none: no draw when the share is 0, so
+                # runs without it see the inputs they saw before the option existed
+                if self.roadside_dropout_uniform > 0 and rng.random() < self.roadside_dropout_uniform:
+                    roadside = np.full_like(roadside, int(rng.integers(0, 256)))
+                    self.uniform += 1
+                    blank = True
+                else:
+                    roadside = None
             if self.augment is not None:
                 ego = self.augment(ego, rng)
-                roadside = None if roadside is None else self.augment(roadside, rng)
-        # the probe's label; unknown (-1) when no roadside image reaches the model
-        hazard = -1 if self.hazard_labels is None or roadside is None else int(self.hazard_labels[i])
+                roadside = None if roadside is None or blank else self.augment(roadside, rng)
+        # the probe's label; unknown (-1) when no roadside view reaches the model
+        hazard = -1 if self.hazard_labels is None or roadside is None or blank else int(self.hazard_labels[i])
         boxes = None  # the dense probe's boxes, when known and the halves are as they assume
-        if self.roadside_boxes is not None and roadside is not None and _same_aspect(ego, roadside):
+        if self.roadside_boxes is not None and roadside is not None and not blank \
+                and _same_aspect(ego, roadside):
             boxes = self.roadside_boxes[i]
         return {
             "ego": ego, "roadside": roadside,

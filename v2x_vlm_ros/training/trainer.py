@@ -314,7 +314,8 @@ def model_card(cfg: TrainConfig, val: dict | None, steps: int, seconds: float, c
              f"- fusion {cfg.fusion}, scene text {cfg.scene_text}, alignment {cfg.alignment}, "
              f"distillation {cfg.uses_teacher}, frozen vision encoder {cfg.freeze_vision}",
              f"- resolution augmentation {cfg.augment_resolution}, JPEG-quality augmentation "
-             f"{cfg.augment_jpeg_quality} (p {cfg.augment_p}), roadside dropout {cfg.roadside_dropout}, "
+             f"{cfg.augment_jpeg_quality} (p {cfg.augment_p}), roadside dropout {cfg.roadside_dropout} "
+             f"(uniform {cfg.roadside_dropout_uniform}), "
              f"modality-weighted fusion {cfg.modality_weights}, paired-scene weight {cfg.pair_weight}, "
              f"hidden-hazard frame weight {cfg.hazard_weight}",
              f"- trajectory tokens relative to {codec.reference} (x {list(codec.x_range)} m, "
@@ -428,6 +429,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
     augment = Augmentation(cfg.augment_resolution, cfg.augment_jpeg_quality, cfg.augment_p)
     examples = PlanningExamples(train_ds, descriptions, fusion=cfg.fusion, augment=augment,
                                 roadside_dropout=cfg.roadside_dropout, seed=cfg.seed,
+                                roadside_dropout_uniform=cfg.roadside_dropout_uniform,
                                 hazard_labels=hazard_labels, roadside_boxes=object_boxes)
     train_log = eval_log = probe_log = None
     probe_examples = None
@@ -547,7 +549,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
                "last_losses": last, "validation": val_result, "best_val_l2": state["best_l2"],
                "probe": probe_result,
                "modality_weights": student.settings.modality_weights if fusion is not None else None,
-               "roadside_dropped": examples.dropped,
+               "roadside_dropped": examples.dropped, "roadside_uniform": examples.uniform,
                "ranks_in_sync": ranks_in_sync(module) if procs.world > 1 else True,
                "seconds": elapsed()}
     if procs.main:
