@@ -94,7 +94,6 @@ class PlayResult:
     skipped_topics: dict = field(default_factory=dict)  # topic -> reason
     wall_s: float = 0.0
     planner_diagnostics: dict = field(default_factory=dict)  # the last vehicle_node status values
-    diagnostics_seen: int = 0
 
     def summary(self) -> dict:
         lat = np.asarray(self.latency_ms, float)
@@ -164,6 +163,7 @@ class BagPlayer:
         self._lock = threading.Lock()
         self._path_event = threading.Condition(self._lock)
         self._link_seen: set[int] = set()
+        self._diagnostics_seen = 0  # vehicle_node statuses received (to wait for a fresh one)
         self._sent_wall: dict[int, float] = {}
         self._clock_ns = 0
         if options.step or options.record:
@@ -210,7 +210,7 @@ class BagPlayer:
             if name.endswith(PLANNER_STATUS):
                 with self._lock:
                     self.result.planner_diagnostics = status["values"]
-                    self.result.diagnostics_seen += 1
+                    self._diagnostics_seen += 1
                     self._path_event.notify_all()
 
     def _wait(self, predicate, timeout_s: float) -> bool:
@@ -311,8 +311,8 @@ class BagPlayer:
             if ticker is not None and opts.record:  # the last plans are still on their way
                 self._wait(lambda: not self._sent_wall, 2.0 + 5 * opts.planning_period_s)
             if opts.step or opts.record:  # the planner's counts after the last plan: its
-                seen = self.result.diagnostics_seen  # second status from now (1 Hz) was surely taken after
-                self._wait(lambda: self.result.diagnostics_seen >= seen + 2, 3.5)
+                seen = self._diagnostics_seen  # second status from now (1 Hz) was surely taken after
+                self._wait(lambda: self._diagnostics_seen >= seen + 2, 3.5)
         finally:
             if ticker is not None:
                 ticker.stop()

@@ -84,7 +84,7 @@ class PlanningExamples(torch.utils.data.Dataset):
 
     def __init__(self, dataset: DairV2XDataset, descriptions: dict[str, str] | None = None,
                  fusion: bool = True, augment: Augmentation | None = None, roadside_dropout: float = 0.0,
-                 seed: int = 0, hazard_labels: list[int] | None = None, roadside_dropout_uniform: float = 0.0,
+                 roadside_dropout_uniform: float = 0.0, seed: int = 0, hazard_labels: list[int] | None = None,
                  roadside_boxes: list[list[list[float]] | None] | None = None):
         self.dataset = dataset
         self.hazard_labels = hazard_labels  # per sample: 1 / 0, -1 unknown (roadside_hazard_labels)
