@@ -17,6 +17,12 @@ def test_settle_defaults_and_flag():
     assert build_parser().parse_args(["play", "b", "--step", "--jump-settle", "1.5"]).jump_settle == 1.5
 
 
+def test_step_mode_confirms_intake_unless_told_not_to():
+    assert build_parser().parse_args(["play", "b", "--step"]).confirm_intake is True
+    assert build_parser().parse_args(["play", "b", "--step", "--no-confirm-intake"]).confirm_intake is False
+    assert PlayOptions(step=True).confirm_intake is True
+
+
 @pytest.mark.parametrize("name", ["settle_s", "jump_settle_s"])
 @pytest.mark.parametrize("value", [-0.01, float("nan")])
 def test_negative_or_nan_settle_is_refused(name, value):

@@ -36,9 +36,12 @@ PLAYED = WORK / "played.json"
 
 
 def vehicle_params_file() -> Path:
-    """The shipped parameter file with base_frame changed: the path's frame shows it was read."""
+    """The shipped parameter file with base_frame changed (the path's frame shows it was
+    read) and statuses 20 times a second."""
     data = yaml.safe_load((ROOT / "config/vehicle_node.param.yaml").read_text())
     data["vehicle_node"]["ros__parameters"]["base_frame"] = "launch_test_base"
+    # the player confirms each sample's intake from these statuses: 20 a second, not 1
+    data["vehicle_node"]["ros__parameters"]["diagnostics_period_s"] = 0.05
     path = WORK / "vehicle.param.yaml"
     path.write_text(yaml.safe_dump(data))
     return path

@@ -206,6 +206,12 @@ def test_vehicle_changes_take_effect_or_are_refused_with_the_reason():
         assert set_one(c, "description_max_age_s", 1.5).successful
         assert planning.service.descriptions.max_age_ns == 1_500_000_000
         assert set_one(c, "input_silence_warn_s", 1.25).successful and planning.silence.threshold_s == 1.25
+        assert planning.diagnostics_timer.timer_period_ns == 1_000_000_000
+        assert set_one(c, "diagnostics_period_s", 0.05).successful
+        assert planning.diagnostics_timer.timer_period_ns == 50_000_000
+        refused = set_one(c, "diagnostics_period_s", 0.0)
+        assert not refused.successful and "diagnostics_period_s must be > 0, got 0.0" in refused.reason
+        assert planning.diagnostics_timer.timer_period_ns == 50_000_000
         for key, value in (("model", "/elsewhere"), ("device", "cuda"), ("backend", "inductor"),
                            ("queue_depth", 8), ("ego_image_transport", "raw")):
             refused = set_one(c, key, value)

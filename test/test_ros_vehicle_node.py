@@ -141,6 +141,43 @@ def test_frames_in_plans_out_over_dds_with_rclpy_messages():
         assert values["count.ego_frames_in"] == "1" and values["count.plans_out"] == "1"
 
 
+def test_every_input_is_counted_in_once_stored_and_statuses_follow_diagnostics_period():
+    """What `v2x-vlm play --step` relies on: count.<input>_in in a status means the input
+    is in (refused ones counted too, with their drop), statuses every diagnostics_period_s."""
+    with ros_session() as session:
+        node = vehicle(session, "diagnostics_period_s:=0.1")
+        feed = Feeder(session)
+        t = feed.types
+        diags = Collector(session.node("listener"), t("diagnostic_msgs/msg/DiagnosticArray"), "/diagnostics",
+                          RELIABLE)
+        feed.matched(feed.odom)
+        feed.matched(feed.command)
+        feed.matched(feed.text)
+        stamp = now_ns()
+        bad_pose = np.eye(4)
+        bad_pose[0, 3] = float("nan")
+        feed.odom.publish(conv.odometry_msg(t, np.eye(4), 5.0, 0.0, stamp))
+        feed.odom.publish(conv.odometry_msg(t, bad_pose, 5.0, 0.0, stamp + 1))
+        feed.command.publish(conv.string_msg(t, "RIGHT"))
+        feed.command.publish(conv.string_msg(t, "UPWARDS"))
+        feed.text.publish(conv.string_msg(t, "A bus stops."))
+
+        def values():
+            return [conv.diagnostic_to_dict(m)["v2x_vlm_ros: vehicle_node"]["values"] for m in diags.messages]
+
+        wait_until(lambda: any(v.get("count.descriptions_in") == "1" and v.get("count.odometry_in") == "2"
+                               and v.get("count.commands_in") == "2" for v in values()), 10, what="counts")
+        last = values()[-1]
+        assert last["drop.odometry_invalid"] == "1" and last["drop.command_invalid"] == "1"
+        assert last["command"] == "RIGHT"
+        service = node.planning.service
+        assert service.motion[0] == stamp and service.motion[1].speed_mps == 5.0  # the NaN one refused
+        assert service.descriptions.get(now_ns())[0] == "A bus stops."
+        before = len(diags)
+        time.sleep(1.0)
+        assert 6 <= len(diags) - before <= 12  # 10 a second, not 1
+
+
 def test_planning_never_stops_intake_and_every_frame_is_accounted(monkeypatch):
     """A plan takes 0.4 s while 60 best-effort frames come at 30 Hz: with planning in the
     intake thread (before), a third of them were lost in DDS, uncounted."""

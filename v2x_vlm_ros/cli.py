@@ -455,6 +455,7 @@ def cmd_play(args) -> int:
                               link_message=args.link_message, roadside_rate_hz=args.roadside_rate_hz,
                               planning_period_s=1.0 / args.planning_rate_hz, timeout_s=args.timeout,
                               settle_s=args.settle, jump_settle_s=args.jump_settle,
+                              confirm_intake=args.confirm_intake,
                               max_samples=args.max_samples, max_gap_s=args.max_gap)
         summary = play(args.bag, options, args.out)
     except (ValueError, FileNotFoundError, TimeoutError) as exc:
@@ -665,11 +666,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--planning-rate-hz", type=float, default=10.0, help="vehicle_node's planning_rate_hz")
     p.add_argument("--timeout", type=float, default=20.0, help="step mode: longest wait for a plan (s)")
     p.add_argument("--settle", type=float, default=0.03,
-                   help="step mode: seconds for the nodes to take in a sample's messages before "
-                        "/clock advances (raise it on a loaded machine)")
+                   help="step mode: seconds for the nodes to take in the ego image before /clock "
+                        "advances (and the sample's other messages, with --no-confirm-intake)")
     p.add_argument("--jump-settle", type=float, default=0.5,
                    help="step mode: seconds for the nodes to take in /clock's jump to a new sequence "
                         "before its first messages")
+    p.add_argument("--no-confirm-intake", dest="confirm_intake", action="store_false",
+                   help="step mode: do not wait for vehicle_node's /diagnostics counts to show a "
+                        "sample's inputs taken in before its ego image (pause --settle instead)")
     p.add_argument("--max-samples", type=int, help="stop after this many samples")
     p.add_argument("--max-gap", type=float, default=2.0,
                    help="real time: skip gaps longer than this (s) between samples (sequences minutes apart)")

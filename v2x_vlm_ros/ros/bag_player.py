@@ -24,6 +24,13 @@ Two ways to play:
   the link topic: ``RoadsideService.admit`` decides, as in the node), the description,
   odometry and command, the ego image; then /clock is advanced past the ego stamp and by
   more than one planning period, so the planning timer fires once after the frame is in.
+  The planning timer runs on the latest inputs, so each one must be in before the ego
+  frame: with ``confirm_intake`` (default) the player waits, before the ego image, until
+  vehicle_node's ``/diagnostics`` counts (``count.descriptions_in``, ``odometry_in``,
+  ``commands_in``, ``roadside_frames_in``; counted once stored) reach what was sent. A
+  status comes every ``diagnostics_period_s`` of the node (1 s; set it to 0.05 for a quick
+  step play). Without it the player pauses ``settle_s`` and trusts the timing (a loaded
+  machine took a message in late: seen once in 540 frames on a CI machine).
   A jump of /clock to a new sequence is followed by a longer pause (``jump_settle_s``):
   the nodes stamp a scene description with their clock when it arrives (std_msgs/String
   has no header), so one taken in before the jump would be of the previous sequence's
@@ -50,6 +57,9 @@ PATH_TOPIC = "/v2x/planning/path"
 LINK_TOPIC = "/v2x/roadside/sent"
 CLOCK_RATE_HZ = 100.0
 PLANNER_STATUS = "vehicle_node"  # the end of vehicle_node's DiagnosticStatus name
+#: step mode: the planner's count of each input the player sends it (``count.<name>``)
+INTAKE_COUNTS = {bagfile.DESCRIPTION: "descriptions_in", bagfile.ODOMETRY: "odometry_in",
+                 bagfile.COMMAND: "commands_in", bagfile.ROADSIDE_IMAGE: "roadside_frames_in"}
 
 
 @dataclass
@@ -68,6 +78,9 @@ class PlayOptions:
     # has not taken in by then (a loaded machine) makes the plan differ from replay's
     settle_s: float = 0.03
     jump_settle_s: float = 0.5  # step mode: the pause after /clock jumps to a new sequence
+    # step mode: before each ego image, wait until vehicle_node's /diagnostics counts show
+    # the sample's other inputs taken in (instead of trusting settle_s)
+    confirm_intake: bool = True
     start_delay_s: float = 2.0  # discovery (both ways) before the first message
     max_samples: int | None = None
     max_gap_s: float = 2.0  # real-time mode: longer gaps between samples (a new sequence) are skipped
@@ -164,6 +177,8 @@ class BagPlayer:
         self._path_event = threading.Condition(self._lock)
         self._link_seen: set[int] = set()
         self._diagnostics_seen = 0  # vehicle_node statuses received (to wait for a fresh one)
+        self._planner_counts: dict[str, int] = {}  # count.* of the last status
+        self._sent: dict[str, int] = {}  # count name -> how many the planner should have taken in
         self._sent_wall: dict[int, float] = {}
         self._clock_ns = 0
         if options.step or options.record:
@@ -208,8 +223,16 @@ class BagPlayer:
 
         for name, status in conv.diagnostic_to_dict(msg).items():
             if name.endswith(PLANNER_STATUS):
+                counts = {}
+                for key, value in status["values"].items():
+                    if key.startswith("count."):
+                        try:
+                            counts[key.removeprefix("count.")] = int(value)
+                        except ValueError:
+                            pass
                 with self._lock:
                     self.result.planner_diagnostics = status["values"]
+                    self._planner_counts = counts
                     self._diagnostics_seen += 1
                     self._path_event.notify_all()
 
@@ -277,6 +300,13 @@ class BagPlayer:
             raise TimeoutError(f"nobody subscribes to {', '.join(missing)} after {opts.timeout_s} s: "
                                f"are vehicle_node and roadside_node running (ROS_DOMAIN_ID, remappings)?")
         time.sleep(opts.start_delay_s)  # let the other subscriptions match too
+        if opts.step and opts.confirm_intake:
+            if not self._wait(lambda: self._diagnostics_seen > 0, opts.timeout_s):
+                raise TimeoutError(f"no vehicle_node status on /diagnostics within {opts.timeout_s} s: step "
+                                   f"mode confirms from its counts that each sample's inputs are in "
+                                   f"(--no-confirm-intake: trust --settle instead)")
+            with self._lock:  # what it took in before: other publishers, an earlier play
+                self._sent = {name: self._planner_counts.get(name, 0) for name in INTAKE_COUNTS.values()}
         began = time.monotonic()
         link = RoadsideService(RoadsideConfig(rate_hz=opts.roadside_rate_hz))  # which frames are forwarded
         start_ns = start_wall = last_ns = None
@@ -338,11 +368,18 @@ class BagPlayer:
                     raise TimeoutError(f"roadside frame {stamp} was not forwarded on {opts.link_topic} "
                                        f"within {opts.timeout_s} s: is roadside_node running with "
                                        f"rate_hz {opts.roadside_rate_hz}?")
+                self._expect(bagfile.ROADSIDE_IMAGE)
+        for topic in group:
+            if topic != bagfile.ROADSIDE_IMAGE and self.publishers.get(topic):
+                self._expect(topic)
         self._publish_sample(group, skip=(bagfile.ROADSIDE_IMAGE, bagfile.EGO_IMAGE))
         ego = group.get(bagfile.EGO_IMAGE)
         if ego is None:
             return
-        time.sleep(opts.settle_s)  # description, odometry, command in before the frame
+        if opts.confirm_intake:
+            self._confirm_intake(log_ns)
+        else:
+            time.sleep(opts.settle_s)  # description, odometry, command in before the frame
         msg = self._publish(bagfile.EGO_IMAGE, *ego)
         stamp = conv.stamp_to_ns(msg.header.stamp)
         self.result.ego_frames += 1
@@ -352,6 +389,26 @@ class BagPlayer:
             if self._wait(lambda: stamp in self.result.paths, opts.timeout_s / 2):
                 return
         self.result.missing.append(stamp)
+
+    def _expect(self, topic: str) -> None:
+        """One more message of ``topic`` the planner is to take in (when it counts them)."""
+        if self.options.confirm_intake and topic in INTAKE_COUNTS:
+            with self._lock:
+                self._sent[INTAKE_COUNTS[topic]] += 1
+
+    def _confirm_intake(self, log_ns: int) -> None:
+        """Wait until the planner's counts show every input sent so far taken in."""
+        def lagging():
+            return {name: (self._planner_counts.get(name, 0), sent) for name, sent in self._sent.items()
+                    if self._planner_counts.get(name, 0) < sent}
+
+        if not self._wait(lambda: not lagging(), self.options.timeout_s):
+            with self._lock:
+                behind = ", ".join(f"count.{n} {got} of {sent}"
+                                   for n, (got, sent) in sorted(lagging().items()))
+            raise TimeoutError(f"vehicle_node has not taken in the inputs of the sample at {log_ns} within "
+                               f"{self.options.timeout_s} s ({behind}, from /diagnostics): a message lost "
+                               f"(best-effort roadside link?) or the node is not publishing /diagnostics")
 
 
 class _ClockTicker:

@@ -69,6 +69,9 @@ class VehicleNodeConfig:
     publish_debug_image: bool = False
     #: Warn when an input has been silent this long (a QoS mismatch looks exactly like this).
     input_silence_warn_s: float = 3.0
+    #: Period of the /diagnostics status (steady clock). 1 s on a vehicle; shorter for a tool
+    #: that follows the input counts, e.g. `v2x-vlm play --step` confirming each sample's intake.
+    diagnostics_period_s: float = 1.0
     #: Describer model directory for the scene description; empty: plan without descriptions.
     describer_model: str = ""
     #: Describer calls per second at most.
@@ -87,7 +90,8 @@ class VehicleNodeConfig:
         _check_choice("backend", self.backend, BACKEND_CHOICES)
         if self.warmup_frames < 0:
             raise ValueError(f"warmup_frames must be >= 0, got {self.warmup_frames}")
-        for name in ("input_silence_warn_s", "describer_rate_hz", "describer_deadline_s"):
+        for name in ("input_silence_warn_s", "diagnostics_period_s", "describer_rate_hz",
+                     "describer_deadline_s"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
 
@@ -123,6 +127,7 @@ def _check_choice(name: str, value: str, choices) -> None:
 RANGES: dict[str, tuple[float, float]] = {
     # vehicle_node
     "warmup_frames": (0, 1000), "qos_depth": (1, 1000), "input_silence_warn_s": (0.0, 3600.0),
+    "diagnostics_period_s": (0.0, 60.0),
     "describer_rate_hz": (0.0, 100.0), "describer_deadline_s": (0.0, 3600.0),
     "planning_rate_hz": (0.0, 1000.0), "sync_slop_s": (0.0, 10.0), "roadside_max_age_s": (0.0, 60.0),
     "description_max_age_s": (0.0, 3600.0), "ego_max_age_s": (0.0, 60.0),
@@ -150,7 +155,8 @@ CHOICES: dict[str, tuple[str, ...]] = {
 #: refused while running, with the reason.
 RUNTIME: dict[str, frozenset[str]] = {
     "vehicle_node": frozenset({
-        "input_silence_warn_s", "publish_markers", "publish_debug_image", "planning_rate_hz",
+        "input_silence_warn_s", "diagnostics_period_s", "publish_markers", "publish_debug_image",
+        "planning_rate_hz",
         "sync_slop_s", "roadside_max_age_s", "description_max_age_s", "ego_max_age_s",
         "future_tolerance_s", "max_image_pixels",
         *(f"refine.{f.name}" for f in dataclasses.fields(RefineConfig)),

@@ -16,8 +16,9 @@ Topics (private, remapped in launch/v2x_vlm.launch.py):
 Threads (callback groups on a MultiThreadedExecutor, see ``ros.process``): intake
 (image, odometry, command and description callbacks: store only), planning (the timer at
 ``planning_rate_hz`` on the ROS clock, so ``use_sim_time`` follows /clock) and
-housekeeping (diagnostics on a steady 1 Hz timer, which runs even while /clock is
-silent). A plan in progress never stops frames from being taken in: the planner takes
+housekeeping (diagnostics on a steady timer, every ``diagnostics_period_s``, which runs
+even while /clock is silent; an input is counted in them, ``count.<input>_in``, only once
+it is stored). A plan in progress never stops frames from being taken in: the planner takes
 the newest ego frame when it is free, and the ones it skips are counted as superseded.
 
 Two node types: ``vehicle_node`` (plain; loads the model and subscribes at start) and
@@ -168,9 +169,9 @@ class VehiclePlanning:
         self.plan_timer = node.create_timer(1.0 / self.service_cfg.planning_rate_hz, self.on_timer,
                                             callback_group=self.planning_group)
         steady = Clock(clock_type=ClockType.STEADY_TIME)
-        diagnostics = node.create_timer(1.0, self.on_diagnostics, callback_group=self.housekeeping_group,
-                                        clock=steady)
-        self._timers = [self.plan_timer, diagnostics]
+        self.diagnostics_timer = node.create_timer(cfg.diagnostics_period_s, self.on_diagnostics,
+                                                   callback_group=self.housekeeping_group, clock=steady)
+        self._timers = [self.plan_timer, self.diagnostics_timer]
         node.get_logger().info(
             f"QoS: images {cfg.qos_images} (depth {cfg.qos_depth}), outputs {cfg.qos_outputs}; "
             f"ego {cfg.ego_image_transport}, roadside {cfg.roadside_image_transport}; "
@@ -180,7 +181,7 @@ class VehiclePlanning:
         for timer in self._timers:
             timer.cancel()
             self.node.destroy_timer(timer)
-        self._timers, self.plan_timer = [], None
+        self._timers, self.plan_timer, self.diagnostics_timer = [], None, None
         self._idle.wait(10.0)
         for s in self._subscriptions:
             self.node.destroy_subscription(s)
@@ -217,6 +218,8 @@ class VehiclePlanning:
             self.service.engine.refiner = Refiner(refine) if refine.enabled else None
         if "planning_rate_hz" in changed and self.plan_timer is not None:
             self.plan_timer.timer_period_ns = int(1e9 / self.service_cfg.planning_rate_hz)
+        if "diagnostics_period_s" in changed and self.diagnostics_timer is not None:
+            self.diagnostics_timer.timer_period_ns = int(1e9 * self.cfg.diagnostics_period_s)
         if "input_silence_warn_s" in changed and self.silence is not None:
             self.silence.threshold_s = self.cfg.input_silence_warn_s
 
@@ -256,11 +259,13 @@ class VehiclePlanning:
         except ValueError as exc:  # NaN pose, broken quaternion: count it, keep the last good one
             self.service.count_drop("odometry_invalid")
             self.node.get_logger().warning(f"odometry refused: {exc}", throttle_duration_sec=5.0)
-            return
-        self.pose = pose
-        # odometry measures the speed itself: a nominal history marks it as known
-        self.service.on_motion(conv.stamp_to_ns(msg.header.stamp),
-                               EgoMotion(speed, yaw_of(pose), yaw_rate, ODOMETRY_HISTORY_S))
+        else:
+            self.pose = pose
+            # odometry measures the speed itself: a nominal history marks it as known
+            self.service.on_motion(conv.stamp_to_ns(msg.header.stamp),
+                                   EgoMotion(speed, yaw_of(pose), yaw_rate, ODOMETRY_HISTORY_S))
+        # counted once taken in (kept or refused): a count in /diagnostics means it is in
+        self.service.count("odometry_in")
 
     def on_command(self, msg):
         try:
@@ -268,10 +273,11 @@ class VehiclePlanning:
         except ValueError as exc:
             self.service.count_drop("command_invalid")
             self.node.get_logger().warning(str(exc), throttle_duration_sec=5.0)
+        self.service.count("commands_in")
 
     def on_description(self, msg):
-        self.service.count("descriptions_in")
         self.service.descriptions.put(Description(msg.data, self.now_ns()))
+        self.service.count("descriptions_in")
 
     # -- planning -------------------------------------------------------------------------
 

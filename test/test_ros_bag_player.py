@@ -1,0 +1,86 @@
+"""`v2x-vlm play --step` against vehicle_node under real rclpy and Fast DDS, in this
+process: the player waits for the planner's /diagnostics counts to show a sample's inputs
+taken in before it sends the ego image, so a plan never runs on the previous sample's
+inputs however slowly the node takes them in; and says which count lags when one never
+comes."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from ros_support import require, ros_session, sample_bag, wait_until
+
+require("rclpy")
+
+from v2x_vlm_ros.conversion import messages as conv  # noqa: E402
+from v2x_vlm_ros.ros import vehicle_node as vn  # noqa: E402
+from v2x_vlm_ros.ros.bag_player import BagPlayer, PlayOptions  # noqa: E402
+from v2x_vlm_ros.tools import bag as bagfile  # noqa: E402
+
+pytestmark = pytest.mark.ros_node
+
+SAMPLES = 8
+
+
+def bag_vehicle(session, *params: str):
+    """vehicle_node on sim time, its inputs remapped to the bag's topics."""
+    args = ["--ros-args", "-p", "warmup_frames:=0", "-p", "use_sim_time:=true"]
+    for item in params:
+        args += ["-p", item]
+    for private, topic in (("ego_image", bagfile.EGO_IMAGE), ("roadside_image", bagfile.ROADSIDE_IMAGE),
+                           ("odometry", bagfile.ODOMETRY), ("command", bagfile.COMMAND),
+                           ("scene_description", bagfile.DESCRIPTION)):
+        args += ["-r", f"~/input/{private}:={topic}"]
+    return session.add(vn.VehicleNode(context=session.context, cli_args=args))
+
+
+def test_step_play_waits_for_a_slow_intake_so_every_plan_has_its_description(monkeypatch):
+    taken = vn.VehiclePlanning.on_description
+
+    def slow_description(self, msg):  # a loaded machine: the description comes in late
+        time.sleep(0.4)
+        taken(self, msg)
+
+    monkeypatch.setattr(vn.VehiclePlanning, "on_description", slow_description)
+    with ros_session() as session:
+        node = bag_vehicle(session, "diagnostics_period_s:=0.05")
+        player = BagPlayer(session.node("player"), PlayOptions(
+            step=True, link_topic="", path_topic="/vehicle_node/output/path", max_samples=SAMPLES,
+            timeout_s=30.0, start_delay_s=0.5))
+        result = player.play(sample_bag())
+        counts = dict(node.planning.service.counts)
+    assert result.ego_frames == SAMPLES and len(result.paths) == SAMPLES and not result.missing
+    # the first sample's description came 0.4 s late, longer than settle_s (0.03): without
+    # the wait that plan would have gone without it (description_none)
+    assert counts["description_fresh"] == SAMPLES and "description_none" not in counts, counts
+    assert counts["descriptions_in"] == SAMPLES and counts["odometry_in"] == SAMPLES
+    assert counts["commands_in"] == SAMPLES and counts["plans_out"] == SAMPLES
+
+
+def test_a_count_that_never_comes_is_named_with_what_was_sent():
+    with ros_session() as session:
+        player = BagPlayer(session.node("player"), PlayOptions(step=True, timeout_s=1.5))
+        t = conv.rclpy_types()
+        status = session.node("planner").create_publisher(t("diagnostic_msgs/msg/DiagnosticArray"),
+                                                          "/diagnostics", 10)
+        wait_until(lambda: status.get_subscription_count() > 0, 10, what="the player's subscription")
+        player._sent = {"descriptions_in": 3, "odometry_in": 3, "commands_in": 3, "roadside_frames_in": 1}
+
+        def publish(odometry_in: int):
+            status.publish(conv.diagnostic_array(t, 0, "v2x_vlm_ros: vehicle_node", 0, "ok", {
+                "count.descriptions_in": 3, "count.odometry_in": odometry_in, "count.commands_in": 4,
+                "count.roadside_frames_in": 1, "count.plans_out": 2, "mode": "fused"}))
+
+        publish(2)
+        wait_until(lambda: player.result.planner_diagnostics.get("count.odometry_in") == "2", 10,
+                   what="the status")
+        with pytest.raises(TimeoutError) as err:
+            player._confirm_intake(1626155247801529000)
+        assert str(err.value) == (
+            "vehicle_node has not taken in the inputs of the sample at 1626155247801529000 within 1.5 s "
+            "(count.odometry_in 2 of 3, from /diagnostics): a message lost (best-effort roadside link?) "
+            "or the node is not publishing /diagnostics")
+        publish(3)
+        player._confirm_intake(1626155247801529000)  # returns once the count is there
