@@ -669,8 +669,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="step mode: seconds for the nodes to take in the ego image before /clock "
                         "advances (and the sample's other messages, with --no-confirm-intake)")
     p.add_argument("--jump-settle", type=float, default=0.5,
-                   help="step mode: seconds for the nodes to take in /clock's jump to a new sequence "
-                        "before its first messages")
+                   help="step mode with --no-confirm-intake: seconds for the nodes to take in /clock's "
+                        "jump to a new sequence before its first messages")
     p.add_argument("--no-confirm-intake", dest="confirm_intake", action="store_false",
                    help="step mode: do not wait for vehicle_node's /diagnostics counts to show a "
                         "sample's inputs taken in before its ego image (pause --settle instead)")

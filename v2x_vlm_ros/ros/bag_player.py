@@ -31,8 +31,9 @@ Two ways to play:
   status comes every ``diagnostics_period_s`` of the node (1 s; set it to 0.05 for a quick
   step play). Without it the player pauses ``settle_s`` and trusts the timing (a loaded
   machine took a message in late: seen once in 540 frames on a CI machine).
-  A jump of /clock to a new sequence is followed by a longer pause (``jump_settle_s``):
-  the nodes stamp a scene description with their clock when it arrives (std_msgs/String
+  A jump of /clock to a new sequence is followed by a wait until vehicle_node's status is
+  stamped at or after it (with ``confirm_intake``; a pause of ``jump_settle_s`` without):
+  the node stamps a scene description with its clock when it arrives (std_msgs/String
   has no header), so one taken in before the jump would be of the previous sequence's
   time, stale, and the plan would go without it. The planner's last ``/diagnostics``
   values (its input counts: descriptions fresh or stale, roadside frames unpaired, ...)
@@ -77,9 +78,10 @@ class PlayOptions:
     # /clock advances: the planning timer runs on the latest inputs, so an input the node
     # has not taken in by then (a loaded machine) makes the plan differ from replay's
     settle_s: float = 0.03
-    jump_settle_s: float = 0.5  # step mode: the pause after /clock jumps to a new sequence
+    jump_settle_s: float = 0.5  # step mode without confirm_intake: the pause after /clock jumps
     # step mode: before each ego image, wait until vehicle_node's /diagnostics counts show
-    # the sample's other inputs taken in (instead of trusting settle_s)
+    # the sample's other inputs taken in, and after a /clock jump until its status is
+    # stamped past it (instead of trusting settle_s and jump_settle_s)
     confirm_intake: bool = True
     start_delay_s: float = 2.0  # discovery (both ways) before the first message
     max_samples: int | None = None
@@ -178,6 +180,7 @@ class BagPlayer:
         self._link_seen: set[int] = set()
         self._diagnostics_seen = 0  # vehicle_node statuses received (to wait for a fresh one)
         self._planner_counts: dict[str, int] = {}  # count.* of the last status
+        self._planner_clock_ns = 0  # the stamp of the last status: the planner's clock then
         self._sent: dict[str, int] = {}  # count name -> how many the planner should have taken in
         self._sent_wall: dict[int, float] = {}
         self._clock_ns = 0
@@ -233,6 +236,7 @@ class BagPlayer:
                 with self._lock:
                     self.result.planner_diagnostics = status["values"]
                     self._planner_counts = counts
+                    self._planner_clock_ns = conv.stamp_to_ns(msg.header.stamp)  # its ROS clock
                     self._diagnostics_seen += 1
                     self._path_event.notify_all()
 
@@ -357,7 +361,13 @@ class BagPlayer:
             # just before it first (a frame stamped far ahead of the clock is dropped as "from
             # the future", as it should be on a vehicle)
             self.publish_clock(log_ns - period_ns)
-            time.sleep(max(opts.settle_s, opts.jump_settle_s))
+            if opts.confirm_intake:  # a status stamped at or after the jump: its clock has moved
+                if not self._wait(lambda: self._planner_clock_ns >= self._clock_ns, opts.timeout_s):
+                    raise TimeoutError(f"vehicle_node's clock (its /diagnostics stamp) did not reach "
+                                       f"/clock {self._clock_ns} within {opts.timeout_s} s: is it on "
+                                       f"use_sim_time?")
+            else:
+                time.sleep(max(opts.settle_s, opts.jump_settle_s))
         road = group.get(bagfile.ROADSIDE_IMAGE)
         if road is not None:
             msg = self._publish(bagfile.ROADSIDE_IMAGE, *road)
