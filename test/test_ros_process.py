@@ -13,6 +13,7 @@ from ros_support import Collector, NodeProcess, require, ros_env, ros_session, w
 
 require("rclpy")
 
+from rclpy.parameter import Parameter  # noqa: E402
 from rclpy.qos import QoSProfile, ReliabilityPolicy  # noqa: E402
 
 from v2x_vlm_ros.conversion import messages as conv  # noqa: E402
@@ -169,7 +170,10 @@ def test_lifecycle_vehicle_node_loads_in_configure_and_subscribes_in_activate():
         assert node.planning.service is None and not subscribed()  # unconfigured: nothing loaded
         assert node.trigger_configure() == SUCCESS
         assert node.planning.service is not None and not subscribed()  # model loaded, not subscribed
+        # a change while inactive (no timers yet) is taken, and used when they are made
+        assert node.set_parameters([Parameter("diagnostics_period_s", value=0.2)])[0].successful
         assert node.trigger_activate() == SUCCESS
+        assert node.planning.diagnostics_timer.timer_period_ns == 200_000_000
         wait_until(subscribed, 10, what="subscriptions in activate")
         feed.matched()
         feed.frame(now_ns(), 0)

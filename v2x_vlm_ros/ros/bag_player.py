@@ -179,7 +179,6 @@ class BagPlayer:
         self._path_event = threading.Condition(self._lock)
         self._link_seen: set[int] = set()
         self._diagnostics_seen = 0  # vehicle_node statuses received (to wait for a fresh one)
-        self._planner_counts: dict[str, int] = {}  # count.* of the last status
         self._planner_clock_ns = 0  # the stamp of the last status: the planner's clock then
         self._sent: dict[str, int] = {}  # count name -> how many the planner should have taken in
         self._sent_wall: dict[int, float] = {}
@@ -226,16 +225,8 @@ class BagPlayer:
 
         for name, status in conv.diagnostic_to_dict(msg).items():
             if name.endswith(PLANNER_STATUS):
-                counts = {}
-                for key, value in status["values"].items():
-                    if key.startswith("count."):
-                        try:
-                            counts[key.removeprefix("count.")] = int(value)
-                        except ValueError:
-                            pass
                 with self._lock:
                     self.result.planner_diagnostics = status["values"]
-                    self._planner_counts = counts
                     self._planner_clock_ns = conv.stamp_to_ns(msg.header.stamp)  # its ROS clock
                     self._diagnostics_seen += 1
                     self._path_event.notify_all()
@@ -310,7 +301,7 @@ class BagPlayer:
                                    f"mode confirms from its counts that each sample's inputs are in "
                                    f"(--no-confirm-intake: trust --settle instead)")
             with self._lock:  # what it took in before: other publishers, an earlier play
-                self._sent = {name: self._planner_counts.get(name, 0) for name in INTAKE_COUNTS.values()}
+                self._sent = {name: self._planner_count(name) for name in INTAKE_COUNTS.values()}
         began = time.monotonic()
         link = RoadsideService(RoadsideConfig(rate_hz=opts.roadside_rate_hz))  # which frames are forwarded
         start_ns = start_wall = last_ns = None
@@ -406,11 +397,16 @@ class BagPlayer:
             with self._lock:
                 self._sent[INTAKE_COUNTS[topic]] += 1
 
+    def _planner_count(self, name: str) -> int:
+        """``count.<name>`` in the planner's last status (0 before it counted any); call
+        with the lock held."""
+        return int(self.result.planner_diagnostics.get(f"count.{name}", 0))
+
     def _confirm_intake(self, log_ns: int) -> None:
         """Wait until the planner's counts show every input sent so far taken in."""
         def lagging():
-            return {name: (self._planner_counts.get(name, 0), sent) for name, sent in self._sent.items()
-                    if self._planner_counts.get(name, 0) < sent}
+            return {name: (self._planner_count(name), sent) for name, sent in self._sent.items()
+                    if self._planner_count(name) < sent}
 
         if not self._wait(lambda: not lagging(), self.options.timeout_s):
             with self._lock:

@@ -83,7 +83,7 @@ class VehiclePlanning:
         self._subscriptions: list = []
         self.watched: dict = {}
         self._timers: list = []
-        self.plan_timer = None
+        self.plan_timer = self.diagnostics_timer = None  # exist while active
         self._idle = threading.Event()  # set while no plan is in progress
         self._idle.set()
         self.intake_group = MutuallyExclusiveCallbackGroup()
