@@ -1,5 +1,6 @@
 """Building, saving and loading Florence-2 planners (native transformers, safetensors only)."""
 
+import dataclasses
 import json
 
 import pytest
@@ -7,7 +8,8 @@ import torch
 from transformers import Florence2ForConditionalGeneration
 
 from v2x_vlm_ros.model.configuration import PRESETS, ModelSettings, florence2_config
-from v2x_vlm_ros.model.modeling import ModelLoadError, build_model, load_model, save_model
+from v2x_vlm_ros.model.modeling import (LoadedModel, ModelLoadError, build_model, keep_text_layers,
+                                        load_model, save_model)
 
 
 def _inputs(loaded, batch=2):
@@ -108,3 +110,49 @@ def test_generation_config_is_explicit_greedy(tiny_model_dir):
     g = load_model(tiny_model_dir).model.generation_config
     assert g.num_beams == 1 and not g.do_sample and g.no_repeat_ngram_size in (0, None)
     assert g.forced_eos_token_id is None and g.decoder_start_token_id == 2
+
+
+def _three_layer(tiny_tokenizer) -> LoadedModel:
+    preset = dataclasses.replace(PRESETS["tiny"], layers=3)
+    model = build_model(preset, tiny_tokenizer, seed=3).eval()
+    return LoadedModel(model, tiny_tokenizer, ModelSettings(image_size=preset.image_size), "three")
+
+
+def test_a_student_keeps_the_teachers_chosen_layers(tiny_tokenizer, tmp_path):
+    teacher = _three_layer(tiny_tokenizer)
+    student = keep_text_layers(teacher, [0, 2])
+    text = student.model.config.text_config
+    assert (text.encoder_layers, text.decoder_layers) == (2, 2)
+    decoder_layers = student.model.model.language_model.decoder.layers
+    assert [layer.self_attn.layer_idx for layer in decoder_layers] == [0, 1]
+    # the reference: the teacher itself with its middle layers cut out of the module lists
+    reference = _three_layer(tiny_tokenizer).model
+    for stack in (reference.model.language_model.encoder, reference.model.language_model.decoder):
+        stack.layers = torch.nn.ModuleList([stack.layers[0], stack.layers[2]])
+    inputs = _inputs(student)
+    with torch.no_grad():
+        got = student.model(**inputs, use_cache=False).logits
+        want = reference(**inputs, use_cache=False).logits
+        full = teacher.model(**inputs, use_cache=False).logits
+    assert torch.equal(got, want) and not torch.allclose(got, full)
+    # generation with the key/value cache (indexed by layer_idx) writes what it writes without
+    gen = dict(pixel_values=inputs["pixel_values"], input_ids=inputs["input_ids"], max_new_tokens=6,
+               min_new_tokens=6)
+    with torch.no_grad():
+        cached = student.model.generate(**gen, use_cache=True)
+        uncached = student.model.generate(**gen, use_cache=False)
+    assert torch.equal(cached, uncached)
+    # it saves and loads as a plain 2-layer Florence-2
+    save_model(tmp_path / "student", student.model, student.tokenizer, student.settings)
+    again = load_model(tmp_path / "student")
+    assert again.model.config.text_config.decoder_layers == 2
+    with torch.no_grad():
+        assert torch.equal(again.model(**inputs, use_cache=False).logits, got)
+
+
+@pytest.mark.parametrize("keep", [[], [2, 0], [0, 0], [-1, 1], [0, 3]])
+def test_layers_to_keep_must_exist_in_order(tiny_tokenizer, keep):
+    with pytest.raises(ValueError) as err:
+        keep_text_layers(_three_layer(tiny_tokenizer), keep)
+    assert str(err.value) == (f"layers to keep {keep}: give increasing layer numbers in [0, 2] "
+                              "(the model has 3 encoder and 3 decoder layers)")

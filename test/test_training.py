@@ -17,7 +17,8 @@ import torch
 from safetensors.torch import load_file
 
 from v2x_vlm_ros.cli import main
-from v2x_vlm_ros.model.modeling import load_model
+from v2x_vlm_ros.model.configuration import PRESETS, ModelSettings
+from v2x_vlm_ros.model.modeling import build_model, load_model, save_model
 from v2x_vlm_ros.training.config import TrainConfig
 from v2x_vlm_ros.training.trainer import PlannerTrainModule, train
 
@@ -285,3 +286,38 @@ def test_train_config_names_a_bad_codec_order():
         TrainConfig(data_root=SAMPLE, codec_order="backwards")
     assert str(err.value) == \
         "codec_order must be one of ('time', 'endpoint_first') (or null), got 'backwards'"
+
+
+def test_a_student_of_the_teachers_width_starts_from_its_chosen_layers(tmp_path, tiny_model_dir):
+    tokenizer = load_model(tiny_model_dir).tokenizer
+    preset = dataclasses.replace(PRESETS["tiny"], layers=3)
+    teacher_dir = save_model(tmp_path / "teacher", build_model(preset, tokenizer, seed=5), tokenizer,
+                             ModelSettings(image_size=preset.image_size))
+    # lr 1e-9: one step moves no weight by more than ~1e-8, so the export shows where it started
+    train(config(tmp_path, tiny_model_dir, student=str(teacher_dir), student_layers=[0, 2],
+                 teacher=str(teacher_dir), tokenizer_from=None, freeze_vision=True, max_steps=1, lr=1e-9),
+          progress=False)
+    assert float(log_rows(tmp_path / "run")[0]["kd"]) > 0  # distilled from the 3-layer teacher
+    student = load_model(tmp_path / "run" / "model").model
+    teacher = load_model(teacher_dir).model
+    assert student.config.text_config.encoder_layers == student.config.text_config.decoder_layers == 2
+    for stack in ("encoder", "decoder"):
+        got = getattr(student.model.language_model, stack).layers[1].fc1.weight
+        kept = getattr(teacher.model.language_model, stack).layers[2].fc1.weight
+        dropped = getattr(teacher.model.language_model, stack).layers[1].fc1.weight
+        assert torch.allclose(got, kept, atol=1e-6) and not torch.allclose(got, dropped, atol=1e-3)
+    # resuming reloads the 2-layer checkpoint (not the teacher's layers again)
+    summary = train(config(tmp_path, tiny_model_dir, student=str(teacher_dir), student_layers=[0, 2],
+                           teacher=str(teacher_dir), tokenizer_from=None, freeze_vision=True, max_steps=2,
+                           lr=1e-9), progress=False)
+    assert summary["global_step"] == 2
+
+
+def test_student_layers_need_a_trained_model_and_increasing_numbers():
+    with pytest.raises(ValueError) as err:
+        TrainConfig(data_root=SAMPLE, student="small-student", student_layers=[0, 2])
+    assert str(err.value) == ("student_layers keeps layers of a trained model: student 'small-student' is "
+                              "a preset built from scratch (give a model directory, e.g. the teacher's)")
+    with pytest.raises(ValueError) as err:
+        TrainConfig(data_root=SAMPLE, student="runs/teacher/model", student_layers=[2, 0])
+    assert str(err.value) == "student_layers must be increasing layer numbers >= 0, got [2, 0]"

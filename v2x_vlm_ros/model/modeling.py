@@ -102,6 +102,40 @@ def load_model(source, device: str | torch.device = "cpu", dtype: torch.dtype = 
     return LoadedModel(model.to(device).eval(), tokenizer, settings, str(source))
 
 
+_TEXT_LAYER = re.compile(r"(model\.language_model\.(?:encoder|decoder)\.layers\.)(\d+)(\..*)")
+
+
+def keep_text_layers(loaded: LoadedModel, keep) -> LoadedModel:
+    """A copy of ``loaded`` whose language model keeps only the encoder and decoder layers
+    numbered ``keep`` (each the same list), the rest of the weights as they are: a student
+    of the teacher's width started from the teacher, as DistilBERT starts from one layer in
+    two of BERT (Sanh et al., 2019). A fresh model of the smaller config takes the renumbered
+    weights, so each layer's cache index (``layer_idx``) is its new position."""
+    keep = [int(i) for i in keep]
+    text = loaded.model.config.text_config
+    layers = min(text.encoder_layers, text.decoder_layers)
+    if not keep or sorted(set(keep)) != keep or keep[0] < 0 or keep[-1] >= layers:
+        raise ValueError(f"layers to keep {keep}: give increasing layer numbers in [0, {layers - 1}] "
+                         f"(the model has {text.encoder_layers} encoder and {text.decoder_layers} "
+                         "decoder layers)")
+    config = loaded.model.config.__class__.from_dict(loaded.model.config.to_dict())
+    config.text_config.encoder_layers = config.text_config.decoder_layers = len(keep)
+    state = {}
+    for key, value in loaded.model.state_dict().items():
+        match = _TEXT_LAYER.fullmatch(key)
+        if match:
+            if int(match.group(2)) not in keep:
+                continue
+            key = f"{match.group(1)}{keep.index(int(match.group(2)))}{match.group(3)}"
+        state[key] = value
+    model = Florence2ForConditionalGeneration(config).to(loaded.model.dtype)
+    model.load_state_dict(state, strict=True)
+    model.generation_config = loaded.model.generation_config
+    install_modality_weights(model, loaded.settings)
+    return LoadedModel(model.to(loaded.model.device).eval(), loaded.tokenizer, loaded.settings,
+                       f"{loaded.source} (layers {keep})")
+
+
 def save_model(directory, model, tokenizer, settings: ModelSettings, card: str | None = None,
                dtype: torch.dtype | None = None) -> Path:
     """Write a self-contained HF-format directory: config, safetensors weights (in ``dtype``

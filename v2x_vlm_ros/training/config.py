@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from v2x_vlm_ros.model.codec import ORDERS, REFERENCES
+from v2x_vlm_ros.model.configuration import PRESETS
 
 
 @dataclass
@@ -42,6 +43,11 @@ class TrainConfig:
     tokenizer_from: str | None = None
     #: BPE size when a tokenizer is built.
     vocab_size: int = 2000
+    #: For a model-directory student: keep only these encoder and decoder layers (the same
+    #: numbers for both), e.g. [0, 2] of a 3-layer teacher. A student of the teacher's width
+    #: started from the teacher's own layers, as DistilBERT starts from one layer in two of
+    #: BERT; None keeps them all.
+    student_layers: list[int] | None = None
     #: Copy the vision tower weights from this model directory (a preset student then has
     #: a trained encoder to freeze, as the paper's student has Florence-2's pretrained one).
     init_vision_from: str | None = None
@@ -223,6 +229,16 @@ class TrainConfig:
             if self.lambda_hazard > 0 and self.hazard_probe_on == "decoder":
                 raise ValueError("stage 'vision' runs no decoder: hazard_probe_on 'decoder' needs "
                                  "stage 'plan'")
+        if self.student_layers is not None:
+            if self.student in PRESETS:
+                raise ValueError(f"student_layers keeps layers of a trained model: student "
+                                 f"{self.student!r} is a preset built from scratch (give a model "
+                                 "directory, e.g. the teacher's)")
+            self.student_layers = [int(v) for v in self.student_layers]
+            if not self.student_layers or sorted(set(self.student_layers)) != self.student_layers \
+                    or self.student_layers[0] < 0:
+                raise ValueError(f"student_layers must be increasing layer numbers >= 0, "
+                                 f"got {self.student_layers}")
         if not 0 < self.epoch_fraction <= 1:
             raise ValueError(f"epoch_fraction must be in (0, 1], got {self.epoch_fraction}")
         if self.max_steps is not None and self.max_steps < 1:

@@ -48,7 +48,7 @@ from v2x_vlm_ros.model.codec import CodecConfig, build_codec
 from v2x_vlm_ros.model.configuration import PRESETS, ModelSettings
 from v2x_vlm_ros.model.fusion import ModalityWeights
 from v2x_vlm_ros.model.fusion import install as install_modality_weights
-from v2x_vlm_ros.model.modeling import LoadedModel, build_model, load_model, save_model
+from v2x_vlm_ros.model.modeling import LoadedModel, build_model, keep_text_layers, load_model, save_model
 from v2x_vlm_ros.model.planner import ModelPlanner
 from v2x_vlm_ros.model.processing import COMMAND_TEXT, TASK_TEXT, state_text
 from v2x_vlm_ros.model.tokenizer import build_tokenizer, loc_token_ids
@@ -231,6 +231,9 @@ def build_student(cfg: TrainConfig, train_ds: DairV2XDataset, descriptions) -> L
         loaded = LoadedModel(model, tokenizer, settings, cfg.student)
     else:
         loaded = load_model(cfg.student)
+        if cfg.student_layers is not None:
+            loaded = keep_text_layers(loaded, cfg.student_layers)
+            log.info("student: layers %s of %s", cfg.student_layers, cfg.student)
         if cfg.image_size is not None:  # fine-tuned at another input size (the encoder is convolutional)
             loaded.settings.image_size = cfg.image_size
         if cfg.codec_order is not None:  # same tokens, positions re-ordered (fine-tuning relearns them)
