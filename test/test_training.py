@@ -53,6 +53,28 @@ def test_a_short_run_lowers_the_loss_and_exports_a_model(tmp_path, tiny_model_di
     assert "## Validation" in (tmp_path / "run" / "model" / "README.md").read_text()
 
 
+def test_export_each_epoch_keeps_every_finished_epochs_model(tmp_path, tiny_model_dir):
+    cfg = config(tmp_path, tiny_model_dir, epochs=2, epoch_fraction=0.05, export_each_epoch=True,
+                 export_dtype="float32")
+    summary = train(cfg, progress=False)
+    run = tmp_path / "run"
+    assert sorted(p.name for p in (run / "epochs").iterdir()) == ["epoch-1", "epoch-2"]
+    per_step = summary["global_step"] // 2
+    last = load_file(run / "checkpoint" / "student" / "model.safetensors")
+    first = load_file(run / "epochs" / "epoch-1" / "model.safetensors")
+    second = load_file(run / "epochs" / "epoch-2" / "model.safetensors")
+    assert per_step >= 1 and second.keys() == first.keys()
+    assert all(torch.equal(second[k], last[k]) for k in second)  # the last epoch is the final model
+    assert not all(torch.equal(first[k], second[k]) for k in first)  # epoch 2 trained on
+    assert load_model(run / "epochs" / "epoch-1").settings.image_size == (64, 128)
+    # an epoch stopped part-way (max_steps) is not exported; without the switch nothing is
+    train(config(tmp_path / "b", tiny_model_dir, epochs=2, epoch_fraction=0.05, export_each_epoch=True,
+                 max_steps=per_step + 1), progress=False)
+    assert sorted(p.name for p in (tmp_path / "b" / "run" / "epochs").iterdir()) == ["epoch-1"]
+    train(config(tmp_path / "c", tiny_model_dir, epochs=1, epoch_fraction=0.05), progress=False)
+    assert not (tmp_path / "c" / "run" / "epochs").exists()
+
+
 def test_resuming_with_other_trained_parameters_says_what_changed(tmp_path, tiny_model_dir):
     train(config(tmp_path, tiny_model_dir, max_steps=1, freeze_vision=True,
                  init_vision_from=str(tiny_model_dir)), progress=False)
@@ -173,22 +195,24 @@ def test_torchrun_two_cpu_processes_stay_in_sync(tmp_path, tiny_model_dir):
     assert summary["global_step"] == 3
 
 
-def _diverge(rank, world, init):
+def _diverge(rank, world, init, out_dir):
     torch.distributed.init_process_group("gloo", init_method=init, rank=rank, world_size=world)
     from v2x_vlm_ros.training.trainer import ranks_in_sync
 
     torch.manual_seed(rank)  # different weights on purpose
-    same = torch.nn.Linear(3, 2)
+    diverged = torch.nn.Linear(3, 2)
     torch.manual_seed(0)
     equal = torch.nn.Linear(3, 2)
-    ok = (ranks_in_sync(equal), ranks_in_sync(same))
+    verdicts = {"equal": ranks_in_sync(equal), "diverged": ranks_in_sync(diverged)}
     torch.distributed.destroy_process_group()
-    if ok != (True, False):
-        raise AssertionError(f"rank {rank}: {ok}")
+    Path(out_dir, f"rank{rank}.json").write_text(json.dumps(verdicts))
 
 
 def test_the_sync_check_detects_diverged_ranks(tmp_path):
-    torch.multiprocessing.spawn(_diverge, args=(2, f"file://{tmp_path}/pg"), nprocs=2, join=True)
+    torch.multiprocessing.spawn(_diverge, args=(2, f"file://{tmp_path}/pg", str(tmp_path)), nprocs=2,
+                                join=True)
+    for rank in (0, 1):  # every rank reaches the same verdicts
+        assert json.loads((tmp_path / f"rank{rank}.json").read_text()) == {"equal": True, "diverged": False}
 
 
 def test_a_teacher_with_another_codec_is_refused(tmp_path, tiny_model_dir):

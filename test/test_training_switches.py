@@ -350,6 +350,45 @@ def _tiny_batch(tiny_model_dir):
     return loaded, builder(examples)
 
 
+def test_the_teacher_sees_a_uniform_roadside_as_left_out(tiny_model_dir):
+    """A uniform roadside image (roadside_dropout_uniform) reaches the student; the
+    teacher's batch holds the roadside left out instead (the input it learned "no roadside
+    view" from), and nothing else differs. Without a teacher, or without a uniform
+    example, no second batch is built."""
+    from v2x_vlm_ros.training.data import PairedCollate
+
+    ds = DairV2XDataset(SAMPLE)
+    loaded, _ = _tiny_batch(tiny_model_dir)
+    from v2x_vlm_ros.model.codec import build_codec, loc_token_name
+    from v2x_vlm_ros.training.data import BatchBuilder
+
+    ids = [loaded.tokenizer.convert_tokens_to_ids(loc_token_name(i)) for i in range(1000)]
+    builder = BatchBuilder(loaded.tokenizer, loaded.settings,
+                           loaded.model.config.text_config.max_position_embeddings,
+                           build_codec(loaded.settings.codec, ids))
+    real = PlanningExamples(ds)
+    blank = PlanningExamples(ds, roadside_dropout=1.0, roadside_dropout_uniform=1.0, seed=3)
+    left_out = PlanningExamples(ds, roadside_dropout=1.0, seed=3)
+    examples = [real[0], blank[1], real[2]]
+    assert [e["roadside_blank"] for e in examples] == [False, True, False]
+    assert left_out[1]["roadside"] is None and not left_out[1]["roadside_blank"]
+    batch = PairedCollate(builder, None, distill=True)(examples)
+    student_px, teacher_px = batch["pixel_values"], batch["teacher"]["pixel_values"]
+    # the teacher's inputs are those of the roadside left out for example 1, the same otherwise
+    expected = builder([real[0], left_out[1], real[2]])["pixel_values"]
+    assert torch.equal(teacher_px, expected)
+    assert torch.equal(teacher_px[[0, 2]], student_px[[0, 2]])
+    assert not torch.equal(teacher_px[1], student_px[1])
+    for key in ("input_ids", "labels", "traj_mask"):
+        assert torch.equal(batch["teacher"][key], batch[key])
+    # the student's own roadside half is the uniform image: one value per channel
+    width = student_px.shape[-1]
+    right = student_px[1, :, :, width // 2 + 2:]
+    assert torch.allclose(right, right[:, :1, :1].expand_as(right))
+    assert "teacher" not in PairedCollate(builder, None, distill=False)(examples)
+    assert "teacher" not in PairedCollate(builder, None, distill=True)([real[0], real[2]])
+
+
 def test_plan_state_is_the_decoder_state_that_writes_the_first_plan_token(tiny_model_dir):
     from v2x_vlm_ros.training.losses import PlanStateHazardHead
     from v2x_vlm_ros.training.trainer import forward_planner

@@ -164,6 +164,10 @@ class TrainConfig:
     log_every: int = 20
     #: Also checkpoint every this many steps (None: only at the end of each epoch).
     checkpoint_every: int | None = None
+    #: Also export the model of every epoch to output_dir/epochs/epoch-N (model/ keeps the
+    #: best by validation L2, which need not be the best at what the probes and the slices
+    #: measure: pick among them with eval --scenario / twin-test).
+    export_each_epoch: bool = False
     #: Continue from output_dir/checkpoint when it exists.
     resume: bool = True
     #: "auto" (CUDA when available), "cpu", "cuda", "cuda:1", ...

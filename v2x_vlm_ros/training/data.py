@@ -1,6 +1,7 @@
 """Training batches: cooperative samples -> model inputs, trajectory labels and masks.
 
-A batch holds, for the student (and, when its inputs differ, for the teacher):
+A batch holds, for the student (and, when its inputs differ, for the teacher, see
+``PairedCollate``):
 ``pixel_values`` (fused images), ``input_ids`` / ``attention_mask`` (image placeholders +
 prompt), ``text_ids`` / ``text_mask`` (the prompt alone, for the alignment loss) and
 ``labels``: ``<s>``, 2T location tokens, ``</s>``, with -100 where the ground truth is
@@ -138,7 +139,7 @@ class PlanningExamples(torch.utils.data.Dataset):
             "ego": ego, "roadside": roadside,
             "description": description, "motion": s.motion, "command": s.command,
             "future_xy": s.future_xy, "future_mask": s.future_mask, "roadside_hazard": hazard,
-            "roadside_boxes": boxes,
+            "roadside_boxes": boxes, "roadside_blank": blank,
         }
 
 
@@ -210,16 +211,29 @@ def _pad(rows: list[list[int]], pad: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 class PairedCollate:
-    """Student batch, plus the teacher's own inputs when its settings differ."""
+    """Student batch, plus the teacher's own inputs (``batch["teacher"]``) when its settings
+    differ or, with ``distill``, when an example's roadside image was replaced by a uniform
+    one (``roadside_dropout_uniform``): the teacher then sees the roadside left out. A
+    uniform view means "no view" (a dead camera); a teacher never trained on one reads it as
+    something else (the demo teachers: "brake at every junction", docs/TRAINING.md), and
+    distillation would copy that reading into the student. Left out is the input the
+    teacher learned "no roadside view" from."""
 
-    def __init__(self, student: BatchBuilder, teacher: BatchBuilder | None):
+    def __init__(self, student: BatchBuilder, teacher: BatchBuilder | None, distill: bool = False):
         self.student = student
         self.teacher = teacher
+        self.distill = distill or teacher is not None
 
     def __call__(self, examples: list[dict]) -> dict:
         batch = self.student(examples)
+        if not self.distill:
+            return batch
+        blank = any(e.get("roadside_blank") for e in examples)
+        seen = [dict(e, roadside=None) if e.get("roadside_blank") else e for e in examples]
         if self.teacher is not None:
-            batch["teacher"] = self.teacher(examples)
+            batch["teacher"] = self.teacher(seen)
+        elif blank:
+            batch["teacher"] = self.student(seen)
         return batch
 
 

@@ -423,7 +423,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
             module, device_ids=[procs.device.index] if procs.device.type == "cuda" else None)
     weights = LossWeights(cfg.lambda_align if cfg.alignment else 0.0, cfg.lambda_kd if teacher else 0.0,
                           cfg.lambda_hazard, cfg.lambda_objects)
-    collate = PairedCollate(_builder(student), None)
+    collate = PairedCollate(_builder(student), None, distill=teacher is not None)
     teacher_inputs_differ = teacher is not None and (
         teacher.settings.image_size != student.settings.image_size
         or teacher.model.config.image_token_id != student.model.config.image_token_id)
@@ -544,6 +544,11 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
         elif procs.main:
             save_model(out / "model", module.student, student.tokenizer, student.settings,
                        model_card(cfg, None, state["global_step"], elapsed(), student.settings.codec),
+                       dtype=getattr(torch, cfg.export_dtype))
+        if procs.main and cfg.export_each_epoch and finished_epoch:
+            save_model(out / "epochs" / f"epoch-{epoch + 1}", module.student, student.tokenizer,
+                       student.settings, model_card(cfg, val_result, state["global_step"], elapsed(),
+                                                    student.settings.codec),
                        dtype=getattr(torch, cfg.export_dtype))
         save(state["epoch"], state["step_in_epoch"])
         procs.barrier()
