@@ -22,7 +22,9 @@ HEADING = 0.7  # world yaw of the ego at t = 0
 START_US = 1_626_155_123_061_000
 DT_US = 100_000
 
-_ok, _jpg = cv2.imencode(".jpg", np.full((8, 16, 3), 120, np.uint8))
+# a camera frame has texture (a one-colour frame is a dead camera: preprocessing.blank_image)
+_checker = (100 + 40 * (np.indices((8, 16)).sum(axis=0) % 2)).astype(np.uint8)
+_ok, _jpg = cv2.imencode(".jpg", np.repeat(_checker[..., None], 3, axis=2))
 TINY_JPEG = _jpg.tobytes()
 
 NOVATEL_FROM_LIDAR = make_pose(rotation_zyx(math.pi / 2, 0.01, -0.02), (0.3, -0.8, 1.1))

@@ -8,7 +8,7 @@ EGO_DROPS = ("ego_superseded", "ego_out_of_order", "ego_duplicate_stamp", "ego_f
              "ego_queue_full", "ego_clock_reset_discarded", "ego_too_old", "ego_undecodable", "plan_failed")
 ROAD_DROPS = ("roadside_out_of_order", "roadside_duplicate_stamp", "roadside_from_the_future",
               "roadside_queue_full", "roadside_clock_reset_discarded", "roadside_undecodable",
-              "roadside_canvas_too_large")
+              "roadside_canvas_too_large", "roadside_blank")
 
 
 def check_accounting(svc: VehicleService) -> None:

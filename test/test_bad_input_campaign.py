@@ -49,6 +49,7 @@ YEAR = 365 * 86400 * S
 TYPES = m.rosbags_types("humble")
 EGO = np.full((81, 144, 3), 90, np.uint8)
 ROAD = np.full((81, 144, 3), 160, np.uint8)
+ROAD[1::2, 1::2] = 150  # texture: a one-colour roadside frame is a dead camera (planned ego-only)
 EGO_JPEG = cv2.imencode(".jpg", EGO)[1].tobytes()
 ROAD_JPEG = cv2.imencode(".jpg", ROAD)[1].tobytes()
 _YY, _XX = np.mgrid[0:48, 0:64]
@@ -310,9 +311,13 @@ def test_empty_tiny_and_extreme_aspect_images_with_the_real_planner(engine, form
                 # strip next to an 81-pixel ego view (or any roadside next to a 16384-high
                 # ego strip) would make a canvas of tens of millions of pixels
                 too_large = (side == "roadside" and h == 2) or (side == "ego" and h == 16384)
-                assert new == ({"roadside_canvas_too_large": 1} if too_large else {}), new
-                assert plan.mode == ("ego_only" if too_large else "fused")
-                record("image sizes (0, 1x1, 16384x2, 2x16384)", "counted" if too_large else "valid")
+                # a 1x1 roadside image is one colour: no more information than a dead camera
+                blank = side == "roadside" and h * w == 1
+                expected = ({"roadside_canvas_too_large": 1} if too_large
+                            else {"roadside_blank": 1} if blank else {})
+                assert new == expected, new
+                assert plan.mode == ("ego_only" if too_large or blank else "fused")
+                record("image sizes (0, 1x1, 16384x2, 2x16384)", "counted" if too_large or blank else "valid")
             rig.good_plan()
 
 

@@ -126,8 +126,11 @@ def test_cli_eval_ablations(world, tiny_model_dir, tmp_path, capsys, roadside, d
     argv += ["--description", description] if description else []
     assert main(argv) == 0
     result = json.loads(out.read_text())
-    assert result["ablation"] == {"roadside": roadside, "description": description}
+    assert result["ablation"] == {"roadside": roadside, "description": description,
+                                  "keep_blank_roadside": False}
     assert result["transmission"]["uses_roadside"] is uses_roadside
+    # a grey view is a dead camera: every frame planned as none, counted; real views never are
+    assert result["roadside_blank"] == (result["num_samples"] if roadside == "grey" else 0)
     assert result["planner"].startswith("model, ")
     assert result["slices"][HIDDEN_HAZARD]["num_samples"] > 10
     printed = capsys.readouterr().out
@@ -137,6 +140,28 @@ def test_cli_eval_ablations(world, tiny_model_dir, tmp_path, capsys, roadside, d
 def test_cli_eval_ablations_need_a_model(world, capsys):
     assert main(["eval", str(world), "--planner", "constant-velocity", "--roadside", "grey", "--quiet"]) == 2
     assert "--planner model" in capsys.readouterr().err
+    assert main(["eval", str(world), "--planner", "constant-velocity", "--keep-blank-roadside",
+                 "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "--keep-blank-roadside changes how a model plans: use it with --planner model" in err
+
+
+def test_cli_eval_grey_roadside_kept_is_the_models_own_reading(world, tiny_model_dir, tmp_path):
+    """By default a grey roadside view is planned as none (the same plans, counted);
+    --keep-blank-roadside plans the grey image itself (that it reaches the model's input:
+    test_blank_image.py; the tiny model's plans do not depend on it)."""
+    runs = {}
+    for name, extra in {"none": ["--roadside", "none"], "grey": ["--roadside", "grey"],
+                        "grey_kept": ["--roadside", "grey", "--keep-blank-roadside"]}.items():
+        out = tmp_path / f"{name}.json"
+        assert main(["eval", str(world), "--planner", "model", "--model", str(tiny_model_dir), "--json",
+                     str(out), "--quiet", "--batch-size", "16", "--scenario", "occluded_crossing",
+                     *extra]) == 0
+        runs[name] = json.loads(out.read_text())
+    assert runs["grey"]["l2"] == runs["none"]["l2"] and runs["grey"]["collision"] == runs["none"]["collision"]
+    assert runs["grey"]["roadside_blank"] == runs["grey"]["num_samples"] > 0
+    assert runs["grey_kept"]["roadside_blank"] == 0
+    assert runs["grey_kept"]["ablation"]["keep_blank_roadside"] is True
 
 
 def test_experiments_show_the_slice_and_the_input_ablations(world, tiny_model_dir, tmp_path):
@@ -156,8 +181,8 @@ def test_experiments_show_the_slice_and_the_input_ablations(world, tiny_model_di
     assert "hazard_twin\": the same frames of the same scenes without" in (out / "tables.md").read_text()
     t6 = result["tables"]["table6"]
     assert [r["ablation"] for r in t6["rows"]] == [
-        "none (full inputs)", "roadside grey", "roadside of another sequence", "no roadside (ego-only input)",
-        "empty description"]
+        "none (full inputs)", "roadside grey", "roadside grey, fed to the model",
+        "roadside of another sequence", "no roadside (ego-only input)", "empty description"]
     clean = t6["rows"][0]
     assert clean["delta_l2"]["avg"] == 0.0 and clean["hidden_hazard"]["num_samples"] == n_hidden
     for r in t6["rows"][1:]:
@@ -165,7 +190,9 @@ def test_experiments_show_the_slice_and_the_input_ablations(world, tiny_model_di
         h = r["hidden_hazard"]
         assert h["delta_collision"]["avg"] == pytest.approx(
             h["collision"]["avg"] - clean["hidden_hazard"]["collision"]["avg"])
-    assert t6["rows"][3]["formula_bps"] == 0  # no roadside image: nothing sent
+    assert t6["rows"][4]["formula_bps"] == 0  # no roadside image: nothing sent
+    # grey is planned as none (a dead camera); fed to the model it is another input
+    assert t6["rows"][1]["l2"] == t6["rows"][4]["l2"]
     t5 = result["tables"]["table5"]
     assert t5["reference"]["hidden_hazard"]["num_samples"] == n_hidden
     md = (out / "tables.md").read_text()

@@ -34,7 +34,9 @@ S = 1_000_000_000
 MS = 1_000_000
 T0 = 1_700_000_000 * S
 EGO = np.full((81, 144, 3), 90, np.uint8)
-ROAD_JPEG = cv2.imencode(".jpg", np.full((81, 144, 3), 160, np.uint8))[1].tobytes()
+# textured: a one-colour roadside frame is a dead camera, planned ego-only (blank_image)
+_CHECKER = (140 + 40 * (np.indices((81, 144)).sum(axis=0) % 2)).astype(np.uint8)
+ROAD_JPEG = cv2.imencode(".jpg", np.repeat(_CHECKER[..., None], 3, axis=2))[1].tobytes()
 
 
 def t(seconds: float) -> int:

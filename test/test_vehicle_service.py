@@ -12,9 +12,12 @@ from v2x_vlm_ros.runtime.describer import ClockedDescriber, Description, Descrip
 from v2x_vlm_ros.runtime.engine import PlannerEngine, PlanOutput
 from v2x_vlm_ros.runtime.vehicle import VehicleConfig, VehicleService
 
+from service_checks import check_accounting
+
 S = 1_000_000_000
 EGO = np.full((81, 144, 3), 90, np.uint8)
 ROAD = np.full((81, 144, 3), 160, np.uint8)
+ROAD[1::2, 1::2] = 150  # texture: a one-colour roadside frame is a dead camera (planned ego-only)
 JPEG = cv2.imencode(".jpg", EGO)[1].tobytes()
 
 
@@ -215,3 +218,21 @@ def test_an_encoded_roadside_frame_is_decoded_once_for_all_the_ego_frames_it_ser
         assert plan.mode == "fused" and plan.roadside_stamp_ns == t(1.0)
         assert np.array_equal(engine.inputs[-1].roadside, ROAD)
     assert len(calls) == 1
+
+
+def test_a_blank_roadside_frame_is_dropped_and_the_cycle_runs_ego_only():
+    """A dead roadside camera (one colour, raw or JPEG): no information, planned as none."""
+    svc, engine = service()
+    svc.on_roadside_image(t(0.95), np.full((81, 144, 3), 128, np.uint8))
+    svc.on_ego_image(t(1.0), EGO)
+    plan = svc.step(t(1.0))
+    assert plan.mode == "ego_only" and engine.inputs[-1].roadside is None
+    assert svc.drops["roadside_blank"] == 1 and not svc.roadside.frames
+    dark = cv2.imencode(".jpg", np.full((81, 144, 3), 30, np.uint8))[1].tobytes()
+    svc.on_roadside_image(t(1.05), encoded=dark)
+    svc.on_ego_image(t(1.1), EGO)
+    assert svc.step(t(1.1)).mode == "ego_only" and svc.drops["roadside_blank"] == 2
+    svc.on_roadside_image(t(1.15), ROAD)  # a frame with texture is fused again
+    svc.on_ego_image(t(1.2), EGO)
+    assert svc.step(t(1.2)).mode == "fused" and svc.drops["roadside_blank"] == 2
+    check_accounting(svc)

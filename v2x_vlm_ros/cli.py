@@ -124,8 +124,11 @@ def cmd_eval(args) -> int:
                                    refiner=refiner)
         except ModelLoadError as exc:
             raise ConfigError(str(exc)) from None
+        planner.engine.keep_blank_roadside = args.keep_blank_roadside
     else:
         planner = PLANNERS[args.planner]()
+    if args.keep_blank_roadside and args.planner != "model":
+        raise ConfigError("--keep-blank-roadside changes how a model plans: use it with --planner model")
     ablated = args.roadside is not None or args.description is not None
     if ablated and args.planner != "model":
         raise ConfigError("--roadside and --description change a model's inputs: "
@@ -152,7 +155,8 @@ def cmd_eval(args) -> int:
                       batch_size=args.batch_size, samples=samples)
     if args.planner == "model":
         result["model"] = str(args.model)
-        result["ablation"] = {"roadside": args.roadside, "description": args.description}
+        result["ablation"] = {"roadside": args.roadside, "description": args.description,
+                              "keep_blank_roadside": args.keep_blank_roadside}
     table = format_markdown_table({planner.name: result})
     if result["by_scenario"]:
         rows = {f"{planner.name}, {name}": r for name, r in result["by_scenario"].items()}
@@ -506,6 +510,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="--planner model: ablate the roadside input (a grey image, another sequence's "
                         "roadside frame, or none: the ego-only canvas)")
     p.add_argument("--description", choices=("empty",), help="--planner model: ablate the scene description")
+    p.add_argument("--keep-blank-roadside", action="store_true",
+                   help="--planner model: plan a blank (one-colour) roadside image as it is; by default "
+                        "it is planned as no roadside image (a dead camera), as on the vehicle, and counted "
+                        "(roadside_blank). With --roadside grey: what the model itself reads into a grey "
+                        "view")
     p.add_argument("--json", help="write the full result to this JSON file")
     p.add_argument("--markdown", help="write the table to this Markdown file")
     p.set_defaults(func=cmd_eval)

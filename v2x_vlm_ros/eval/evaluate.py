@@ -79,6 +79,8 @@ def evaluate(dataset: DairV2XDataset, planner, collision: str = "univ2x",
     }
     if hasattr(planner, "decode_failures"):
         result["decode_failures"] = planner.decode_failures
+    if hasattr(planner, "roadside_blank"):
+        result["roadside_blank"] = planner.roadside_blank
     result["by_scenario"] = {name: m.result() for name, m in sorted(per_scenario.items())}
     for sub in result["by_scenario"].values():
         sub["comparability"] = result["comparability"]

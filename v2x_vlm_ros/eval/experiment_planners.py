@@ -21,14 +21,25 @@ STAGES = ("preprocess", "vision", "encoder", "decoder", "model", "decode", "refi
 
 
 class StageRecorder:
-    """``engine.plan`` keeping each frame's stage times (``PlanOutput.stage_ms``)."""
+    """``engine.plan`` keeping each frame's stage times (``PlanOutput.stage_ms``); with
+    ``keep_blank_roadside`` set (not None), the shared engine plans this planner's frames with
+    that setting (``PlannerEngine.roadside_views``)."""
 
-    def __init__(self, engine):
+    def __init__(self, engine, keep_blank_roadside: bool | None = None):
         self.engine = engine
+        self.keep_blank_roadside = keep_blank_roadside
         self.stage_ms: list[dict] = []
 
     def plan(self, inputs):
-        outputs = self.engine.plan(inputs)
+        if self.keep_blank_roadside is None:
+            outputs = self.engine.plan(inputs)
+        else:
+            before = self.engine.keep_blank_roadside
+            self.engine.keep_blank_roadside = self.keep_blank_roadside
+            try:
+                outputs = self.engine.plan(inputs)
+            finally:
+                self.engine.keep_blank_roadside = before
         self.stage_ms.extend(dict(o.stage_ms) for o in outputs)
         return outputs
 
@@ -37,13 +48,15 @@ class ExperimentPlanner:
     """A ``ModelPlanner`` whose frames pass through ``transforms`` (each ``(sample, frame) ->
     frame``) before its engine plans them; a planner for ``score`` (``name``, ``plan_batch``)."""
 
-    def __init__(self, base, name: str, transforms=(), uses_roadside: bool | None = None):
+    def __init__(self, base, name: str, transforms=(), uses_roadside: bool | None = None,
+                 keep_blank_roadside: bool | None = None):
         self.base = base
         self.name = name
         self.transforms = list(transforms)
-        self.engine = StageRecorder(base.engine)
+        self.engine = StageRecorder(base.engine, keep_blank_roadside)
         self.uses_roadside = base.uses_roadside if uses_roadside is None else bool(uses_roadside)
         self.decode_failures = 0
+        self.roadside_blank = 0
         self.read_ms: list[float] = []
 
     def inputs(self, samples) -> list:

@@ -50,7 +50,11 @@ OVERRIDES = {"no_augmentation": ("augment_resolution=null", "augment_jpeg_qualit
              "no_speed_reference": ("codec_reference=none", "codec_x_range=[-10,80]", "codec_bins=400",
                                     "distillation=false")}
 #: Table 6: the inference-time ablations (``v2x-vlm eval --roadside / --description``).
-INPUT_ABLATIONS = (("roadside grey", "roadside=grey"), ("roadside of another sequence", "roadside=swap"),
+#: A grey (blank) roadside frame is planned as none, as on the vehicle; "kept" feeds it to the
+#: model itself (``eval --keep-blank-roadside``).
+INPUT_ABLATIONS = (("roadside grey", "roadside=grey"),
+                   ("roadside grey, fed to the model", "roadside=grey-kept"),
+                   ("roadside of another sequence", "roadside=swap"),
                    ("no roadside (ego-only input)", "roadside=none"),
                    ("empty description", "description=empty"))
 KEYS = (*HORIZONS, "avg")
@@ -256,17 +260,20 @@ def table6(ex) -> dict:
         if not base.uses_roadside:
             continue
         for name, spec in INPUT_ABLATIONS:
-            transform = {"roadside=grey": GreyRoadside, "roadside=none": BlankRoadside,
-                         "description=empty": EmptyDescription}.get(spec)
+            transform = {"roadside=grey": GreyRoadside, "roadside=grey-kept": GreyRoadside,
+                         "roadside=none": BlankRoadside, "description=empty": EmptyDescription}.get(spec)
             transform = transform() if transform is not None else SwapRoadside(ex.samples)
+            kept = spec == "roadside=grey-kept"
             run = f"{key}:{spec}"
-            planner = ExperimentPlanner(base, f"{label}, {transform.label}", [transform],
-                                        uses_roadside=spec != "roadside=none")
+            planner = ExperimentPlanner(base, f"{label}, {transform.label}{', kept' if kept else ''}",
+                                        [transform], uses_roadside=spec != "roadside=none",
+                                        keep_blank_roadside=True if kept else None)
             rows.append(_ablation_row(label, name, run, ex.evaluate(run, planner), clean))
     slice_n = (rows[0]["hidden_hazard"] or {}).get("num_samples") if rows else None
     return {
         "caption": (f"Inference-time ablations on {ex.on}: each input taken away from the trained model "
-                    f"(roadside image grey, another sequence's roadside frame, no roadside image, empty "
+                    f"(roadside image grey: planned as none, as a dead camera is on the vehicle, and "
+                    f"fed to the model itself; another sequence's roadside frame, no roadside image, empty "
                     f"scene description); overall and on the hidden-hazard frames "
                     f"({slice_n if slice_n is not None else 'no visibility sidecar: n/a'} samples: a "
                     f"yielded-to agent seen by the roadside camera, not by the ego's); Δ = ablated - full."),

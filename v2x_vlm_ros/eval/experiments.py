@@ -265,6 +265,7 @@ class Experiments:
         result["by_scenario"] = {name: m.result() for name, m in sorted(per_scenario.items())}
         if isinstance(planner, ExperimentPlanner):
             result["decode_failures"] = planner.decode_failures
+            result["roadside_blank"] = planner.roadside_blank
             result["model_dir"] = self.sources.get(key.split(":")[0])
             result["latency"] = planner.latency()
         self._runs[key] = result

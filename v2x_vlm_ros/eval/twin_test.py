@@ -70,7 +70,9 @@ def first_token_x(planner, samples, view: str = "real") -> tuple[np.ndarray, np.
     inputs = planner.inputs(samples)
     if VIEWS[view] is not None:
         inputs = [VIEWS[view](s, f) for s, f in zip(samples, inputs)]
-    batch, _ = engine.encode(inputs)
+    # the model's own reading of each view: a grey view is not replaced by none here
+    # (the planning step does that, engine.roadside_views)
+    batch, _ = engine.encode(inputs, [f.roadside if engine.uses_roadside else None for f in inputs])
     tok = planner.loaded.tokenizer
     start = planner.loaded.model.generation_config.decoder_start_token_id  # as generate starts
     decoder = torch.tensor([[start, tok.bos_token_id]] * len(samples), device=engine.device)

@@ -4,7 +4,8 @@ It reads each sample's images and runs them through ``runtime.engine.PlannerEngi
 same planning step the vehicle service and replay run (preprocessing, constrained
 ``generate``, decoding, refinement), so that what eval scores is what the vehicle does.
 Malformed model output (possible with the text codec) falls back to constant velocity
-and is counted in ``decode_failures``.
+and is counted in ``decode_failures``; a blank roadside image (a dead camera) is planned as
+none and counted in ``roadside_blank``.
 """
 
 from __future__ import annotations
@@ -19,11 +20,13 @@ from v2x_vlm_ros.runtime.engine import PlanInput, PlannerEngine
 
 def plan_in_batches(planner, samples) -> list[np.ndarray]:
     """Refined trajectories of ``samples``, ``planner.batch_size`` frames per engine call,
-    through ``planner.inputs`` and ``planner.engine``; counts ``planner.decode_failures``."""
+    through ``planner.inputs`` and ``planner.engine``; counts ``planner.decode_failures`` and
+    ``planner.roadside_blank``."""
     out = []
     for start in range(0, len(samples), planner.batch_size):
         for result in planner.engine.plan(planner.inputs(samples[start: start + planner.batch_size])):
             planner.decode_failures += int(result.decode_failed)
+            planner.roadside_blank += int(result.roadside_blank)
             out.append(result.xy)
     return out
 
@@ -38,6 +41,7 @@ class ModelPlanner:
         self.settings = loaded.settings
         self.batch_size = batch_size
         self.decode_failures = 0
+        self.roadside_blank = 0  # roadside images planned as none: blank (engine.roadside_views)
 
     @property
     def uses_roadside(self) -> bool:

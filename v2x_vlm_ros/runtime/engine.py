@@ -36,6 +36,7 @@ from v2x_vlm_ros.model.grammar import TrajectoryGrammar
 from v2x_vlm_ros.model.modeling import LoadedModel
 from v2x_vlm_ros.model.processing import ImagePreprocessor, PromptEncoder
 from v2x_vlm_ros.model.tokenizer import loc_token_ids
+from v2x_vlm_ros.preprocessing.blank_image import is_blank_image
 from v2x_vlm_ros.runtime.backends import BackendReport, choose_backend
 from v2x_vlm_ros.runtime.fast_decode import GraphedDecode, StaticDecoder, compile_static
 
@@ -78,6 +79,7 @@ class PlanOutput:
     refine_report: object = None
     stage_ms: dict = field(default_factory=dict)
     truncated_prompt: bool = False
+    roadside_blank: bool = False  # a blank roadside image, planned as none (roadside_views)
 
 
 class PlannerEngine:
@@ -91,6 +93,8 @@ class PlannerEngine:
         self.loaded = loaded
         self.device = torch.device(device)
         self.refiner = refiner
+        #: plan a blank roadside image as it is instead of as none (roadside_views)
+        self.keep_blank_roadside = False
         model, tok, settings = loaded.model, loaded.tokenizer, loaded.settings
         self.settings = settings
         self.images = ImagePreprocessor(settings, self.device)
@@ -160,9 +164,23 @@ class PlannerEngine:
     def uses_roadside(self) -> bool:
         return self.settings.fusion
 
-    def encode(self, inputs: list[PlanInput]) -> tuple[dict, list[bool]]:
-        """Model inputs for a batch, and which prompts had their description cut."""
-        pixels = self.images([(f.ego, f.roadside if self.uses_roadside else None) for f in inputs])
+    def roadside_views(self, inputs: list[PlanInput]) -> tuple[list, list[bool]]:
+        """The roadside image each frame is planned with, and which were blank: a blank one
+        (one colour, ``preprocessing.blank_image``: a dead camera) carries no information and
+        is planned as no roadside image, unless ``keep_blank_roadside`` (the twin test,
+        ``eval --keep-blank-roadside``: what the model itself reads into one)."""
+        if not self.uses_roadside:
+            return [None] * len(inputs), [False] * len(inputs)
+        blank = [f.roadside is not None and not self.keep_blank_roadside and is_blank_image(f.roadside)
+                 for f in inputs]
+        return [None if b else f.roadside for f, b in zip(inputs, blank)], blank
+
+    def encode(self, inputs: list[PlanInput], roadside: list | None = None) -> tuple[dict, list[bool]]:
+        """Model inputs for a batch, and which prompts had their description cut.
+        ``roadside``: the images to fuse (``roadside_views``; computed when None)."""
+        if roadside is None:
+            roadside = self.roadside_views(inputs)[0]
+        pixels = self.images([(f.ego, r) for f, r in zip(inputs, roadside)])
         prompts = [self.prompts.encode(f.description, f.motion, f.command) for f in inputs]
         width = self.fixed_length or max(len(p.input_ids) for p in prompts)
         if self.graphs is not None and not self.fixed_length:
@@ -231,17 +249,19 @@ class PlannerEngine:
     def plan(self, inputs: list[PlanInput]) -> list[PlanOutput]:
         n = len(inputs)
         t0 = self._sync()
-        batch, truncated = self.encode(inputs)
+        roadside, blank = self.roadside_views(inputs)
+        batch, truncated = self.encode(inputs, roadside)
         t1 = self._sync()
         rows, model_s = self.tokens(batch)
         t2 = time.perf_counter()
         outputs = []
-        for frame, body, cut in zip(inputs, rows, truncated):
+        for frame, body, cut, was_blank in zip(inputs, rows, truncated, blank):
             try:
                 xy, failed = self.decode_tokens(body, frame.motion.speed_mps), False
             except TrajectoryDecodeError:
                 xy, failed = self.fallback.plan_from_speed(frame.motion.speed_mps), True
-            outputs.append(PlanOutput(xy=xy, raw_xy=xy, decode_failed=failed, truncated_prompt=cut))
+            outputs.append(PlanOutput(xy=xy, raw_xy=xy, decode_failed=failed, truncated_prompt=cut,
+                                      roadside_blank=was_blank))
         t3 = time.perf_counter()
         if self.refiner is not None:
             for frame, out in zip(inputs, outputs):
@@ -255,9 +275,10 @@ class PlannerEngine:
         return outputs
 
     def warm_up(self, frames: int = 2) -> None:
-        """Run blank frames through every stage (compiles, allocates) before reporting ready."""
+        """Run dummy frames through every stage (compiles, allocates) before reporting ready."""
         h, w = 81, 144
-        blank = np.full((h, w, 3), 127, np.uint8)
-        dummy = PlanInput(blank, blank, "", EgoMotion(5.0, 0.0, 0.0, 0.5), Command.FORWARD)
+        # textured: a one-colour roadside frame would be planned as none (roadside_views)
+        frame = (96 + 64 * (np.indices((h, w)).sum(axis=0) % 2)).astype(np.uint8)[..., None].repeat(3, axis=2)
+        dummy = PlanInput(frame, frame, "", EgoMotion(5.0, 0.0, 0.0, 0.5), Command.FORWARD)
         for _ in range(frames):
             self.plan([dummy])

@@ -33,6 +33,7 @@ import numpy as np
 
 from v2x_vlm_ros.data.records import Command, EgoMotion
 from v2x_vlm_ros.model.processing import valid_utf8
+from v2x_vlm_ros.preprocessing.blank_image import is_blank_image
 from v2x_vlm_ros.preprocessing.image_codec import ImageDecodeError, decode_image
 from v2x_vlm_ros.runtime.describer import DescriptionCache
 from v2x_vlm_ros.runtime.engine import PlanInput
@@ -264,6 +265,9 @@ class VehicleService:
             image = frame.value.decode(config.max_image_pixels)
         except ImageDecodeError:
             self._discard_roadside(frame, "roadside_undecodable")
+            return None, None
+        if is_blank_image(image):  # a dead camera: no information, plan ego-only (blank_image)
+            self._discard_roadside(frame, "roadside_blank")
             return None, None
         if _fused_pixels(ego_shape, image.shape) > config.max_image_pixels:
             self._discard_roadside(frame, "roadside_canvas_too_large")
