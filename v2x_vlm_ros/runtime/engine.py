@@ -167,8 +167,9 @@ class PlannerEngine:
     def roadside_views(self, inputs: list[PlanInput]) -> tuple[list, list[bool]]:
         """The roadside image each frame is planned with, and which were blank: a blank one
         (one colour, ``preprocessing.blank_image``: a dead camera) carries no information and
-        is planned as no roadside image, unless ``keep_blank_roadside`` (the twin test,
-        ``eval --keep-blank-roadside``: what the model itself reads into one)."""
+        is planned as no roadside image, unless ``keep_blank_roadside`` (``eval
+        --keep-blank-roadside``: what the model itself reads into one; the twin test passes
+        its views to ``encode`` as they are)."""
         if not self.uses_roadside:
             return [None] * len(inputs), [False] * len(inputs)
         blank = [f.roadside is not None and not self.keep_blank_roadside and is_blank_image(f.roadside)
