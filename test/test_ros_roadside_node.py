@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 
@@ -35,21 +37,29 @@ def values_of(diagnostics) -> dict:
 
 def test_the_node_creates_exactly_the_topics_the_launch_file_remaps():
     remaps = launch_module("v2x_vlm.launch").ROADSIDE_REMAPS
+    # A name of its own: the graph is asked by node name, and a roadside_node of another test
+    # (in this process or a launched one) on the same ROS_DOMAIN_ID must not answer instead.
+    name = f"roadside_node_{os.getpid()}"
     with ros_session() as session:
-        node = roadside(session)
-        expected = {name.replace("~", "/roadside_node") for name, _ in remaps}
+        args = ["--ros-args", "-r", f"__node:={name}"]
+        node = session.add(rn.RoadsideNode(context=session.context, cli_args=args))
+        assert node.get_name() == name
+        expected = {topic.replace("~", f"/{name}") for topic, _ in remaps}
 
         def graph():  # the ROS graph learns of the node's own topics asynchronously
-            subs = dict(node.get_subscriber_names_and_types_by_node("roadside_node", "/"))
-            pubs = dict(node.get_publisher_names_and_types_by_node("roadside_node", "/"))
-            return subs, pubs, {name for name in {**subs, **pubs} if name.startswith("/roadside_node/")}
+            subs = dict(node.get_subscriber_names_and_types_by_node(name, "/"))
+            pubs = dict(node.get_publisher_names_and_types_by_node(name, "/"))
+            return subs, pubs, {topic for topic in {**subs, **pubs} if topic.startswith(f"/{name}/")}
 
-        # generous: under a loaded CI machine discovery took more than 10 s once
-        wait_until(lambda: graph()[2] >= expected, 30, what="the node's topics in the graph")
+        try:
+            wait_until(lambda: graph()[2] >= expected, 20, what="the node's topics in the graph")
+        except AssertionError as timeout:
+            seen = node.get_node_names_and_namespaces()
+            raise AssertionError(f"{timeout}; nodes in the graph: {seen}; ours: {graph()}") from None
         subs, pubs, ours = graph()
     assert ours == expected
-    assert subs["/roadside_node/input/image"] == ["sensor_msgs/msg/CompressedImage"]
-    assert pubs["/roadside_node/output/image"] == ["sensor_msgs/msg/CompressedImage"]
+    assert subs[f"/{name}/input/image"] == ["sensor_msgs/msg/CompressedImage"]
+    assert pubs[f"/{name}/output/image"] == ["sensor_msgs/msg/CompressedImage"]
 
 
 def test_undecodable_frames_are_counted_and_published_in_the_diagnostics():
