@@ -56,6 +56,7 @@ class Feeder:
     """A node publishing ego / roadside images, odometry, a command and a description."""
 
     def __init__(self, session, ego_qos=RELIABLE, road_qos=qos_profile_sensor_data, ego_type=None):
+        self.session = session
         self.node = session.node("feeder")
         self.types = conv.rclpy_types()
         t = self.types
@@ -72,6 +73,13 @@ class Feeder:
         pubs = [publisher] if publisher else [self.ego, self.road, self.odom]
         wait_until(lambda: all(p.get_subscription_count() > 0 for p in pubs), 10,
                    what="subscriptions to match")
+        # Matching is learnt by each side on its own: a best-effort message sent before the
+        # subscriber's side has matched is lost (seen once under a loaded CI machine).
+        topics = {p.topic_name for p in pubs}
+        subs = [sub for node in self.session.nodes if node is not self.node
+                for sub in node.subscriptions if sub.topic_name in topics]
+        wait_until(lambda: all(sub.get_publisher_count() > 0 for sub in subs), 10,
+                   what="the node's subscriptions to see the publishers")
 
     def frame(self, stamp_ns: int, k: int = 0, roadside: bool = True):
         t = self.types
