@@ -72,7 +72,8 @@ def test_undecodable_frames_are_counted_and_published_in_the_diagnostics():
         sent = Collector(camera, t("sensor_msgs/msg/CompressedImage"), "/roadside_node/output/image",
                          qos_profile_sensor_data)
         diags = Collector(camera, t("diagnostic_msgs/msg/DiagnosticArray"), "/diagnostics", 10)
-        wait_until(lambda: pub.get_subscription_count() > 0 and node.pub.get_subscription_count() > 0, 10,
+        wait_until(lambda: pub.get_subscription_count() > 0 and node.subscription.get_publisher_count() > 0
+                   and node.pub.get_subscription_count() > 0, 10,
                    what="matching")
         good = conv.bgr_to_compressed_msg(t, camera_image(), 1_000_000_000, "roadside_camera")
         broken = conv.bgr_to_compressed_msg(t, camera_image(), 1_100_000_000, "roadside_camera")
@@ -100,7 +101,8 @@ def test_raw_codec_sends_raw_images_at_the_scale():
         pub = camera.create_publisher(t("sensor_msgs/msg/CompressedImage"), "/roadside_node/input/image", 10)
         sent = Collector(camera, t("sensor_msgs/msg/Image"), "/roadside_node/output/image",
                          qos_profile_sensor_data)
-        wait_until(lambda: pub.get_subscription_count() > 0 and node.pub.get_subscription_count() > 0, 10,
+        wait_until(lambda: pub.get_subscription_count() > 0 and node.subscription.get_publisher_count() > 0
+                   and node.pub.get_subscription_count() > 0, 10,
                    what="matching")
         image = camera_image()
         pub.publish(conv.bgr_to_compressed_msg(t, image, 5, "roadside_camera", fmt="png"))
