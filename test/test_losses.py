@@ -8,6 +8,7 @@ from torch.autograd import gradcheck
 
 from v2x_vlm_ros.training.losses import (
     AlignmentHeads,
+    BinLabelSmoothing,
     LossWeights,
     distillation_loss,
     info_nce,
@@ -74,6 +75,88 @@ def test_trajectory_loss_validation(labels):
     logits, _ = traj_example()
     with pytest.raises(ValueError):
         trajectory_loss(logits, labels)
+
+
+# ------------------------------------------------- trajectory loss with spread (HL-Gauss) targets
+
+# the standard normal CDF at 0.5, 1.5, 2.5 (printed tables; Phi(-z) = 1 - Phi(z))
+PHI = {0.5: 0.6914624612740131, 1.5: 0.9331927987311419, 2.5: 0.9937903346742238}
+
+
+def test_bin_targets_are_the_normal_mass_on_each_bin():
+    s = BinLabelSmoothing(range(100, 120), sigma_bins=1.0)
+    row = s.targets[10]  # interior: the mass beyond +-9.5 sigma is negligible
+    expected_centre = PHI[0.5] - (1 - PHI[0.5])
+    assert row[10].item() == pytest.approx(expected_centre, abs=1e-6)  # 0.3829
+    assert row[9].item() == row[11].item() == pytest.approx(PHI[1.5] - PHI[0.5], abs=1e-6)
+    assert row[12].item() == pytest.approx(PHI[2.5] - PHI[1.5], abs=1e-6)
+    # at the edge the mass outside the range is dropped and the rest renormalised
+    assert s.targets[0, 0].item() == pytest.approx(expected_centre / PHI[0.5], abs=1e-6)
+    torch.testing.assert_close(s.targets.sum(dim=1), torch.ones(20))
+
+
+def test_trajectory_loss_with_spread_targets_hand_computed():
+    # vocabulary of 6: ids 0, 1 are not loc tokens; bins 0..3 are ids 2..5; sigma 1 bin
+    s = BinLabelSmoothing([2, 3, 4, 5], sigma_bins=1.0)
+    # a label in bin 1: raw masses on bins 0..3 from the normal CDF, renormalised
+    raw = [PHI[0.5] - PHI[1.5], 2 * PHI[0.5] - 1, PHI[1.5] - PHI[0.5], PHI[2.5] - PHI[1.5]]
+    raw[0] = (1 - PHI[0.5]) - (1 - PHI[1.5])
+    t = [m / sum(raw) for m in raw]
+    # position 0: logits ln 3 on bin 2 (id 4), 0 elsewhere: log p = z - ln 8
+    # position 1: a BOS-like label 0 stays one-hot: logits 0 everywhere, CE = ln 6
+    logits = torch.zeros(1, 2, 6)
+    logits[0, 0, 4] = LN3
+    logits.requires_grad_(True)
+    labels = torch.tensor([[3, 0]])
+    loss = trajectory_loss(logits, labels, s)
+    spread = math.log(8.0) - t[2] * LN3
+    assert loss.item() == pytest.approx((spread + math.log(6.0)) / 2, rel=1e-6)
+    loss.backward()
+    # d/dz = (softmax - target) / N, the target spread over the bins at position 0
+    target0 = torch.tensor([0.0, 0.0, *t])
+    soft0 = torch.tensor([1, 1, 1, 1, 3, 1]) / 8.0
+    torch.testing.assert_close(logits.grad[0, 0], (soft0 - target0) / 2)
+    onehot = torch.tensor([1.0, 0, 0, 0, 0, 0])
+    torch.testing.assert_close(logits.grad[0, 1], (torch.full((6,), 1 / 6) - onehot) / 2)
+
+
+def test_spread_targets_make_a_near_miss_cheaper_than_a_far_one():
+    """One-hot cross-entropy cannot tell a plan one bin off from one thirty bins off; the
+    spread targets can."""
+    ids = list(range(10, 60))
+    label = torch.tensor([[ids[20]]])
+
+    def confident_on(bin_index):
+        z = torch.zeros(1, 1, 60)
+        z[0, 0, ids[bin_index]] = 8.0
+        return z
+
+    near, far = confident_on(21), confident_on(50 - 1)
+    assert trajectory_loss(near, label).item() == pytest.approx(trajectory_loss(far, label).item())
+    s = BinLabelSmoothing(ids, sigma_bins=2.0)
+    assert trajectory_loss(near, label, s).item() < trajectory_loss(far, label, s).item() - 1.0
+    # the best a prediction can do is to match the targets: lower than being sure of bin 20
+    exact = torch.full((1, 1, 60), -1e4)
+    exact[0, 0, ids] = torch.log(s.targets[20].clamp_min(1e-30))
+    assert trajectory_loss(exact, label, s).item() < trajectory_loss(confident_on(20), label, s).item()
+
+
+@pytest.mark.parametrize("args, message", [
+    (([1, 2, 3], 0.0), "sigma_bins must be a positive number, got 0.0"),
+    (([1, 2, 3], float("nan")), "sigma_bins must be a positive number, got nan"),
+    (([1, 2, 2], 1.0), "bin_ids must be at least 2 distinct token ids"),
+    (([7], 1.0), "bin_ids must be at least 2 distinct token ids"),
+])
+def test_bin_label_smoothing_validation(args, message):
+    with pytest.raises(ValueError) as err:
+        BinLabelSmoothing(*args)
+    assert str(err.value) == message
+
+
+def test_spread_targets_beyond_the_vocabulary_are_refused():
+    with pytest.raises(ValueError) as err:
+        trajectory_loss(torch.zeros(1, 1, 4), torch.tensor([[1]]), BinLabelSmoothing([2, 3, 4], 1.0))
+    assert str(err.value) == "location token ids reach 4, the vocabulary has 4"
 
 
 # ---------------------------------------------------------------- InfoNCE

@@ -413,6 +413,37 @@ def test_plan_state_is_the_decoder_state_that_writes_the_first_plan_token(tiny_m
     assert str(err.value) == f"need (batch, dim) decoder states, got (2, 1, {state.shape[-1]})"
 
 
+def test_spread_label_targets_change_the_trained_loss_and_are_on_the_card(tmp_path, tiny_model_dir):
+    """label_sigma_bins reaches the trajectory loss (same seed, same first batch: another
+    loss) and the model card says how the targets were written."""
+    def first_traj(run, **kw):
+        train(_config(tmp_path, tiny_model_dir, max_steps=1, output_dir=str(tmp_path / run), **kw),
+              progress=False)
+        rows = list(csv.DictReader(open(tmp_path / run / "train_log.csv")))
+        return float(rows[0]["traj"]), (tmp_path / run / "model" / "README.md").read_text()
+
+    onehot, card0 = first_traj("onehot")
+    spread, card = first_traj("spread", label_sigma_bins=2.0)
+    again, _ = first_traj("spread_again", label_sigma_bins=2.0)
+    assert spread == pytest.approx(again, rel=1e-6)  # deterministic: the difference is the targets
+    assert abs(spread - onehot) > 1e-3
+    assert "targets spread over 2.0 bins (0: one-hot)" in card
+    assert "targets spread over 0.0 bins (0: one-hot)" in card0
+
+
+@pytest.mark.parametrize("value, message", [
+    (-1.0, "label_sigma_bins must be >= 0 (0: one-hot targets), got -1.0"),
+    (float("inf"), "label_sigma_bins must be >= 0 (0: one-hot targets), got inf"),
+    (True, "label_sigma_bins must be >= 0 (0: one-hot targets), got True"),
+    ("3", "label_sigma_bins must be >= 0 (0: one-hot targets), got '3'"),
+])
+def test_label_sigma_bins_config_errors(value, message):
+    with pytest.raises(ValueError) as err:
+        TrainConfig(data_root=SAMPLE, label_sigma_bins=value)
+    assert str(err.value) == message
+    assert TrainConfig(data_root=SAMPLE, label_sigma_bins=3).label_sigma_bins == 3.0
+
+
 def test_training_with_the_hazard_probe_on_the_decoder(tmp_path, tiny_model_dir):
     from safetensors.torch import load_file
 

@@ -8,6 +8,7 @@ models from scratch with a larger learning rate.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from v2x_vlm_ros.model.codec import ORDERS, REFERENCES
@@ -117,6 +118,10 @@ class TrainConfig:
     #: the ego image, roadside image and text features before the decoder, logged in
     #: train_log.csv and stored with the model.
     modality_weights: bool = False
+    #: Spread of the trajectory tokens' targets over neighbouring location bins, in bins
+    #: (``losses.BinLabelSmoothing``, HL-Gauss; 0: one-hot, the paper's). Neighbouring bins
+    #: then share what they learn, so the plan is not drawn to a few frequent endpoints.
+    label_sigma_bins: float = 0.0
 
     # -- optimisation -------------------------------------------------------------------
     epochs: int = 10
@@ -209,6 +214,11 @@ class TrainConfig:
             if not 1 <= lo <= hi <= 100:
                 raise ValueError(f"augment_jpeg_quality must be (lo, hi) in 1..100, "
                                  f"got {self.augment_jpeg_quality}")
+        if isinstance(self.label_sigma_bins, bool) or not isinstance(self.label_sigma_bins, (int, float)) \
+                or not (math.isfinite(self.label_sigma_bins) and self.label_sigma_bins >= 0):
+            raise ValueError(f"label_sigma_bins must be >= 0 (0: one-hot targets), "
+                             f"got {self.label_sigma_bins!r}")
+        self.label_sigma_bins = float(self.label_sigma_bins)
         if not self.pair_weight > 0:
             raise ValueError(f"pair_weight must be > 0, got {self.pair_weight}")
         if not self.hazard_weight > 0:

@@ -2,7 +2,8 @@
 
     L = L_traj + lambda_align * L_align + lambda_kd * L_KD,  lambda_align = 0.1, lambda_kd = 0.5
 
-- ``trajectory_loss``: next-token cross-entropy on the trajectory tokens.
+- ``trajectory_loss``: next-token cross-entropy on the trajectory tokens (optionally against
+  ``BinLabelSmoothing``'s targets spread over neighbouring location bins).
 - ``info_nce``: image-to-text contrastive alignment of the pooled fused-image feature
   and the pooled prompt feature over a batch (``AlignmentHeads`` projects both to a
   common dimension).
@@ -37,13 +38,57 @@ def _zero(like: torch.Tensor) -> torch.Tensor:
     return _upcast(like).sum() * 0.0
 
 
-def trajectory_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+class BinLabelSmoothing:
+    """HL-Gauss targets for the location tokens (Imani & White 2018; Farebrother et al. 2024,
+    "Stop Regressing"): a label in bin b becomes the mass a normal distribution centred on
+    bin b's centre with standard deviation ``sigma_bins`` bins puts on each bin (renormalised
+    over the bins in range), instead of all of it on bin b.
+
+    Why: with one-hot targets a waypoint one bin off and one fifty bins off cost the same,
+    so the loc tokens' embeddings learn no order and a briefly trained planner writes a few
+    frequent endpoints (docs/TRAINING.md). Spread targets make neighbouring bins share what
+    they learn.
+
+    Args:
+        bin_ids: the token id of each bin, in bin order (``tokenizer.loc_token_ids`` cut to
+            the codec's ``bins``).
+        sigma_bins: the spread in bins (> 0).
+    """
+
+    def __init__(self, bin_ids, sigma_bins: float):
+        if not (isinstance(sigma_bins, (int, float)) and math.isfinite(sigma_bins) and sigma_bins > 0):
+            raise ValueError(f"sigma_bins must be a positive number, got {sigma_bins!r}")
+        self.bin_ids = torch.as_tensor(list(bin_ids), dtype=torch.long)
+        ids = self.bin_ids.tolist()
+        if self.bin_ids.dim() != 1 or len(ids) < 2 or len(set(ids)) != len(ids):
+            raise ValueError("bin_ids must be at least 2 distinct token ids")
+        self.sigma_bins = float(sigma_bins)
+        n = len(self.bin_ids)
+        edges = torch.arange(n + 1, dtype=torch.float64)  # bin j spans [j, j + 1)
+        centres = torch.arange(n, dtype=torch.float64) + 0.5
+        cdf = torch.special.ndtr((edges[None, :] - centres[:, None]) / self.sigma_bins)  # (n, n + 1)
+        mass = cdf[:, 1:] - cdf[:, :-1]
+        self.targets = (mass / mass.sum(dim=1, keepdim=True)).float()  # (n, n), row b: label in bin b
+
+    def bin_of(self, token_ids: torch.Tensor) -> torch.Tensor:
+        """The bin of each token id, -1 for ids that are not location tokens."""
+        lookup = torch.full((int(max(int(token_ids.max()), int(self.bin_ids.max()))) + 1,), -1,
+                            dtype=torch.long, device=token_ids.device)
+        lookup[self.bin_ids.to(token_ids.device)] = torch.arange(len(self.bin_ids), device=token_ids.device)
+        return lookup[token_ids.clamp_min(0)]
+
+
+def trajectory_loss(logits: torch.Tensor, labels: torch.Tensor,
+                    smoothing: BinLabelSmoothing | None = None) -> torch.Tensor:
     """Mean next-token cross-entropy over the positions whose label is not -100.
 
     Args:
         logits: (B, L, V) decoder logits.
         labels: (B, L) long, already aligned with ``logits`` (``logits[:, t]`` predicts
             ``labels[:, t]``, as HF seq2seq models give them); -100 = ignore.
+        smoothing: where the label is a location token, the cross-entropy is taken against
+            its spread targets (the softmax still over the whole vocabulary); other labels
+            (BOS, EOS) stay one-hot. None: one-hot everywhere (the paper's).
     """
     if logits.dim() != 3 or labels.shape != logits.shape[:2]:
         raise ValueError(f"expected logits (B, L, V) and labels (B, L), got {tuple(logits.shape)} "
@@ -58,7 +103,20 @@ def trajectory_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     vocab = logits.shape[-1]
     if int(targets.min()) < 0 or int(targets.max()) >= vocab:
         raise ValueError(f"labels must be -100 or in 0..{vocab - 1}")
-    return F.cross_entropy(_upcast(logits[valid]), targets, reduction="sum") / count
+    chosen = _upcast(logits[valid])
+    if smoothing is None:
+        return F.cross_entropy(chosen, targets, reduction="sum") / count
+    if int(smoothing.bin_ids.max()) >= vocab:
+        raise ValueError(f"location token ids reach {int(smoothing.bin_ids.max())}, "
+                         f"the vocabulary has {vocab}")
+    bins = smoothing.bin_of(targets)
+    on_bins = bins >= 0
+    log_p = F.log_softmax(chosen, dim=-1)
+    total = -log_p[~on_bins].gather(1, targets[~on_bins, None]).sum()
+    if bool(on_bins.any()):
+        spread = smoothing.targets.to(log_p.device, log_p.dtype)[bins[on_bins]]  # (N, bins)
+        total = total - (spread * log_p[on_bins][:, smoothing.bin_ids.to(log_p.device)]).sum()
+    return total / count
 
 
 def info_nce_from_similarity(similarity: torch.Tensor) -> torch.Tensor:

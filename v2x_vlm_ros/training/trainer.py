@@ -57,9 +57,10 @@ from v2x_vlm_ros.training.config import TrainConfig
 from v2x_vlm_ros.training.data import (Augmentation, BatchBuilder, EpochSampler, PairedCollate,
                                        PlanningExamples, pair_weights, read_descriptions,
                                        roadside_hazard_labels, roadside_object_boxes)
-from v2x_vlm_ros.training.losses import (AlignmentHeads, LossWeights, PlanStateHazardHead,
-                                         RoadsideHazardHead, RoadsideObjectsHead, distillation_loss,
-                                         hazard_loss, info_nce, objects_loss, total_loss, trajectory_loss)
+from v2x_vlm_ros.training.losses import (AlignmentHeads, BinLabelSmoothing, LossWeights,
+                                         PlanStateHazardHead, RoadsideHazardHead, RoadsideObjectsHead,
+                                         distillation_loss, hazard_loss, info_nce, objects_loss,
+                                         total_loss, trajectory_loss)
 from v2x_vlm_ros.training.probe import PROBE_FIELDS, objects_probe_report, probe_row
 
 log = logging.getLogger(__name__)
@@ -111,8 +112,10 @@ class PlannerTrainModule(nn.Module):
     def __init__(self, student, heads: AlignmentHeads | None, freeze_vision: bool, kappa: float,
                  fusion: ModalityWeights | None = None,
                  hazard_head: RoadsideHazardHead | PlanStateHazardHead | None = None,
-                 objects_head: RoadsideObjectsHead | None = None, vision_only: bool = False):
+                 objects_head: RoadsideObjectsHead | None = None, vision_only: bool = False,
+                 smoothing: BinLabelSmoothing | None = None):
         super().__init__()
+        self.smoothing = smoothing  # spread loc-token targets (None: one-hot)
         self.vision_only = vision_only  # the vision stage: image features and probes, no decoder
         self.student = student
         self.heads = heads
@@ -150,7 +153,7 @@ class PlannerTrainModule(nn.Module):
         else:
             logits, traj, align, plan_state = forward_planner(
                 self.student, batch, self.image_features, self.heads, self.kappa,
-                keep_plan_state=self.hazard_on_decoder)
+                keep_plan_state=self.hazard_on_decoder, smoothing=self.smoothing)
         hazard = objects = None
         if self.hazard_head is not None:
             probed = plan_state if self.hazard_on_decoder else self._cells
@@ -163,14 +166,15 @@ class PlannerTrainModule(nn.Module):
 
 
 def forward_planner(model, batch: dict, image_features=None, heads=None, kappa: float = 0.07,
-                    keep_plan_state: bool = False):
+                    keep_plan_state: bool = False, smoothing: BinLabelSmoothing | None = None):
     """Teacher-forced logits of ``model`` on ``batch``, its trajectory loss, (with
     ``heads``) its alignment loss and (with ``keep_plan_state``) its plan state. Image
     features are computed once and scattered into the ``<image>`` placeholders
     (transformers' forward would not return them).
     The plan state: the decoder's last hidden state at the position that writes the plan's
     first token (decoder inputs: start, ``<s>``, plan...; so position 1), (B, dim), for
-    ``PlanStateHazardHead``; None unless ``keep_plan_state``."""
+    ``PlanStateHazardHead``; None unless ``keep_plan_state``. ``smoothing``: the trajectory
+    loss's spread targets (None: one-hot)."""
     if image_features is None:
         def image_features(px):
             return model.model.get_image_features(px).pooler_output
@@ -183,7 +187,7 @@ def forward_planner(model, batch: dict, image_features=None, heads=None, kappa: 
     out = model(inputs_embeds=embeds, attention_mask=batch["attention_mask"],
                 decoder_input_ids=decoder_ids, output_hidden_states=keep_plan_state)
     plan_state = out.decoder_hidden_states[-1][:, 1] if keep_plan_state else None
-    traj = trajectory_loss(out.logits, batch["labels"])
+    traj = trajectory_loss(out.logits, batch["labels"], smoothing)
     align = None
     if heads is not None:
         encoder = model.model.language_model.encoder
@@ -322,7 +326,8 @@ def model_card(cfg: TrainConfig, val: dict | None, steps: int, seconds: float, c
              f"modality-weighted fusion {cfg.modality_weights}, paired-scene weight {cfg.pair_weight}, "
              f"hidden-hazard frame weight {cfg.hazard_weight}",
              f"- trajectory tokens relative to {codec.reference} (x {list(codec.x_range)} m, "
-             f"y {list(codec.y_range)} m, {codec.bins} bins), waypoints in {codec.order} order",
+             f"y {list(codec.y_range)} m, {codec.bins} bins), waypoints in {codec.order} order, "
+             f"targets spread over {cfg.label_sigma_bins} bins (0: one-hot)",
              f"- {cfg.epochs} epochs, batch {cfg.batch_size}, lr {cfg.lr}, {steps} steps, "
              f"{seconds / 60:.1f} min",
              ""]
@@ -389,8 +394,13 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
                              "missing or was written without 'roadside_boxes' (regenerate the world "
                              "with v2x-vlm synth)")
         objects_head = RoadsideObjectsHead(d_model)
+    smoothing = None
+    if cfg.label_sigma_bins > 0:
+        smoothing = BinLabelSmoothing(loc_token_ids(student.tokenizer)[: student.settings.codec.bins],
+                                      cfg.label_sigma_bins)
     module = PlannerTrainModule(student.model, heads, cfg.freeze_vision, cfg.kappa, fusion,
-                                hazard_head, objects_head, vision_only=vision_stage).to(procs.device)
+                                hazard_head, objects_head, vision_only=vision_stage,
+                                smoothing=smoothing).to(procs.device)
     if vision_stage:  # the text encoder and decoder get no gradient: not trained, not decayed
         student.model.model.language_model.requires_grad_(False)
         student.model.lm_head.requires_grad_(False)
