@@ -119,8 +119,8 @@ class TrainConfig:
     #: train_log.csv and stored with the model.
     modality_weights: bool = False
     #: Spread of the trajectory tokens' targets over neighbouring location bins, in bins
-    #: (``losses.BinLabelSmoothing``, HL-Gauss; 0: one-hot, the paper's). Neighbouring bins
-    #: then share what they learn, so the plan is not drawn to a few frequent endpoints.
+    #: (``losses.BinLabelSmoothing``, HL-Gauss; 0: one-hot, the paper's): neighbouring bins
+    #: share what they learn. Tried at 3 bins, no better on the acceptance world (TRAINING.md).
     label_sigma_bins: float = 0.0
 
     # -- optimisation -------------------------------------------------------------------
