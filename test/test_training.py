@@ -157,6 +157,55 @@ def test_distillation_from_a_frozen_teacher(tmp_path, tiny_model_dir):
     assert all(torch.equal(before[k], after[k]) for k in before)
 
 
+def test_the_teacher_reuses_the_students_frozen_tower_only_where_the_pixels_match(tiny_model_dir):
+    from v2x_vlm_ros.training.trainer import TeacherImageFeatures, same_vision_tower
+
+    teacher = load_model(tiny_model_dir).model
+    module = PlannerTrainModule(load_model(tiny_model_dir).model, None, True, 0.07).train()
+    assert same_vision_tower(module.student, teacher)
+    torch.manual_seed(0)
+    pixels = torch.randn(4, 3, 64, 128)
+    with torch.no_grad():
+        module.image_features(pixels)
+        seen = pixels.clone()
+        seen[2, :, :, 64:] = 0.0  # the teacher's own input for one example (roadside left out)
+        calls = []
+        hook = teacher.model.vision_tower.register_forward_hook(lambda m, i, o: calls.append(i[0].shape[0]))
+        features = TeacherImageFeatures(teacher)
+        reused = features(seen, module.tower_output)
+        fresh = teacher.model.get_image_features(seen).pooler_output
+        hook.remove()
+    assert calls == [1, 4]  # one example through the teacher's tower, then the reference
+    assert (features.reused, features.computed) == (3, 1)
+    assert torch.allclose(reused, fresh, atol=1e-5)
+    with torch.no_grad():  # no student output (or other shapes): the teacher's own tower
+        assert torch.allclose(features(seen, None), fresh, atol=1e-6)
+        assert torch.allclose(features(seen, (pixels[:, :, :32], module.tower_output[1])), fresh, atol=1e-6)
+    assert (features.reused, features.computed) == (3, 9)
+    with torch.no_grad():
+        next(teacher.model.vision_tower.parameters()).add_(1e-3)
+    assert not same_vision_tower(module.student, teacher)
+
+
+def test_distillation_on_a_shared_frozen_tower_trains_as_without_reuse(tmp_path, tiny_model_dir, monkeypatch):
+    import v2x_vlm_ros.training.trainer as trainer
+
+    def run(name):
+        return train(config(tmp_path / name, tiny_model_dir, max_steps=3, teacher=str(tiny_model_dir),
+                            freeze_vision=True, init_vision_from=str(tiny_model_dir)), progress=False)
+    shared = run("shared")
+    assert (shared["teacher_tower_reused"], shared["teacher_tower_computed"]) == (24, 0)
+    monkeypatch.setattr(trainer, "same_vision_tower", lambda a, b: False)
+    own = run("own")
+    assert (own["teacher_tower_reused"], own["teacher_tower_computed"]) == (0, None)
+    for a, b in zip(log_rows(tmp_path / "shared" / "run"), log_rows(tmp_path / "own" / "run"), strict=True):
+        for key in ("loss", "traj", "kd"):
+            assert float(a[key]) == pytest.approx(float(b[key]), rel=1e-4), key
+    unfrozen = train(config(tmp_path / "unfrozen", tiny_model_dir, max_steps=1, teacher=str(tiny_model_dir)),
+                     progress=False)
+    assert (unfrozen["teacher_tower_reused"], unfrozen["teacher_tower_computed"]) == (0, None)
+
+
 def test_ablation_switches(tmp_path, tiny_model_dir):
     train(config(tmp_path, tiny_model_dir, max_steps=2, alignment=False, fusion=False, scene_text=False,
                  teacher=str(tiny_model_dir), distillation=False), progress=False)

@@ -5,7 +5,8 @@ student and the alignment heads are wrapped in ``DistributedDataParallel``; the 
 teacher runs beside them in each process. Rank 0 writes logs, checkpoints and the model.
 
 Per step: the fused images go through the student's vision tower once (under no_grad when
-it is frozen; it also stays in eval mode so its drop-path is off) and its projector; the
+it is frozen; it also stays in eval mode so its drop-path is off; a teacher with the same
+frozen tower reuses its output, ``TeacherImageFeatures``) and its projector; the
 image features replace the ``<image>`` placeholders; the language model predicts the
 trajectory tokens (teacher forcing). The alignment loss pairs the pooled image token with
 the mean of the text encoder over the prompt alone; the distillation loss compares the
@@ -125,6 +126,8 @@ class PlannerTrainModule(nn.Module):
         self.fusion = fusion  # learned modality weights (applied by a hook on the text encoder)
         self.freeze_vision = freeze_vision
         self.kappa = kappa
+        # the frozen tower's last (input, output), for a teacher with the same tower
+        self.tower_output: tuple[torch.Tensor, torch.Tensor] | None = None
         if freeze_vision:
             student.model.vision_tower.requires_grad_(False)
 
@@ -138,6 +141,7 @@ class PlannerTrainModule(nn.Module):
         tower = self.student.model.vision_tower
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.freeze_vision):
             hidden = tower(pixel_values).last_hidden_state  # (B, C, rows, cols)
+        self.tower_output = (pixel_values, hidden) if self.freeze_vision else None
         features = self.student.model.multi_modal_projector(hidden)
         # after the pooled token, the projector's cells in row-major order (rows, cols)
         self._cells = features[:, 1:].reshape(features.shape[0], *hidden.shape[-2:], features.shape[-1])
@@ -197,6 +201,46 @@ def forward_planner(model, batch: dict, image_features=None, heads=None, kappa: 
         z, h = heads(features[:, 0], pooled_text)  # token 0: the mean over the image cells
         align = info_nce(z, h, kappa)
     return out.logits, traj, align, plan_state
+
+
+def same_vision_tower(a, b) -> bool:
+    """Whether two Florence-2 models hold the same vision-tower weights (the synthetic
+    students' frozen tower is a copy of their teacher's)."""
+    sa, sb = a.model.vision_tower.state_dict(), b.model.vision_tower.state_dict()
+    return sa.keys() == sb.keys() and all(
+        sa[k].dtype == sb[k].dtype and sa[k].shape == sb[k].shape
+        and torch.equal(sa[k], sb[k].to(sa[k].device)) for k in sa)
+
+
+class TeacherImageFeatures:
+    """The teacher's image features from the student's frozen tower output where the inputs
+    are the same: with distillation the frozen tower ran twice per step on the same pixels,
+    and it is most of a step's time on a CPU. Only for a teacher whose tower has the
+    student's weights (``same_vision_tower``), both in eval mode; examples whose teacher
+    input differs (``PairedCollate``: a uniform roadside view shown to the teacher as left
+    out) go through the teacher's tower. The projector is the teacher's own. ``reused`` and
+    ``computed`` count examples, for the summary."""
+
+    def __init__(self, teacher_model):
+        self.model = teacher_model
+        self.reused = self.computed = 0
+
+    def __call__(self, pixel_values: torch.Tensor, student_tower: tuple | None) -> torch.Tensor:
+        inner = self.model.model
+        same = None
+        if student_tower is not None and student_tower[0].shape == pixel_values.shape:
+            same = (student_tower[0] == pixel_values).flatten(1).all(1)
+        if same is None or not bool(same.any()):
+            hidden = inner.vision_tower(pixel_values).last_hidden_state
+            self.computed += pixel_values.shape[0]
+        else:
+            hidden = student_tower[1]
+            if not bool(same.all()):
+                hidden = hidden.clone()
+                hidden[~same] = inner.vision_tower(pixel_values[~same]).last_hidden_state
+            self.reused += int(same.sum())
+            self.computed += int((~same).sum())
+        return inner.multi_modal_projector(hidden)
 
 
 # -- model setup -------------------------------------------------------------------------
@@ -439,6 +483,11 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
         or teacher.model.config.image_token_id != student.model.config.image_token_id)
     if teacher_inputs_differ:
         collate.teacher = _builder(teacher)
+    teacher_features = None
+    if teacher is not None and cfg.freeze_vision and not teacher_inputs_differ \
+            and same_vision_tower(student.model, teacher.model):
+        teacher_features = TeacherImageFeatures(teacher.model)
+        log.info("the teacher reuses the student's frozen vision tower output (same weights)")
     augment = Augmentation(cfg.augment_resolution, cfg.augment_jpeg_quality, cfg.augment_p)
     examples = PlanningExamples(train_ds, descriptions, fusion=cfg.fusion, augment=augment,
                                 roadside_dropout=cfg.roadside_dropout, seed=cfg.seed,
@@ -502,7 +551,14 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
             kd = None
             if teacher is not None:
                 with torch.no_grad():
-                    t_logits, _, _, _ = forward_planner(teacher.model, batch.get("teacher", batch))
+                    t_batch = batch.get("teacher", batch)
+                    if teacher_features is None:
+                        t_logits, _, _, _ = forward_planner(teacher.model, t_batch)
+                    else:
+                        tower = module.tower_output
+                        t_logits, _, _, _ = forward_planner(
+                            teacher.model, t_batch, lambda px: teacher_features(px, tower))
+                module.tower_output = None
                 kd = distillation_loss(logits, t_logits, batch["traj_mask"], cfg.temperature)
             losses = total_loss(traj, align, kd, weights, hazard, objects)
             optimizer.zero_grad(set_to_none=True)
@@ -568,6 +624,9 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
                "probe": probe_result,
                "modality_weights": student.settings.modality_weights if fusion is not None else None,
                "roadside_dropped": examples.dropped, "roadside_uniform": examples.uniform,
+               # teacher examples planned on the student's frozen tower output / on its own
+               "teacher_tower_reused": teacher_features.reused if teacher_features else 0,
+               "teacher_tower_computed": teacher_features.computed if teacher_features else None,
                "ranks_in_sync": ranks_in_sync(module) if procs.world > 1 else True,
                "seconds": elapsed()}
     if procs.main:
