@@ -29,3 +29,50 @@ def test_the_vision_stage_config_pretrains_the_encoder_for_a_planner():
     assert cfg.stage == "vision" and cfg.lambda_objects > 0 and not cfg.freeze_vision
     assert cfg.roadside_dropout == 0.0 and not cfg.uses_teacher
     assert cfg.image_size == (128, 384)  # the planners' fused input
+
+
+ROOT = Path(__file__).resolve().parents[1]
+RECIPE = ROOT / "scripts" / "train_synthetic_models.sh"
+
+
+def _recipe(tmp_path, *stages, check=True):
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, V2X_VLM=str(Path(sys.executable).parent / "v2x-vlm"),
+               RUNS=str(tmp_path / "runs"), CHECK="1" if check else "0")
+    return subprocess.run(["bash", str(RECIPE), *stages], env=env, capture_output=True, text=True,
+                          timeout=300)
+
+
+def test_the_recipe_scripts_training_stages_are_valid_settings(tmp_path):
+    done = _recipe(tmp_path)
+    assert done.returncode == 0, done.stderr
+    checked = [line.split()[-1] for line in done.stdout.splitlines() if line.startswith("checked: train")]
+    assert checked == ["config/train_synthetic_vision.yaml", "config/train_synthetic_teacher.yaml",
+                       "config/train_synthetic_student.yaml", "config/train_synthetic_student_ego_only.yaml"]
+    assert not (tmp_path / "runs").exists()  # a check writes nothing, no stamps either
+
+
+def test_the_recipe_script_refuses_an_unknown_stage_before_running_any(tmp_path):
+    done = _recipe(tmp_path, "vision", "studnet", check=False)
+    assert done.returncode == 2
+    assert "unknown stage 'studnet' (stages: worlds vision teacher student student_ego eval)" in done.stderr
+    assert "== vision" not in done.stdout and not (tmp_path / "runs").exists()
+
+
+def test_train_check_prints_the_resolved_settings_and_names_a_bad_override(tmp_path, capsys):
+    import json
+
+    from v2x_vlm_ros.cli import main
+
+    config = str(ROOT / "config" / "train_synthetic_student.yaml")
+    assert main(["train", config, "--override", "lambda_hazard=4", "--override", f"output_dir={tmp_path}/x",
+                 "--check"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["lambda_hazard"] == 4 and shown["codec_bins"] == 420
+    assert shown["output_dir"] == f"{tmp_path}/x"
+    assert not (tmp_path / "x").exists()
+    assert main(["train", config, "--override", "hazard_weight=0", "--check"]) == 2
+    assert "hazard_weight must be > 0, got 0" in capsys.readouterr().err

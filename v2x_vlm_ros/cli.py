@@ -402,6 +402,9 @@ def cmd_train(args) -> int:
             raise ConfigError(f"--override expects key=value, got {item!r}")
         data[key.strip()] = yaml.safe_load(value)
     config = from_dict(TrainConfig, data, f"{args.config}: train")
+    if args.check:  # a recipe checks every stage's settings before hours of training
+        print(json.dumps(dataclasses.asdict(config), indent=1, default=str))
+        return 0
     summary = train(config, progress=not args.quiet)
     if int(os.environ.get("RANK", "0")) == 0:  # under torchrun, one summary
         val = summary.get("validation") or {}
@@ -693,6 +696,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--override", action="append", default=[], metavar="KEY=VALUE",
                    help="override one config field (YAML value), repeatable")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--check", action="store_true",
+                   help="validate the config and overrides, print the resolved settings, train nothing")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("probe", help="does a run's vision encoder see what the roadside camera sees? "

@@ -1,0 +1,138 @@
+#!/usr/bin/env bash
+# Rebuild the synthetic-world planners from nothing (issue 11; docs/TRAINING.md), in stages
+# that survive interruption: a stage whose stamp ($RUNS/.done-STAGE) exists is skipped, and
+# a training stage cut off mid-run resumes from its checkpoint when the script runs again.
+#
+#   bash scripts/train_synthetic_models.sh                  # every stage, in order
+#   bash scripts/train_synthetic_models.sh teacher student  # only these (their inputs must exist)
+#   CHECK=1 bash scripts/train_synthetic_models.sh          # validate every training stage's
+#                                                           # settings (v2x-vlm train --check), run nothing
+#
+# Stages and their cost on a 2-core CPU machine (measured, docs/TRAINING.md):
+#   worlds   the hazard-rich training world (450 sequences, seed 300, 256 x 144), the acceptance
+#            world (`synth` defaults, 30 sequences, seed 2000) and a second held-out world
+#            (10 sequences, seed 3000); about 20 min
+#   vision   the vision encoder pretrained on the dense roadside probe alone; about 25 min
+#   teacher  the text side on the frozen encoder: waypoint 10 first, hidden-hazard frames and
+#            their twins drawn 8 times as often, the decoder probe; 5 epochs of 507 steps
+#   student  the fused student: layers 0 and 2 of the teacher's 3, its frozen encoder, distilled
+#            from it, roadside dropout (half of it as uniform views); 8 epochs of 507 steps
+#   student_ego  the ego-only student, the same recipe without the roadside view
+#   eval     constant velocity and every model on both held-out worlds, the roadside and
+#            description ablations of the fused student; JSON in $RUNS/eval
+# Outputs go to $RUNS (default runs/, ignored by git). Nothing is written to docs/.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+RUNS=${RUNS:-runs}
+if [ -z "${V2X_VLM:-}" ]; then
+  source scripts/bootstrap.sh
+  V2X_VLM=v2x-vlm
+fi
+CHECK=${CHECK:-0}
+TRAIN_WORLD=$RUNS/synthetic/train_world_hzb
+TEST_WORLD=$RUNS/synthetic/test_world
+VAL_WORLD=$RUNS/synthetic/val_world
+
+train() {  # train CONFIG OVERRIDES...: the run, or with CHECK=1 its settings checked
+  if [ "$CHECK" = 1 ]; then
+    "$V2X_VLM" train "$@" --check > /dev/null && echo "checked: train $1"
+  else
+    "$V2X_VLM" train "$@" --quiet
+  fi
+}
+
+stage() {  # stage NAME: run stage_NAME unless its stamp exists
+  local stamp=$RUNS/.done-$1
+  if [ "$CHECK" != 1 ] && [ -f "$stamp" ]; then
+    echo "== $1: done earlier ($stamp)"
+    return
+  fi
+  echo "== $1 ($(date -u +%H:%M:%S) UTC)"
+  "stage_$1"
+  if [ "$CHECK" != 1 ]; then
+    mkdir -p "$RUNS" && date -u +%FT%TZ > "$stamp"
+  fi
+}
+
+stage_worlds() {
+  [ "$CHECK" = 1 ] && { echo "(worlds: written by v2x-vlm synth, not checked)"; return; }
+  rm -rf "$TRAIN_WORLD" "$TEST_WORLD" "$VAL_WORLD"  # a world cut off mid-write is written again
+  "$V2X_VLM" synth "$TRAIN_WORLD" --config config/synth_train_hazard.yaml --sequences 450 > /dev/null
+  "$V2X_VLM" synth "$TEST_WORLD" --config config/synth_test.yaml > /dev/null
+  "$V2X_VLM" synth "$VAL_WORLD" --config config/synth_test.yaml --sequences 10 --seed 3000 > /dev/null
+}
+
+stage_vision() {
+  train config/train_synthetic_vision.yaml --override "data_root=$TRAIN_WORLD" \
+    --override "output_dir=$RUNS/synthetic-vision"
+}
+
+stage_teacher() {
+  # From the shipped teacher's text side (its tokenizer and codec: absolute x in [-10, 80] m,
+  # 400 bins) on the vision stage's encoder, frozen.
+  train config/train_synthetic_teacher.yaml --override "data_root=$TRAIN_WORLD" \
+    --override student=models/synthetic-teacher --override "init_vision_from=$RUNS/synthetic-vision/model" \
+    --override freeze_vision=true --override 'image_size=[128,384]' --override 'augment_resolution=[0.7,1.0]' \
+    --override codec_order=endpoint_first --override hazard_weight=8 --override lambda_hazard=4 \
+    --override hazard_probe_on=decoder --override lr=0.0005 --override warmup_steps=100 \
+    --override epochs=5 --override epoch_fraction=0.25 --override eval_max_samples=64 \
+    --override export_each_epoch=true --override "output_dir=$RUNS/teacher"
+}
+
+student_overrides=(
+  --override "data_root=$TRAIN_WORLD" --override "student=$RUNS/teacher/checkpoint/student"
+  --override 'student_layers=[0,2]' --override "teacher=$RUNS/teacher/checkpoint/student"
+  --override init_vision_from=null --override hazard_weight=8 --override 'augment_resolution=[0.7,1.0]'
+  --override epochs=8 --override epoch_fraction=0.25 --override warmup_steps=100 --override lr=0.0003
+  --override eval_max_samples=200 --override export_each_epoch=true
+)
+
+stage_student() {
+  train config/train_synthetic_student.yaml "${student_overrides[@]}" \
+    --override lambda_hazard=4 --override hazard_probe_on=decoder --override roadside_dropout=0.2 \
+    --override roadside_dropout_uniform=0.5 --override "output_dir=$RUNS/student"
+}
+
+stage_student_ego() {
+  train config/train_synthetic_student_ego_only.yaml "${student_overrides[@]}" \
+    --override "output_dir=$RUNS/student-ego-only"
+}
+
+stage_eval() {
+  [ "$CHECK" = 1 ] && { echo "(eval: v2x-vlm eval, not checked)"; return; }
+  local out=$RUNS/eval fused=$RUNS/student/checkpoint/student ego=$RUNS/student-ego-only/checkpoint/student
+  mkdir -p "$out"
+  for world in test val; do
+    local root=$RUNS/synthetic/${world}_world
+    "$V2X_VLM" eval "$root" --planner constant-velocity --quiet --json "$out/$world-cv.json" > /dev/null
+    "$V2X_VLM" eval "$root" --planner model --model "$RUNS/teacher/checkpoint/student" --quiet \
+      --json "$out/$world-teacher.json" > /dev/null
+    "$V2X_VLM" eval "$root" --planner model --model "$ego" --quiet --json "$out/$world-ego-only.json" > /dev/null
+    "$V2X_VLM" eval "$root" --planner model --model "$fused" --quiet --json "$out/$world-fused.json" > /dev/null
+    for ablation in none grey swap; do
+      "$V2X_VLM" eval "$root" --planner model --model "$fused" --roadside "$ablation" --quiet \
+        --json "$out/$world-fused-$ablation.json" > /dev/null
+    done
+    "$V2X_VLM" eval "$root" --planner model --model "$fused" --description empty --quiet \
+      --json "$out/$world-fused-description-empty.json" > /dev/null
+    "$V2X_VLM" table "$out/$world-cv.json" "$out/$world-teacher.json" "$out/$world-ego-only.json" \
+      "$out/$world-fused.json" "$out/$world-fused-none.json" "$out/$world-fused-grey.json" \
+      "$out/$world-fused-swap.json" "$out/$world-fused-description-empty.json" \
+      --names constant-velocity teacher "student, ego only" "student, fused" "fused, roadside none" \
+      "fused, roadside grey" "fused, roadside swapped" "fused, description empty" \
+      --slice hidden_hazard --out "$out/$world-hidden_hazard.md" > /dev/null
+  done
+}
+
+all=(worlds vision teacher student student_ego eval)
+stages=("$@")
+[ ${#stages[@]} -eq 0 ] && stages=("${all[@]}")
+for name in "${stages[@]}"; do
+  if ! declare -F "stage_$name" > /dev/null; then
+    echo "unknown stage '$name' (stages: ${all[*]})" >&2
+    exit 2
+  fi
+done
+for name in "${stages[@]}"; do
+  stage "$name"
+done
