@@ -238,6 +238,67 @@ def test_hidden_hazard_frames_and_their_twins_get_hazard_weight():
         TrainConfig(hazard_weight=0)
 
 
+def test_scenario_weights_multiply_the_frames_of_their_scenarios():
+    """Factors read against the sample's scenarios.json (written out here, not looked up
+    through the code under test): on top of pair and hazard weights."""
+    from v2x_vlm_ros.training.data import EpochSampler, pair_weights
+
+    ds = DairV2XDataset(SAMPLE)
+    scenario = {"0000": "occluded_crossing", "0001": "occluded_crossing", "0002": "left_turn",
+                "0003": "right_turn", "0004": "follow_lead", "0005": "straight",
+                "0006": "hidden_queue", "0007": "hidden_queue", "0008": "stop_sign"}
+    base = pair_weights(ds, 2.0, hazard_weight=8.0)
+    scaled = pair_weights(ds, 2.0, hazard_weight=8.0,
+                          scenario_weights={"follow_lead": 3.0, "occluded_crossing": 0.5})
+    seqs = [ds[i].sequence_id for i in range(len(ds))]
+    factor = {"follow_lead": 3.0, "occluded_crossing": 0.5}
+    assert scaled == [b * factor.get(scenario[s], 1.0) for b, s in zip(base, seqs)]
+    assert {w for w, s in zip(scaled, seqs) if s == "0004"} == {3.0}
+    assert {w for w, s in zip(scaled, seqs) if s == "0000"} <= {1.0, 4.0}  # 2 x 0.5, 8 x 0.5
+    # alone (pair and hazard weights 1), scenario weights still give weights
+    only = pair_weights(ds, 1.0, scenario_weights={"straight": 4.0})
+    assert only == [4.0 if scenario[s] == "straight" else 1.0 for s in seqs]
+    share = np.mean([seqs[i] == "0005" for i in EpochSampler(len(ds), 0, 0.25, weights=only).indices()])
+    assert share > 0.2  # one sequence in nine (11 %) uniformly, about a third weighted
+    with pytest.raises(ValueError) as err:
+        TrainConfig(scenario_weights={"follow_lead": 2, "folow_lead": 2})
+    assert str(err.value).startswith("scenario_weights: unknown scenario(s) ['folow_lead']; known: [")
+    with pytest.raises(ValueError, match=r"scenario_weights: straight must be a number > 0, got 0"):
+        TrainConfig(scenario_weights={"straight": 0})
+
+
+def test_scenario_weights_need_a_worlds_scenarios(tmp_path):
+    import shutil
+
+    from v2x_vlm_ros.training.data import pair_weights
+
+    root = tmp_path / "sample"
+    shutil.copytree(SAMPLE, root)
+    (root / "scenarios.json").unlink()
+    ds = DairV2XDataset(root)
+    with pytest.raises(ValueError) as err:
+        pair_weights(ds, 1.0, scenario_weights={"straight": 2.0})
+    assert str(err.value) == (f"scenario_weights need {root}/scenarios.json (a synthetic world's sidecar); "
+                              "this dataset has none")
+    assert pair_weights(ds, 1.0) is None
+
+
+def test_scenario_weights_reach_a_run_from_a_yaml_override_and_its_card(tmp_path, tiny_model_dir, capsys):
+    from v2x_vlm_ros.cli import main
+
+    config = tmp_path / "train.yaml"
+    config.write_text(f"train:\n  data_root: {SAMPLE}\n  student: tiny\n  teacher: null\n"
+                      f"  tokenizer_from: {tiny_model_dir}\n  val_split: null\n  epochs: 1\n"
+                      f"  max_steps: 1\n  batch_size: 4\n  output_dir: {tmp_path / 'run'}\n")
+    assert main(["train", str(config), "--override", "scenario_weights={follow_lead: 3, straight: 0.5}",
+                 "--quiet"]) == 0
+    capsys.readouterr()
+    card = (tmp_path / "run" / "model" / "README.md").read_text()
+    assert "scenario weights {'follow_lead': 3.0, 'straight': 0.5}" in card
+    assert main(["train", str(config), "--override", "scenario_weights={stop: 3}", "--check"]) == 2
+    assert "scenario_weights: unknown scenario(s) ['stop']" in capsys.readouterr().err
+
+
 def _sidecar_labels(ds) -> list[int]:
     """The probe's labels read straight from the sample's sidecar: 1 where a conflict agent
     is in the frame's roadside list (seen by the ego camera or not)."""

@@ -114,6 +114,12 @@ class TrainConfig:
     #: ego's) and the same frames of their twins drawn this many times as often, instead of
     #: ``pair_weight``: there only the roadside view tells the two scenes apart.
     hazard_weight: float = 1.0
+    #: Per scenario of a synthetic world (``scenarios.json``), a factor on its frames'
+    #: sampling weight, on top of ``pair_weight`` / ``hazard_weight``: e.g.
+    #: ``{follow_lead: 3, left_turn: 3}``. A hazard-rich world with ``hazard_weight`` leaves
+    #: each plain scenario a few per cent of the examples, and the planners trained on it
+    #: follow a lead car and turn worse than constant velocity (TRAINING.md). None: all 1.
+    scenario_weights: dict[str, float] | None = None
     #: VLM-E2E's learnable modality-weighted fusion (``model.fusion``): learned weights of
     #: the ego image, roadside image and text features before the decoder, logged in
     #: train_log.csv and stored with the model.
@@ -223,6 +229,8 @@ class TrainConfig:
             raise ValueError(f"pair_weight must be > 0, got {self.pair_weight}")
         if not self.hazard_weight > 0:
             raise ValueError(f"hazard_weight must be > 0, got {self.hazard_weight}")
+        if self.scenario_weights is not None:
+            self.scenario_weights = _scenario_weights(self.scenario_weights)
         for name in ("augment_p", "roadside_dropout", "roadside_dropout_uniform"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
@@ -267,3 +275,17 @@ class TrainConfig:
     @property
     def uses_teacher(self) -> bool:
         return self.stage == "plan" and self.distillation and self.teacher is not None
+
+
+def _scenario_weights(value) -> dict[str, float]:
+    from v2x_vlm_ros.data.synth.config import SCENARIOS
+
+    if not isinstance(value, dict):
+        raise ValueError(f"scenario_weights must map scenario names to weights, got {value!r}")
+    unknown = sorted(str(k) for k in value if k not in SCENARIOS)
+    if unknown:
+        raise ValueError(f"scenario_weights: unknown scenario(s) {unknown}; known: {list(SCENARIOS)}")
+    for name, weight in value.items():
+        if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not weight > 0:
+            raise ValueError(f"scenario_weights: {name} must be a number > 0, got {weight!r}")
+    return {name: float(weight) for name, weight in value.items()}

@@ -320,24 +320,34 @@ class EpochSampler(torch.utils.data.Sampler):
         return math.ceil(self.count / self.world)
 
 
-def pair_weights(dataset: DairV2XDataset, weight: float, hazard_weight: float = 1.0) -> list[float] | None:
+def pair_weights(dataset: DairV2XDataset, weight: float, hazard_weight: float = 1.0,
+                 scenario_weights: dict[str, float] | None = None) -> list[float] | None:
     """Sampling weight per sample: ``weight`` for the frames of a synthetic world's paired
     sequences (a hidden hazard and its twin, from the visibility sidecar), 1 for the others;
     ``hazard_weight`` instead for the hidden-hazard frames and the same frames of their twins
-    (the frames where only the roadside view decides the plan). None when both weights are 1
-    or the dataset has no sidecar."""
+    (the frames where only the roadside view decides the plan); times the factor of the
+    sequence's scenario in ``scenario_weights`` (``scenarios.json``; 1 for the others).
+    None when every weight is 1 or the dataset has no sidecar (without scenario weights)."""
     from v2x_vlm_ros.data.synth.visibility import hidden_hazard_twin_frames, read_visibility
 
+    if scenario_weights and not dataset.scenarios:
+        raise ValueError(f"scenario_weights need {dataset.root}/scenarios.json (a synthetic world's "
+                         "sidecar); this dataset has none")
     visibility = read_visibility(dataset.root)
-    if (weight == 1.0 and hazard_weight == 1.0) or visibility is None:
+    if ((weight == 1.0 and hazard_weight == 1.0) or visibility is None) and not scenario_weights:
         return None
-    paired = {seq for seq, entry in visibility["sequences"].items() if entry.get("variant")}
-    hazard = hidden_hazard_twin_frames(visibility) if hazard_weight != 1.0 else set()
+    paired = {seq for seq, entry in visibility["sequences"].items() if entry.get("variant")} \
+        if visibility is not None else set()
+    hazard = hidden_hazard_twin_frames(visibility) if hazard_weight != 1.0 and visibility is not None \
+        else set()
+    factors = scenario_weights or {}
 
     def weight_of(entry) -> float:  # from the dataset's index: no sample needs loading
         seq = entry.sequence.sequence_id
         if (seq, entry.sequence.frames[entry.position].frame_id) in hazard:
-            return hazard_weight
-        return weight if seq in paired else 1.0
+            base = hazard_weight
+        else:
+            base = weight if seq in paired else 1.0
+        return base * factors.get(dataset.scenarios.get(seq), 1.0)
 
     return [weight_of(entry) for entry in dataset._index]
