@@ -40,3 +40,13 @@ def test_other_bad_options_name_themselves(kwargs, message):
     with pytest.raises(ValueError) as err:
         PlayOptions(**kwargs)
     assert str(err.value) == message
+
+
+@pytest.mark.parametrize("value", [0.0, -1.0, float("nan")])
+def test_a_resend_period_that_is_not_positive_is_refused(value):
+    assert PlayOptions(step=True).resend_s == 3.0
+    assert build_parser().parse_args(["play", "b", "--step"]).resend == 3.0
+    assert build_parser().parse_args(["play", "b", "--step", "--resend", "0.5"]).resend == 0.5
+    with pytest.raises(ValueError) as err:
+        PlayOptions(step=True, resend_s=value)
+    assert str(err.value) == f"resend_s must be > 0, got {value}"

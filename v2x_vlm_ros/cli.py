@@ -462,7 +462,7 @@ def cmd_play(args) -> int:
                               link_message=args.link_message, roadside_rate_hz=args.roadside_rate_hz,
                               planning_period_s=1.0 / args.planning_rate_hz, timeout_s=args.timeout,
                               settle_s=args.settle, jump_settle_s=args.jump_settle,
-                              confirm_intake=args.confirm_intake,
+                              confirm_intake=args.confirm_intake, resend_s=args.resend,
                               max_samples=args.max_samples, max_gap_s=args.max_gap)
         summary = play(args.bag, options, args.out)
     except (ValueError, FileNotFoundError, TimeoutError) as exc:
@@ -686,6 +686,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-confirm-intake", dest="confirm_intake", action="store_false",
                    help="step mode: do not wait for vehicle_node's /diagnostics counts to show a "
                         "sample's inputs taken in before its ego image (pause --settle instead)")
+    p.add_argument("--resend", type=float, default=3.0,
+                   help="step mode: publish a sample's inputs again when vehicle_node has not counted "
+                        "them in after this many seconds (a best-effort message lost; 'resent' in the "
+                        "output)")
     p.add_argument("--max-samples", type=int, help="stop after this many samples")
     p.add_argument("--max-gap", type=float, default=2.0,
                    help="real time: skip gaps longer than this (s) between samples (sequences minutes apart)")

@@ -30,7 +30,11 @@ Two ways to play:
   ``commands_in``, ``roadside_frames_in``; counted once stored) reach what was sent. A
   status comes every ``diagnostics_period_s`` of the node (1 s; set it to 0.05 for a quick
   step play). Without it the player pauses ``settle_s`` and trusts the timing (a loaded
-  machine took a message in late: seen once in 540 frames on a CI machine).
+  machine took a message in late: seen once in 540 frames on a CI machine). Inputs not
+  counted in after ``resend_s`` are published again (best-effort topics lose a message now
+  and then, most often the first after discovery), counted in ``resent``; a frame
+  roadside_node forwarded and the link lost is not (the node forwards each stamp once), and
+  before the first sample the player waits for the planner's link subscription.
   A jump of /clock to a new sequence is followed by a wait until vehicle_node's status is
   stamped at or after it (with ``confirm_intake``; a pause of ``jump_settle_s`` without):
   the node stamps a scene description with its clock when it arrives (std_msgs/String
@@ -83,6 +87,10 @@ class PlayOptions:
     # the sample's other inputs taken in, and after a /clock jump until its status is
     # stamped past it (instead of trusting settle_s and jump_settle_s)
     confirm_intake: bool = True
+    # step mode with confirm_intake: a sample's inputs not counted in within this many
+    # seconds are published again (best-effort topics lose a message now and then, most
+    # often the first one after discovery); counted in the result's ``resent``
+    resend_s: float = 3.0
     start_delay_s: float = 2.0  # discovery (both ways) before the first message
     max_samples: int | None = None
     max_gap_s: float = 2.0  # real-time mode: longer gaps between samples (a new sequence) are skipped
@@ -94,6 +102,8 @@ class PlayOptions:
             raise ValueError(f"link_message must be compressed or raw, got {self.link_message!r}")
         if self.roadside_rate_hz < 0 or not self.planning_period_s > 0 or not self.timeout_s > 0:
             raise ValueError("roadside_rate_hz must be >= 0, planning_period_s and timeout_s > 0")
+        if not self.resend_s > 0:
+            raise ValueError(f"resend_s must be > 0, got {self.resend_s}")
         for name in ("settle_s", "jump_settle_s"):
             if not getattr(self, name) >= 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
@@ -109,6 +119,7 @@ class PlayResult:
     skipped_topics: dict = field(default_factory=dict)  # topic -> reason
     wall_s: float = 0.0
     planner_diagnostics: dict = field(default_factory=dict)  # the last vehicle_node status values
+    resent: int = 0  # step mode: messages published again because their intake was not counted
 
     def summary(self) -> dict:
         lat = np.asarray(self.latency_ms, float)
@@ -117,7 +128,7 @@ class PlayResult:
                  if lat.size else None)
         return {"samples": self.samples, "ego_frames": self.ego_frames, "paths_received": len(self.paths),
                 "missing": len(self.missing), "latency_ms": stats, "skipped_topics": self.skipped_topics,
-                "wall_s": round(self.wall_s, 2)}
+                "resent": self.resent, "wall_s": round(self.wall_s, 2)}
 
     def to_json(self) -> dict:
         out = self.summary()
@@ -294,6 +305,10 @@ class BagPlayer:
         if missing:
             raise TimeoutError(f"nobody subscribes to {', '.join(missing)} after {opts.timeout_s} s: "
                                f"are vehicle_node and roadside_node running (ROS_DOMAIN_ID, remappings)?")
+        if opts.step and opts.link_topic:  # the planner's link subscription, besides our own
+            deadline = time.monotonic() + opts.timeout_s
+            while self.node.count_subscribers(opts.link_topic) < 2 and time.monotonic() < deadline:
+                time.sleep(0.05)
         time.sleep(opts.start_delay_s)  # let the other subscriptions match too
         if opts.step and opts.confirm_intake:
             if not self._wait(lambda: self._diagnostics_seen > 0, opts.timeout_s):
@@ -378,7 +393,7 @@ class BagPlayer:
         if ego is None:
             return
         if opts.confirm_intake:
-            self._confirm_intake(log_ns)
+            self._confirm_intake(log_ns, group)
         else:
             time.sleep(opts.settle_s)  # description, odometry, command in before the frame
         msg = self._publish(bagfile.EGO_IMAGE, *ego)
@@ -402,19 +417,35 @@ class BagPlayer:
         with the lock held."""
         return int(self.result.planner_diagnostics.get(f"count.{name}", 0))
 
-    def _confirm_intake(self, log_ns: int) -> None:
-        """Wait until the planner's counts show every input sent so far taken in."""
+    def _confirm_intake(self, log_ns: int, group: dict | None = None) -> None:
+        """Wait until the planner's counts show every input sent so far taken in; every
+        ``resend_s`` the messages of ``group`` (the sample) whose count lags are published
+        again. A copy of one that was only late is a duplicate stamp to the node, dropped
+        and counted there (``drop.*_duplicate_stamp``), not planned on twice."""
         def lagging():
             return {name: (self._planner_count(name), sent) for name, sent in self._sent.items()
                     if self._planner_count(name) < sent}
 
-        if not self._wait(lambda: not lagging(), self.options.timeout_s):
+        deadline = time.monotonic() + self.options.timeout_s
+        while True:
+            left = deadline - time.monotonic()
+            if self._wait(lambda: not lagging(), max(0.0, min(self.options.resend_s, left))):
+                return
+            if group is None or time.monotonic() >= deadline:
+                break
             with self._lock:
-                behind = ", ".join(f"count.{n} {got} of {sent}"
-                                   for n, (got, sent) in sorted(lagging().items()))
-            raise TimeoutError(f"vehicle_node has not taken in the inputs of the sample at {log_ns} within "
-                               f"{self.options.timeout_s} s ({behind}, from /diagnostics): a message lost "
-                               f"(best-effort roadside link?) or the node is not publishing /diagnostics")
+                behind = set(lagging())
+            for topic, name in INTAKE_COUNTS.items():
+                if topic == bagfile.ROADSIDE_IMAGE and self.options.link_topic:
+                    continue  # roadside_node forwards a frame once: a copy is rate-skipped there
+                if name in behind and topic in group and self.publishers.get(topic):
+                    self._publish(topic, *group[topic])
+                    self.result.resent += 1
+        with self._lock:
+            behind = ", ".join(f"count.{n} {got} of {sent}" for n, (got, sent) in sorted(lagging().items()))
+        raise TimeoutError(f"vehicle_node has not taken in the inputs of the sample at {log_ns} within "
+                           f"{self.options.timeout_s} s ({behind}, from /diagnostics): a message lost "
+                           f"(best-effort roadside link?) or the node is not publishing /diagnostics")
 
 
 class _ClockTicker:
