@@ -82,6 +82,15 @@ def test_a_count_that_never_comes_is_named_with_what_was_sent():
             "vehicle_node has not taken in the inputs of the sample at 1626155247801529000 within 1.5 s "
             "(count.odometry_in 2 of 3, from /diagnostics): a message lost (best-effort roadside link?) "
             "or the node is not publishing /diagnostics")
+        status.publish(conv.diagnostic_array(t, 0, "v2x_vlm_ros: vehicle_node", 0, "ok", {
+            "count.descriptions_in": 3, "count.odometry_in": 2, "count.commands_in": 4,
+            "count.roadside_frames_in": 1, "drop.roadside_from_future": 1, "drop.ego_decode": 0}))
+        wait_until(lambda: "drop.roadside_from_future" in player.result.planner_diagnostics, 10,
+                   what="the status with drops")
+        with pytest.raises(TimeoutError) as err:
+            player._confirm_intake(1626155247801529000)
+        assert str(err.value).endswith(
+            "is not publishing /diagnostics; its drops: drop.roadside_from_future 1")
         publish(3)
         player._confirm_intake(1626155247801529000)  # returns once the count is there
 

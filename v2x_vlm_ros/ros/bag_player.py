@@ -443,9 +443,12 @@ class BagPlayer:
                     self.result.resent += 1
         with self._lock:
             behind = ", ".join(f"count.{n} {got} of {sent}" for n, (got, sent) in sorted(lagging().items()))
+            drops = ", ".join(f"{k} {v}" for k, v in sorted(self.result.planner_diagnostics.items())
+                              if k.startswith("drop.") and v not in ("0", 0))
         raise TimeoutError(f"vehicle_node has not taken in the inputs of the sample at {log_ns} within "
                            f"{self.options.timeout_s} s ({behind}, from /diagnostics): a message lost "
-                           f"(best-effort roadside link?) or the node is not publishing /diagnostics")
+                           f"(best-effort roadside link?) or the node is not publishing /diagnostics"
+                           + (f"; its drops: {drops}" if drops else ""))
 
 
 class _ClockTicker:
