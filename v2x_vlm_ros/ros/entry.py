@@ -6,10 +6,12 @@ an import. Nothing but the standard library is imported before the handlers."""
 
 import signal
 import sys
-import threading
 
-#: Set by the first SIGINT / SIGTERM; ``ros.process.run`` stops when it is set.
-STOP = threading.Event()
+from v2x_vlm_ros.ros.stop_flag import StopFlag
+
+#: Set by the first SIGINT / SIGTERM; ``ros.process.run`` stops when it is set (a flag, not
+#: a threading.Event: setting an Event from a signal handler can deadlock, ``ros.stop_flag``).
+STOP = StopFlag()
 
 
 def _on_signal(signum, frame):

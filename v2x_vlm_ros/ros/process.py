@@ -6,7 +6,8 @@
   own handlers turn the second into a KeyboardInterrupt in the middle of shutdown, or an
   ``ExternalShutdownException`` traceback and exit code 1 for SIGTERM. So rclpy is
   initialised without its signal handlers and this module installs its own, which only
-  set an event that the main thread waits on.
+  set a flag that the main thread polls (``StopFlag``: setting a ``threading.Event`` from
+  a handler can deadlock the main thread inside its own ``Event.wait``).
 - **Threads.** The executor (a ``MultiThreadedExecutor``: intake, planning and
   housekeeping callbacks run on separate threads, see the nodes' callback groups) spins on
   a thread of its own; the main thread waits for a signal, then asks the node to close
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import signal
 import threading
+import time
 import traceback
 from collections.abc import Callable
 
@@ -30,6 +32,7 @@ from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.signals import SignalHandlerOptions
 
 from v2x_vlm_ros.ros.node_parameters import ParameterError
+from v2x_vlm_ros.ros.stop_flag import StopFlag
 
 #: Exit code of a node that could not start (bad parameter, model not loadable).
 EXIT_START_FAILED = 2
@@ -41,7 +44,7 @@ class StartError(RuntimeError):
     """A node could not start for a reason the user can fix (the message says which)."""
 
 
-def _spin(executor, stop: threading.Event, failure: list) -> None:
+def _spin(executor, stop: StopFlag, failure: list) -> None:
     # spin_once with a timeout rather than spin(): the loop ends by itself once ``stop`` is
     # set, before the executor is shut down (shutting it down under a thread that is
     # waiting in it races with the destruction of its guard condition)
@@ -56,18 +59,32 @@ def _spin(executor, stop: threading.Event, failure: list) -> None:
         stop.set()
 
 
-def run(make_node: Callable[[], object], args=None, threads: int = 4, name: str = "node",
-        stop: threading.Event | None = None) -> int:
-    """Create the node with ``make_node()``, spin it until SIGINT/SIGTERM, close it; the
-    process's exit code. ``stop``: an event the caller's own early signal handlers set
-    (``ros.entry``); a signal that came before the node was up ends it as soon as it is."""
-    rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
-    stop = stop if stop is not None else threading.Event()
-
-    def on_signal(signum, frame):  # runs in the main thread; repeated signals are harmless
+def install_stop_handlers(stop: StopFlag) -> dict:
+    """SIGINT and SIGTERM set ``stop`` (in the main thread, taking no lock; repeats are
+    harmless); the handlers they replace, by signal."""
+    def on_signal(signum, frame):
         stop.set()
 
-    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    return {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+
+def wait_for_stop(stop: StopFlag, alive: Callable[[], bool], period_s: float = 0.1) -> None:
+    """Return once ``stop`` is set or ``alive()`` is false, polling: a sleep keeps the main
+    thread answering signals, and nothing here holds a lock a handler could want."""
+    while not stop.is_set():
+        time.sleep(period_s)
+        if not alive():
+            return
+
+
+def run(make_node: Callable[[], object], args=None, threads: int = 4, name: str = "node",
+        stop: StopFlag | None = None) -> int:
+    """Create the node with ``make_node()``, spin it until SIGINT/SIGTERM, close it; the
+    process's exit code. ``stop``: the flag the caller's own early signal handlers set
+    (``ros.entry``); a signal that came before the node was up ends it as soon as it is."""
+    rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
+    stop = stop if stop is not None else StopFlag()
+    previous = install_stop_handlers(stop)
     logger = get_logger(name)
     node, code = None, 0
     try:
@@ -81,9 +98,7 @@ def run(make_node: Callable[[], object], args=None, threads: int = 4, name: str 
         failure: list[str] = []
         spinner = threading.Thread(target=_spin, args=(executor, stop, failure), name="executor", daemon=True)
         spinner.start()
-        while not stop.wait(0.5):  # a timed wait keeps the main thread answering signals
-            if not rclpy.ok():
-                break
+        wait_for_stop(stop, rclpy.ok)
         if failure:
             logger.error(f"a callback failed, stopping: {failure[0]}")
             code = 1
