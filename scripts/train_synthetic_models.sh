@@ -14,7 +14,7 @@
 #            (10 sequences, seed 3000); about 20 min
 #   vision   the vision encoder pretrained on the dense roadside probe alone; about 25 min
 #   teacher  the text side on the frozen encoder: waypoint 10 first, hidden-hazard frames and
-#            their twins drawn 8 times as often, the decoder probe; 5 epochs of 507 steps
+#            their twins drawn 8 times as often, the decoder probe; 6 epochs of 507 steps
 #   student  the fused student: layers 0 and 2 of the teacher's 3, its frozen encoder, distilled
 #            from it, roadside dropout (half of it as uniform views); 8 epochs of 507 steps
 #   student_ego  the ego-only student, the same recipe without the roadside view
@@ -75,7 +75,7 @@ stage_teacher() {
     --override freeze_vision=true --override 'image_size=[128,384]' --override 'augment_resolution=[0.7,1.0]' \
     --override codec_order=endpoint_first --override hazard_weight=8 --override lambda_hazard=4 \
     --override hazard_probe_on=decoder --override lr=0.0005 --override warmup_steps=100 \
-    --override epochs=5 --override epoch_fraction=0.25 --override eval_max_samples=64 \
+    --override epochs=6 --override epoch_fraction=0.25 --override eval_max_samples=64 \
     --override export_each_epoch=true --override "output_dir=$RUNS/teacher"
 }
 
