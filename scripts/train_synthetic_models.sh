@@ -13,8 +13,12 @@
 #            world (`synth` defaults, 30 sequences, seed 2000) and a second held-out world
 #            (10 sequences, seed 3000); about 20 min
 #   vision   the vision encoder pretrained on the dense roadside probe alone; about 25 min
-#   teacher  the text side on the frozen encoder: waypoint 10 first, hidden-hazard frames and
-#            their twins drawn 8 times as often, the decoder probe; 6 epochs of 507 steps
+#   teacher_time  the shipped teacher's text side planning on the frozen encoder, waypoints in
+#            time order, hidden-hazard frames and their twins drawn 8 times as often; 5 epochs of
+#            304 steps
+#   teacher  from it: waypoint 10 first, the decoder probe; 4 epochs of 507 steps (planning in
+#            time order first: one run in endpoint-first order from the shipped teacher planned
+#            worse than constant velocity after 6 epochs, docs/TRAINING.md)
 #   student  the fused student: layers 0 and 2 of the teacher's 3, its frozen encoder, distilled
 #            from it, roadside dropout (half of it as uniform views); 8 epochs of 507 steps
 #   student_ego  the ego-only student, the same recipe without the roadside view
@@ -67,15 +71,26 @@ stage_vision() {
     --override "output_dir=$RUNS/synthetic-vision"
 }
 
-stage_teacher() {
+stage_teacher_time() {
   # From the shipped teacher's text side (its tokenizer and codec: absolute x in [-10, 80] m,
-  # 400 bins) on the vision stage's encoder, frozen.
+  # 400 bins) on the vision stage's encoder, frozen; the projector kept on the dense probe.
   train config/train_synthetic_teacher.yaml --override "data_root=$TRAIN_WORLD" \
     --override student=models/synthetic-teacher --override "init_vision_from=$RUNS/synthetic-vision/model" \
     --override freeze_vision=true --override 'image_size=[128,384]' --override 'augment_resolution=[0.7,1.0]' \
+    --override lambda_objects=1 --override hazard_weight=8 --override lr=0.0005 --override warmup_steps=50 \
+    --override epochs=5 --override epoch_fraction=0.15 --override eval_max_samples=64 \
+    --override export_each_epoch=true --override "output_dir=$RUNS/teacher-time"
+}
+
+stage_teacher() {
+  # The time-order planner's last epoch, its decision (waypoint 10) written first, the decoder
+  # made to read the hidden road user through the hazard probe.
+  train config/train_synthetic_teacher.yaml --override "data_root=$TRAIN_WORLD" \
+    --override "student=$RUNS/teacher-time/checkpoint/student" \
+    --override freeze_vision=true --override 'image_size=[128,384]' --override 'augment_resolution=[0.7,1.0]' \
     --override codec_order=endpoint_first --override hazard_weight=8 --override lambda_hazard=4 \
-    --override hazard_probe_on=decoder --override lr=0.0005 --override warmup_steps=100 \
-    --override epochs=6 --override epoch_fraction=0.25 --override eval_max_samples=64 \
+    --override hazard_probe_on=decoder --override lr=0.0005 --override warmup_steps=50 \
+    --override epochs=4 --override epoch_fraction=0.25 --override eval_max_samples=64 \
     --override export_each_epoch=true --override "output_dir=$RUNS/teacher"
 }
 
@@ -124,7 +139,7 @@ stage_eval() {
   done
 }
 
-all=(worlds vision teacher student student_ego eval)
+all=(worlds vision teacher_time teacher student student_ego eval)
 stages=("$@")
 [ ${#stages[@]} -eq 0 ] && stages=("${all[@]}")
 for name in "${stages[@]}"; do
