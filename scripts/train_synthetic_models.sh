@@ -16,9 +16,10 @@
 #   teacher_time  the shipped teacher's text side planning on the frozen encoder, waypoints in
 #            time order, hidden-hazard frames and their twins drawn 8 times as often; 5 epochs of
 #            304 steps
-#   teacher  from it: waypoint 10 first, the decoder probe; 4 epochs of 507 steps (planning in
-#            time order first: one run in endpoint-first order from the shipped teacher planned
-#            worse than constant velocity after 6 epochs, docs/TRAINING.md)
+#   teacher  from it: waypoint 10 first, the decoder probe; 4 epochs of 507 steps. NOT YET A
+#            USABLE TEACHER: measured, it plans worse than constant velocity (validation L2
+#            5.63 m), as one endpoint-first run from the shipped teacher did; the lost chain
+#            learned the order without the probe first (docs/TRAINING.md, "Rebuilding")
 #   student  the fused student: layers 0 and 2 of the teacher's 3, its frozen encoder, distilled
 #            from it, roadside dropout (half of it as uniform views); 8 epochs of 507 steps
 #   student_ego  the ego-only student, the same recipe without the roadside view
