@@ -72,27 +72,28 @@ stage_vision() {
     --override "output_dir=$RUNS/synthetic-vision"
 }
 
+teacher_overrides=(  # both teacher runs: the frozen encoder at 128 x 384, hidden hazards drawn 8x
+  --override "data_root=$TRAIN_WORLD" --override freeze_vision=true --override 'image_size=[128,384]'
+  --override 'augment_resolution=[0.7,1.0]' --override hazard_weight=8 --override lr=0.0005
+  --override warmup_steps=50 --override eval_max_samples=64 --override export_each_epoch=true
+)
+
 stage_teacher_time() {
   # From the shipped teacher's text side (its tokenizer and codec: absolute x in [-10, 80] m,
   # 400 bins) on the vision stage's encoder, frozen; the projector kept on the dense probe.
-  train config/train_synthetic_teacher.yaml --override "data_root=$TRAIN_WORLD" \
+  train config/train_synthetic_teacher.yaml "${teacher_overrides[@]}" \
     --override student=models/synthetic-teacher --override "init_vision_from=$RUNS/synthetic-vision/model" \
-    --override freeze_vision=true --override 'image_size=[128,384]' --override 'augment_resolution=[0.7,1.0]' \
-    --override lambda_objects=1 --override hazard_weight=8 --override lr=0.0005 --override warmup_steps=50 \
-    --override epochs=5 --override epoch_fraction=0.15 --override eval_max_samples=64 \
-    --override export_each_epoch=true --override "output_dir=$RUNS/teacher-time"
+    --override lambda_objects=1 --override epochs=5 --override epoch_fraction=0.15 \
+    --override "output_dir=$RUNS/teacher-time"
 }
 
 stage_teacher() {
   # The time-order planner's last epoch, its decision (waypoint 10) written first, the decoder
   # made to read the hidden road user through the hazard probe.
-  train config/train_synthetic_teacher.yaml --override "data_root=$TRAIN_WORLD" \
-    --override "student=$RUNS/teacher-time/checkpoint/student" \
-    --override freeze_vision=true --override 'image_size=[128,384]' --override 'augment_resolution=[0.7,1.0]' \
-    --override codec_order=endpoint_first --override hazard_weight=8 --override lambda_hazard=4 \
-    --override hazard_probe_on=decoder --override lr=0.0005 --override warmup_steps=50 \
-    --override epochs=4 --override epoch_fraction=0.25 --override eval_max_samples=64 \
-    --override export_each_epoch=true --override "output_dir=$RUNS/teacher"
+  train config/train_synthetic_teacher.yaml "${teacher_overrides[@]}" \
+    --override "student=$RUNS/teacher-time/checkpoint/student" --override codec_order=endpoint_first \
+    --override lambda_hazard=4 --override hazard_probe_on=decoder --override epochs=4 \
+    --override epoch_fraction=0.25 --override "output_dir=$RUNS/teacher"
 }
 
 student_overrides=(
