@@ -16,10 +16,12 @@
 #   teacher_time  the shipped teacher's text side planning on the frozen encoder, waypoints in
 #            time order, hidden-hazard frames and their twins drawn 8 times as often; 5 epochs of
 #            304 steps
-#   teacher  from it: waypoint 10 first, the decoder probe; 4 epochs of 507 steps. NOT YET A
-#            USABLE TEACHER: measured, it plans worse than constant velocity (validation L2
-#            5.63 m), as one endpoint-first run from the shipped teacher did; the lost chain
-#            learned the order without the probe first (docs/TRAINING.md, "Rebuilding")
+#   teacher_order  from it: waypoint 10 (the decision) written first, no probe yet; 1 epoch
+#            of 507 steps (about 6 min)
+#   teacher  from it: the decoder probe ramped up (lambda_hazard 1 for 1 epoch, 2 for 2, 4 for
+#            2; 5 x 507 steps), each run from the previous one's checkpoint. Adding the probe
+#            before the order was learned gave a teacher worse than constant velocity
+#            (validation L2 5.63 m; docs/TRAINING.md, "Rebuilding")
 #   student  the fused student: layers 0 and 2 of the teacher's 3, its frozen encoder, distilled
 #            from it, roadside dropout (half of it as uniform views); 8 epochs of 507 steps
 #   student_ego  the ego-only student, the same recipe without the roadside view
@@ -75,7 +77,7 @@ stage_vision() {
 teacher_overrides=(  # both teacher runs: the frozen encoder at 128 x 384, hidden hazards drawn 8x
   --override "data_root=$TRAIN_WORLD" --override freeze_vision=true --override 'image_size=[128,384]'
   --override 'augment_resolution=[0.7,1.0]' --override hazard_weight=8 --override lr=0.0005
-  --override warmup_steps=50 --override eval_max_samples=64 --override export_each_epoch=true
+  --override eval_max_samples=64 --override export_each_epoch=true
 )
 
 stage_teacher_time() {
@@ -84,16 +86,31 @@ stage_teacher_time() {
   train config/train_synthetic_teacher.yaml "${teacher_overrides[@]}" \
     --override student=models/synthetic-teacher --override "init_vision_from=$RUNS/synthetic-vision/model" \
     --override lambda_objects=1 --override epochs=5 --override epoch_fraction=0.15 \
-    --override "output_dir=$RUNS/teacher-time"
+    --override warmup_steps=50 --override "output_dir=$RUNS/teacher-time"
+}
+
+stage_teacher_order() {
+  # The time-order planner's last epoch, its decision (waypoint 10) written first.
+  train config/train_synthetic_teacher.yaml "${teacher_overrides[@]}" \
+    --override "student=$RUNS/teacher-time/checkpoint/student" --override codec_order=endpoint_first \
+    --override epochs=1 --override epoch_fraction=0.25 --override warmup_steps=20 \
+    --override "output_dir=$RUNS/teacher-order"
 }
 
 stage_teacher() {
-  # The time-order planner's last epoch, its decision (waypoint 10) written first, the decoder
-  # made to read the hidden road user through the hazard probe.
-  train config/train_synthetic_teacher.yaml "${teacher_overrides[@]}" \
-    --override "student=$RUNS/teacher-time/checkpoint/student" --override codec_order=endpoint_first \
-    --override lambda_hazard=4 --override hazard_probe_on=decoder --override epochs=4 \
-    --override epoch_fraction=0.25 --override "output_dir=$RUNS/teacher"
+  # The decoder made to read the hidden road user through the hazard probe, its weight raised
+  # run by run (a run that finished is resumed at its end and only exported again).
+  local from=$RUNS/teacher-order run lambda epochs warmup
+  for run in "probe1 1 1 20" "probe2 2 2 50" "final 4 2 50"; do
+    read -r run lambda epochs warmup <<< "$run"
+    local out=$RUNS/teacher-$run
+    [ "$run" = final ] && out=$RUNS/teacher
+    train config/train_synthetic_teacher.yaml "${teacher_overrides[@]}" \
+      --override "student=$from/checkpoint/student" --override codec_order=endpoint_first \
+      --override "lambda_hazard=$lambda" --override hazard_probe_on=decoder --override "epochs=$epochs" \
+      --override epoch_fraction=0.25 --override "warmup_steps=$warmup" --override "output_dir=$out"
+    from=$out
+  done
 }
 
 student_overrides=(
@@ -141,7 +158,7 @@ stage_eval() {
   done
 }
 
-all=(worlds vision teacher_time teacher student student_ego eval)
+all=(worlds vision teacher_time teacher_order teacher student student_ego eval)
 stages=("$@")
 [ ${#stages[@]} -eq 0 ] && stages=("${all[@]}")
 for name in "${stages[@]}"; do

@@ -50,8 +50,9 @@ def test_the_recipe_scripts_training_stages_are_valid_settings(tmp_path):
     done = _recipe(tmp_path)
     assert done.returncode == 0, done.stderr
     checked = [line.split()[-1] for line in done.stdout.splitlines() if line.startswith("checked: train")]
-    teacher = "config/train_synthetic_teacher.yaml"  # the time-order run, then endpoint first
-    assert checked == ["config/train_synthetic_vision.yaml", teacher, teacher,
+    # the time-order run, endpoint first, then the probe ramp's three runs
+    teacher = "config/train_synthetic_teacher.yaml"
+    assert checked == ["config/train_synthetic_vision.yaml", *[teacher] * 5,
                        "config/train_synthetic_student.yaml", "config/train_synthetic_student_ego_only.yaml"]
     assert not (tmp_path / "runs").exists()  # a check writes nothing, no stamps either
 
@@ -59,7 +60,7 @@ def test_the_recipe_scripts_training_stages_are_valid_settings(tmp_path):
 def test_the_recipe_script_refuses_an_unknown_stage_before_running_any(tmp_path):
     done = _recipe(tmp_path, "vision", "studnet", check=False)
     assert done.returncode == 2
-    stages = "worlds vision teacher_time teacher student student_ego eval"
+    stages = "worlds vision teacher_time teacher_order teacher student student_ego eval"
     assert f"unknown stage 'studnet' (stages: {stages})" in done.stderr
     assert "== vision" not in done.stdout and not (tmp_path / "runs").exists()
 
