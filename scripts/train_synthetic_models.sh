@@ -74,7 +74,7 @@ stage_vision() {
     --override "output_dir=$RUNS/synthetic-vision"
 }
 
-teacher_overrides=(  # both teacher runs: the frozen encoder at 128 x 384, hidden hazards drawn 8x
+teacher_overrides=(  # every teacher run: the frozen encoder at 128 x 384, hidden hazards drawn 8x
   --override "data_root=$TRAIN_WORLD" --override freeze_vision=true --override 'image_size=[128,384]'
   --override 'augment_resolution=[0.7,1.0]' --override hazard_weight=8 --override lr=0.0005
   --override eval_max_samples=64 --override export_each_epoch=true
