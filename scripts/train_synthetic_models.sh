@@ -100,11 +100,10 @@ stage_teacher_order() {
 stage_teacher() {
   # The decoder made to read the hidden road user through the hazard probe, its weight raised
   # run by run (a run that finished is resumed at its end and only exported again).
-  local from=$RUNS/teacher-order run lambda epochs warmup
-  for run in "probe1 1 1 20" "probe2 2 2 50" "final 4 2 50"; do
-    read -r run lambda epochs warmup <<< "$run"
-    local out=$RUNS/teacher-$run
-    [ "$run" = final ] && out=$RUNS/teacher
+  local from=$RUNS/teacher-order run out lambda epochs warmup
+  for run in "teacher-probe1 1 1 20" "teacher-probe2 2 2 50" "teacher 4 2 50"; do
+    read -r out lambda epochs warmup <<< "$run"
+    out=$RUNS/$out
     train config/train_synthetic_teacher.yaml "${teacher_overrides[@]}" \
       --override "student=$from/checkpoint/student" --override codec_order=endpoint_first \
       --override "lambda_hazard=$lambda" --override hazard_probe_on=decoder --override "epochs=$epochs" \
