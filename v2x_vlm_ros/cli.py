@@ -152,7 +152,7 @@ def cmd_eval(args) -> int:
         planner = ExperimentPlanner(planner, f"{planner.name}, {label}", transforms,
                                     uses_roadside=planner.uses_roadside and args.roadside != "none")
     result = evaluate(ds, planner, collision=args.collision, progress=not args.quiet,
-                      batch_size=args.batch_size, samples=samples)
+                      batch_size=args.batch_size, samples=samples, frames_path=args.frames)
     if args.planner == "model":
         result["model"] = str(args.model)
         result["ablation"] = {"roadside": args.roadside, "description": args.description,
@@ -520,6 +520,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "view")
     p.add_argument("--json", help="write the full result to this JSON file")
     p.add_argument("--markdown", help="write the table to this Markdown file")
+    p.add_argument("--frames", help="write every frame's plan, ground truth, slices and scores to this "
+                                    "JSON Lines file (which frames and sequences collide)")
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("metric-cases",

@@ -5,6 +5,7 @@ from __future__ import annotations
 from tqdm import tqdm
 
 from v2x_vlm_ros.data.dair import DairV2XDataset
+from v2x_vlm_ros.eval.frames import FrameRecords
 from v2x_vlm_ros.eval.metrics import PlanningMetrics
 from v2x_vlm_ros.eval.slices import SliceScores, dataset_slices
 from v2x_vlm_ros.eval.protocols import dataset_report
@@ -53,17 +54,27 @@ def score(samples, planner, collision: str = "univ2x", progress: bool = True, ba
 
 
 def evaluate(dataset: DairV2XDataset, planner, collision: str = "univ2x",
-             progress: bool = True, batch_size: int = 32, samples=None) -> dict:
+             progress: bool = True, batch_size: int = 32, samples=None, frames_path=None) -> dict:
     """Metrics of ``planner`` on every sample of ``dataset`` (see ``score``). The result holds
     the keys of ``PlanningMetrics.result()`` plus ``planner``, ``transmission`` (what the
     planner's roadside stream costs), ``dataset`` (where the samples came from, and what was
     skipped while reading them), ``by_scenario`` and ``slices`` (``eval.slices``: the
     hidden-hazard slice when the dataset has the visibility sidecar, else empty).
-    ``samples``: the dataset's samples already read (default: read them from ``dataset``)."""
-    slices = SliceScores(dataset_slices(dataset.root), collision, protocol=dataset.protocol)
-    overall, per_scenario = score(dataset if samples is None else samples, planner, collision, progress,
-                                  batch_size, total=len(dataset), observers=[slices],
-                                  protocol=dataset.protocol)
+    ``samples``: the dataset's samples already read (default: read them from ``dataset``).
+    ``frames_path``: also write every frame's plan and scores there (``eval.frames``), and
+    its line count as ``frames_written``."""
+    frame_slices = dataset_slices(dataset.root)
+    slices = SliceScores(frame_slices, collision, protocol=dataset.protocol)
+    observers = [slices]
+    if frames_path is not None:
+        observers.append(FrameRecords(frames_path, frame_slices, collision, protocol=dataset.protocol))
+    try:
+        overall, per_scenario = score(dataset if samples is None else samples, planner, collision,
+                                      progress, batch_size, total=len(dataset), observers=observers,
+                                      protocol=dataset.protocol)
+    finally:
+        for observer in observers[1:]:
+            observer.close()
     result = overall.result()
     result.update(dataset_report(dataset))  # protocol, and whether the result is comparable
     result["planner"] = planner.name
@@ -84,6 +95,8 @@ def evaluate(dataset: DairV2XDataset, planner, collision: str = "univ2x",
     result["by_scenario"] = {name: m.result() for name, m in sorted(per_scenario.items())}
     for sub in result["by_scenario"].values():
         sub["comparability"] = result["comparability"]
+    if frames_path is not None:
+        result["frames_written"] = {"path": str(frames_path), "count": observers[1].count}
     result["slices"] = slices.result()
     for sub in result["slices"].values():
         sub["comparability"] = result["comparability"]
