@@ -22,11 +22,18 @@
 #            2; 5 x 507 steps), each run from the previous one's checkpoint. Adding the probe
 #            before the order was learned gave a teacher worse than constant velocity
 #            (validation L2 5.63 m; docs/TRAINING.md, "Rebuilding")
-#   student  the fused student: layers 0 and 2 of the teacher's 3, its frozen encoder, distilled
-#            from it, roadside dropout (half of it as uniform views); 8 epochs of 507 steps
+#   student  the fused student (config/train_synthetic_hazard_student.yaml): layers 0 and 2 of
+#            the teacher's 3, its frozen encoder, distilled from it, roadside dropout (half of it
+#            as uniform views); 8 epochs of 507 steps, about 40 min
 #   student_ego  the ego-only student, the same recipe without the roadside view
+#            (config/train_synthetic_hazard_student_ego_only.yaml)
 #   eval     constant velocity and every model on both held-out worlds, the roadside and
 #            description ablations of the fused student; JSON in $RUNS/eval
+#   ablations  Table 5: the fused student's recipe with one switch off, 8 runs of its length
+#            (scene text, alignment, distillation, augmentation, roadside dropout, modality
+#            weights, hazard weighting, hazard probe); $RUNS/ablation-NAME
+#   table5   `v2x-vlm experiments` Tables 1, 5 and 6 on the acceptance world, every ablation
+#            trained so far next to the full recipe; $RUNS/experiments
 # Outputs go to $RUNS (default runs/, ignored by git). Nothing is written to docs/.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -112,23 +119,63 @@ stage_teacher() {
   done
 }
 
-student_overrides=(
+student_inputs=(  # the students' inputs under $RUNS (their configs name the same under runs/)
   --override "data_root=$TRAIN_WORLD" --override "student=$RUNS/teacher/checkpoint/student"
-  --override 'student_layers=[0,2]' --override "teacher=$RUNS/teacher/checkpoint/student"
-  --override init_vision_from=null --override hazard_weight=8 --override 'augment_resolution=[0.7,1.0]'
-  --override epochs=8 --override epoch_fraction=0.25 --override warmup_steps=100 --override lr=0.0003
-  --override eval_max_samples=200 --override export_each_epoch=true
+  --override "teacher=$RUNS/teacher/checkpoint/student"
 )
 
 stage_student() {
-  train config/train_synthetic_student.yaml "${student_overrides[@]}" \
-    --override lambda_hazard=4 --override hazard_probe_on=decoder --override roadside_dropout=0.2 \
-    --override roadside_dropout_uniform=0.5 --override "output_dir=$RUNS/student"
+  train config/train_synthetic_hazard_student.yaml "${student_inputs[@]}" --override "output_dir=$RUNS/student"
 }
 
 stage_student_ego() {
-  train config/train_synthetic_student_ego_only.yaml "${student_overrides[@]}" \
+  train config/train_synthetic_hazard_student_ego_only.yaml "${student_inputs[@]}" \
     --override "output_dir=$RUNS/student-ego-only"
+}
+
+# Table 5: the fused student's recipe with one switch off each (the overrides of
+# eval/experiment_tables.py's OVERRIDES, which `v2x-vlm experiments` prints as commands);
+# no_fusion is the ego-only student.
+ablations=(
+  "no_scene_text scene_text=false"
+  "no_alignment alignment=false"
+  "no_distillation distillation=false"
+  "no_augmentation augment_resolution=null augment_jpeg_quality=null"
+  "no_roadside_dropout roadside_dropout=0"
+  "no_modality_weights modality_weights=false"
+  "no_hazard_weight hazard_weight=1"
+  "no_hazard_probe lambda_hazard=0"
+)
+
+ablation_dir() {  # ablation_dir NAME: where its run goes (as experiments' commands name it)
+  echo "$RUNS/ablation-${1//_/-}"
+}
+
+stage_ablations() {
+  local spec name switch overrides
+  for spec in "${ablations[@]}"; do
+    read -r name overrides <<< "$spec"
+    local args=()
+    for switch in $overrides; do args+=(--override "$switch"); done
+    train config/train_synthetic_hazard_student.yaml "${student_inputs[@]}" "${args[@]}" \
+      --override "output_dir=$(ablation_dir "$name")"
+  done
+}
+
+stage_table5() {
+  # Tables 1, 5 and 6 on the acceptance world: every trained ablation next to the full recipe
+  [ "$CHECK" = 1 ] && { echo "(table5: v2x-vlm experiments, not checked)"; return; }
+  local spec name args=()
+  for spec in "${ablations[@]}"; do
+    read -r name _ <<< "$spec"
+    local dir
+    dir=$(ablation_dir "$name")/checkpoint/student
+    [ -d "$dir" ] && args+=(--ablation "$name=$dir")
+  done
+  "$V2X_VLM" experiments "$TEST_WORLD" --model "$RUNS/student/checkpoint/student" \
+    --teacher "$RUNS/teacher/checkpoint/student" --ego-only-model "$RUNS/student-ego-only/checkpoint/student" \
+    "${args[@]}" --train-config config/train_synthetic_hazard_student.yaml --tables 1,5,6 --quiet \
+    --out "$RUNS/experiments" > /dev/null
 }
 
 stage_eval() {
@@ -157,7 +204,7 @@ stage_eval() {
   done
 }
 
-all=(worlds vision teacher_time teacher_order teacher student student_ego eval)
+all=(worlds vision teacher_time teacher_order teacher student student_ego eval ablations table5)
 stages=("$@")
 [ ${#stages[@]} -eq 0 ] && stages=("${all[@]}")
 for name in "${stages[@]}"; do

@@ -21,7 +21,7 @@ def test_the_paper_recipe_keeps_the_paper_defaults():
     assert (cfg.lr, cfg.batch_size, cfg.epochs) == (1e-6, 4, 10)
     assert (cfg.lambda_align, cfg.lambda_kd, cfg.temperature) == (0.1, 0.5, 2.0)
     assert cfg.freeze_vision and cfg.student == "florence-community/Florence-2-base"
-    assert len(CONFIGS) == 6
+    assert len(CONFIGS) == 8
 
 
 def test_the_vision_stage_config_pretrains_the_encoder_for_a_planner():
@@ -52,15 +52,16 @@ def test_the_recipe_scripts_training_stages_are_valid_settings(tmp_path):
     checked = [line.split()[-1] for line in done.stdout.splitlines() if line.startswith("checked: train")]
     # the time-order run, endpoint first, then the probe ramp's three runs
     teacher = "config/train_synthetic_teacher.yaml"
-    assert checked == ["config/train_synthetic_vision.yaml", *[teacher] * 5,
-                       "config/train_synthetic_student.yaml", "config/train_synthetic_student_ego_only.yaml"]
+    student = "config/train_synthetic_hazard_student.yaml"
+    assert checked == ["config/train_synthetic_vision.yaml", *[teacher] * 5, student,
+                       "config/train_synthetic_hazard_student_ego_only.yaml", *[student] * 8]
     assert not (tmp_path / "runs").exists()  # a check writes nothing, no stamps either
 
 
 def test_the_recipe_script_refuses_an_unknown_stage_before_running_any(tmp_path):
     done = _recipe(tmp_path, "vision", "studnet", check=False)
     assert done.returncode == 2
-    stages = "worlds vision teacher_time teacher_order teacher student student_ego eval"
+    stages = "worlds vision teacher_time teacher_order teacher student student_ego eval ablations table5"
     assert f"unknown stage 'studnet' (stages: {stages})" in done.stderr
     assert "== vision" not in done.stdout and not (tmp_path / "runs").exists()
 
@@ -79,3 +80,39 @@ def test_train_check_prints_the_resolved_settings_and_names_a_bad_override(tmp_p
     assert not (tmp_path / "x").exists()
     assert main(["train", config, "--override", "hazard_weight=0", "--check"]) == 2
     assert "hazard_weight must be > 0, got 0" in capsys.readouterr().err
+
+
+def test_the_recipe_scripts_ablations_are_the_commands_experiments_prints(tmp_path):
+    """Each Table 5 run of the script is `v2x-vlm experiments`' training command for that
+    ablation (eval/experiment_tables.py), with only the inputs and output moved under $RUNS."""
+    import os
+    import shlex
+    import subprocess
+
+    from v2x_vlm_ros.eval.experiment_tables import train_command
+
+    log = tmp_path / "argv.log"
+    stub = tmp_path / "v2x-vlm"
+    stub.write_text(f'#!/usr/bin/env bash\nprintf "%q " "$@" >> {log}\necho >> {log}\n')
+    stub.chmod(0o755)
+    runs = tmp_path / "runs"
+    env = dict(os.environ, V2X_VLM=str(stub), RUNS=str(runs), CHECK="1")
+    done = subprocess.run(["bash", str(RECIPE), "ablations"], env=env, capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 0, done.stderr
+    calls = [shlex.split(line) for line in log.read_text().splitlines()]
+    config = "config/train_synthetic_hazard_student.yaml"
+    names = ["no_scene_text", "no_alignment", "no_distillation", "no_augmentation",
+             "no_roadside_dropout", "no_modality_weights", "no_hazard_weight", "no_hazard_probe"]
+    assert len(calls) == len(names)
+    inputs = {f"data_root={runs}/synthetic/train_world_hzb", f"student={runs}/teacher/checkpoint/student",
+              f"teacher={runs}/teacher/checkpoint/student"}
+    for name, call in zip(names, calls):
+        assert call[:2] == ["train", config] and call[-1] == "--check"
+        overrides = [v for k, v in zip(call[2:-1:2], call[3:-1:2]) if k == "--override"]
+        assert len(overrides) * 2 == len(call) - 3
+        printed = shlex.split(train_command(name, config))
+        want = [v for k, v in zip(printed[3::2], printed[4::2]) if k == "--override"]
+        want = [v.replace("output_dir=runs/", f"output_dir={runs}/") for v in want]
+        assert set(overrides) - inputs == set(want), name
+        assert set(overrides) & inputs == inputs
