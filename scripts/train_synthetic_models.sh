@@ -18,8 +18,9 @@
 #            304 steps
 #   teacher_order  from it: waypoint 10 (the decision) written first, no probe yet; 1 epoch
 #            of 507 steps (about 6 min)
-#   teacher  from it: the decoder probe ramped up (lambda_hazard 1 for 1 epoch, 2 for 2, 4 for
-#            2; 5 x 507 steps), each run from the previous one's checkpoint. Adding the probe
+#   teacher  from it: the decoder probe ramped up (lambda_hazard 1 for 1 epoch, 2 for 4, 4 for
+#            2, as the lost chain did; 7 x 507 steps, about 45 min), each run from the previous
+#            one's checkpoint (2 epochs at lambda 2 gave a weaker teacher). Adding the probe
 #            before the order was learned gave a teacher worse than constant velocity
 #            (validation L2 5.63 m; docs/TRAINING.md, "Rebuilding")
 #   student  the fused student (config/train_synthetic_hazard_student.yaml): layers 0 and 2 of
@@ -108,7 +109,7 @@ stage_teacher() {
   # The decoder made to read the hidden road user through the hazard probe, its weight raised
   # run by run (a run that finished is resumed at its end and only exported again).
   local from=$RUNS/teacher-order run out lambda epochs warmup
-  for run in "teacher-probe1 1 1 20" "teacher-probe2 2 2 50" "teacher 4 2 50"; do
+  for run in "teacher-probe1 1 1 20" "teacher-probe2 2 4 50" "teacher 4 2 50"; do
     read -r out lambda epochs warmup <<< "$run"
     out=$RUNS/$out
     train config/train_synthetic_teacher.yaml "${teacher_overrides[@]}" \
