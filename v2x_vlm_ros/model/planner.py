@@ -34,9 +34,10 @@ def plan_in_batches(planner, samples) -> list[np.ndarray]:
 class ModelPlanner:
     name = "model"
 
-    def __init__(self, model, device: str = "cpu", batch_size: int = 16, refiner=None):
+    def __init__(self, model, device: str = "cpu", batch_size: int = 16, refiner=None,
+                 cuda_graphs: bool = True):
         loaded = model if isinstance(model, LoadedModel) else load_model(model, device)
-        self.engine = PlannerEngine(loaded, device, refiner)
+        self.engine = PlannerEngine(loaded, device, refiner, cuda_graphs=cuda_graphs)
         self.loaded = loaded
         self.settings = loaded.settings
         self.batch_size = batch_size

@@ -93,7 +93,11 @@ class StaticDecoder:
     def step(self, state: "DecoderState", tokens: torch.Tensor, position: torch.Tensor) -> torch.Tensor:
         """One decoder step for ``tokens`` (B,) at ``position`` (a 0-d long tensor): fills the
         caches at that position and returns the hidden state (B, d)."""
-        x = self.embed_tokens(tokens[:, None]) + self.positions.weight[position + self.positions.offset]
+        # index_select, not weight[position]: indexing by a 0-d tensor reads it back to the
+        # host (.item()), which a CUDA graph capture forbids (seen on an H200: the capture
+        # failed and every decode ran uncaptured)
+        x = self.embed_tokens(tokens[:, None]) + self.positions.weight.index_select(
+            0, (position + self.positions.offset).view(1))
         x = self.embed_norm(x)
         # attend to positions 0..position of the cache (a static-shape mask, not a slice)
         visible = torch.arange(self.steps, device=x.device) <= position
@@ -119,7 +123,7 @@ class StaticDecoder:
 
     def next_tokens(self, hidden: torch.Tensor) -> torch.Tensor:
         """Greedy choice among the allowed tokens."""
-        return self.allowed[(hidden @ self.allowed_weight.T).argmax(dim=-1)]
+        return self.allowed.index_select(0, (hidden @ self.allowed_weight.T).argmax(dim=-1))
 
     @torch.no_grad()
     def decode(self, state: "DecoderState") -> torch.Tensor:

@@ -333,8 +333,10 @@ def render(history: list[dict]) -> str:
     lines += [
         "",
         "Not measured: TensorRT. torch-tensorrt's libraries cannot be installed on any machine this",
-        "package was developed or measured on, so every row runs without it; what TensorRT engines would",
-        "add (`backend tensorrt`, built by `v2x-vlm build-engine`) is unmeasured.",
+        "package was developed or measured on (the GPU machine's image has no torch_tensorrt either:",
+        "`--backend tensorrt` there falls back to inductor, with the reason in the result's",
+        "`backend_notes`), so every row runs without it; what TensorRT engines would add",
+        "(`backend tensorrt`, built by `v2x-vlm build-engine`) is unmeasured.",
         "",
         "Machines:",
         "",

@@ -597,7 +597,10 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
             module.eval()
             current = LoadedModel(module.student, student.tokenizer, student.settings, "training")
             batch = max(cfg.batch_size, 16)
-            planner = ModelPlanner(current, device=procs.device, batch_size=batch)
+            # no CUDA graphs: a validation pass would capture one per prompt length for a
+            # single use, and a capture that fails leaves CUDA's random generator unusable for
+            # the dropout of the training steps that follow
+            planner = ModelPlanner(current, device=procs.device, batch_size=batch, cuda_graphs=False)
             val_result = validate(planner, val_ds, cfg.eval_max_samples, cfg.collision, batch)
             eval_log.write({"epoch": epoch + 1, "step": state["global_step"],
                             "samples": val_result["num_samples"],
