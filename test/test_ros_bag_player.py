@@ -123,5 +123,10 @@ def test_step_play_publishes_again_what_the_node_did_not_count_in(monkeypatch):
     assert lost == {"odometry": 1, "description": 1}
     assert result.ego_frames == 3 and len(result.paths) == 3 and not result.missing
     assert result.resent >= 2 and result.summary()["resent"] == result.resent
-    assert counts["description_fresh"] == 3 and counts["descriptions_in"] == 3, counts
-    assert counts["odometry_in"] == 3 and counts["plans_out"] == 3, counts
+    assert counts["description_fresh"] == 3 and counts["plans_out"] == 3, counts
+    # the player reads what the node counted from its diagnostics: on a loaded machine a
+    # report can come late and a message that did arrive is sent again (a CI run counted 4
+    # descriptions); each surplus message is one of the resends, and none is planned twice
+    surplus = counts["descriptions_in"] - 3 + counts["odometry_in"] - 3
+    assert counts["descriptions_in"] >= 3 and counts["odometry_in"] >= 3, counts
+    assert surplus <= result.resent - 2, (counts, result.resent)
