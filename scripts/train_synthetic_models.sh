@@ -82,8 +82,11 @@ stage_vision() {
     --override "output_dir=$RUNS/synthetic-vision"
 }
 
-teacher_overrides=(  # every teacher run: the frozen encoder at 128 x 384, hidden hazards drawn 8x
+teacher_overrides=(  # every teacher run: the frozen encoder at 128 x 384, hidden hazards drawn 8x;
+  # the shipped teacher's codec (absolute waypoints, x in [-10, 80] m, 400 bins), which every run
+  # from it keeps (a model directory keeps its codec; the config's, for a preset, would be refused)
   --override "data_root=$TRAIN_WORLD" --override freeze_vision=true --override 'image_size=[128,384]'
+  --override codec_reference=none --override 'codec_x_range=[-10,80]' --override codec_bins=400
   --override 'augment_resolution=[0.7,1.0]' --override hazard_weight=8 --override lr=0.0005
   --override eval_max_samples=64 --override export_each_epoch=true
 )

@@ -292,6 +292,70 @@ def test_train_config_names_a_bad_codec_reference():
     assert str(err.value) == "codec_reference must be one of ('none', 'constant_speed'), got 'velocity'"
 
 
+def test_a_preset_students_codec_comes_from_the_settings_or_the_documented_defaults():
+    plain = TrainConfig(data_root=SAMPLE).preset_codec()
+    assert (plain.x_range, plain.y_range, plain.bins, plain.reference, plain.order) == \
+        ((-20.0, 100.0), (-50.0, 50.0), 1000, "none", "time")
+    given = TrainConfig(data_root=SAMPLE, codec_x_range=[-45, 60], codec_bins=420,
+                        codec_reference="constant_speed", codec_order="endpoint_first").preset_codec()
+    assert (given.x_range, given.y_range, given.bins, given.reference, given.order) == \
+        ((-45.0, 60.0), (-50.0, 50.0), 420, "constant_speed", "endpoint_first")
+
+
+def test_a_model_directory_student_refuses_another_codec_naming_each_setting(tmp_path, tiny_model_dir):
+    """Its location tokens mean its own bins: a config asking for others used to be ignored
+    silently (only codec_order was applied); now training stops before anything is written."""
+    cfg = config(tmp_path, tiny_model_dir, student=str(tiny_model_dir), max_steps=1,
+                 codec_x_range=(-45.0, 60.0), codec_y_range=(-50.0, 50.0), codec_bins=420,
+                 codec_reference="constant_speed")
+    with pytest.raises(ValueError) as err:
+        train(cfg, progress=False)
+    assert str(err.value) == (
+        f"student {tiny_model_dir} is a model directory, which keeps its own trajectory codec (its "
+        "location tokens mean its bins): codec_x_range is [-45.0, 60.0], the model's is [-20.0, 100.0]; "
+        "codec_bins is 420, the model's is 1000; codec_reference is 'constant_speed', the model's is "
+        "'none'. Leave these settings out (null) or give the model's values")
+    assert not (tmp_path / "run" / "model").exists()
+
+
+def test_a_model_directory_student_keeps_its_codec_left_out_or_given_as_it_is(tmp_path, tiny_model_dir):
+    train(config(tmp_path / "a", tiny_model_dir, student=str(tiny_model_dir), max_steps=1,
+                 codec_order="endpoint_first"), progress=False)
+    train(config(tmp_path / "b", tiny_model_dir, student=str(tiny_model_dir), max_steps=1,
+                 codec_x_range=[-20, 100], codec_bins=1000, codec_reference="none"), progress=False)
+    a = load_model(tmp_path / "a" / "run" / "model").settings.codec
+    b = load_model(tmp_path / "b" / "run" / "model").settings.codec
+    assert (a.x_range, a.bins, a.reference, a.order) == ((-20.0, 100.0), 1000, "none", "endpoint_first")
+    assert (b.x_range, b.bins, b.reference, b.order) == ((-20.0, 100.0), 1000, "none", "time")
+
+
+def test_a_plain_florence2_directory_takes_the_configs_codec(tmp_path, tiny_model_dir):
+    """No planner settings (v2x_vlm.json): a Florence-2 that never wrote trajectories, whose
+    codec is chosen by the config as for a preset."""
+    import shutil
+
+    plain = tmp_path / "plain"
+    shutil.copytree(tiny_model_dir, plain)
+    (plain / "v2x_vlm.json").unlink()
+    train(config(tmp_path, tiny_model_dir, student=str(plain), max_steps=1, codec_bins=300,
+                 codec_x_range=(-10.0, 80.0), image_size=(64, 128)), progress=False)
+    codec = load_model(tmp_path / "run" / "model").settings.codec
+    assert (codec.x_range, codec.y_range, codec.bins) == ((-10.0, 80.0), (-50.0, 50.0), 300)
+
+
+def test_train_check_refuses_a_model_directory_students_other_codec(tmp_path, tiny_model_dir, capsys):
+    config_path = str(Path(__file__).resolve().parents[1] / "config" / "train_synthetic_hazard_student.yaml")
+    args = ["train", config_path, "--override", f"student={tiny_model_dir}",
+            "--override", f"teacher={tiny_model_dir}", "--override", f"output_dir={tmp_path}/x"]
+    assert main([*args, "--check"]) == 2  # the config gives x [-10, 80], 400 bins; the model has its own
+    err = capsys.readouterr().err
+    assert "codec_x_range is [-10.0, 80.0], the model's is [-20.0, 100.0]; codec_y_range is [-40.0, 40.0], " \
+        "the model's is [-50.0, 50.0]; codec_bins is 400, the model's is 1000" in err
+    assert main([*args, "--override", "codec_x_range=null", "--override", "codec_y_range=null",
+                 "--override", "codec_bins=null", "--check"]) == 0
+    assert not (tmp_path / "x").exists()
+
+
 def test_labels_are_written_against_each_samples_speed(tiny_model_dir):
     """Two cruising samples at different speeds get the same speed-relative labels; with
     the paper's absolute codec they differ."""

@@ -403,6 +403,7 @@ def cmd_train(args) -> int:
         data[key.strip()] = yaml.safe_load(value)
     config = from_dict(TrainConfig, data, f"{args.config}: train")
     if args.check:  # a recipe checks every stage's settings before hours of training
+        _check_student_codec(config)
         print(json.dumps(dataclasses.asdict(config), indent=1, default=str))
         return 0
     summary = train(config, progress=not args.quiet)
@@ -412,6 +413,19 @@ def cmd_train(args) -> int:
         shown["validation"] = {k: val.get(k) for k in ("num_samples", "l2", "collision")} if val else None
         print(json.dumps(shown, indent=2, default=str))
     return 0
+
+
+def _check_student_codec(config) -> None:
+    """A model-directory student that exists already: the config's codec_* settings must be
+    its own (training would stop on them after loading; --check says it first)."""
+    from v2x_vlm_ros.model.configuration import PRESETS, SETTINGS_FILE, ModelSettings
+    from v2x_vlm_ros.training.config import student_codec_error
+
+    if config.student in PRESETS or not Path(config.student, SETTINGS_FILE).is_file():
+        return
+    conflicts = config.codec_conflicts(ModelSettings.load(config.student).codec)
+    if conflicts:
+        raise ConfigError(student_codec_error(config.student, conflicts))
 
 
 def _print_report(report: dict, json_path: str | None) -> int:

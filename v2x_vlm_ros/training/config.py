@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from v2x_vlm_ros.model.codec import ORDERS, REFERENCES
+from v2x_vlm_ros.model.codec import ORDERS, REFERENCES, CodecConfig
 from v2x_vlm_ros.model.configuration import PRESETS
 
 
@@ -55,14 +55,20 @@ class TrainConfig:
     #: Model input (height, width) for a preset student (None: the preset's), or for a model
     #: directory fine-tuned at another size (None: the size it was trained at).
     image_size: tuple[int, int] | None = None
-    #: Trajectory codec of a preset student: x and y ranges (m) and bins per coordinate.
-    codec_x_range: tuple[float, float] = (-20.0, 100.0)
-    codec_y_range: tuple[float, float] = (-50.0, 50.0)
-    codec_bins: int = 1000
+    #: Trajectory codec of a preset student or a plain Florence-2 (a hub id, a directory
+    #: without planner settings): x and y ranges (m) and bins per coordinate (None: (-20, 100),
+    #: (-50, 50), 1000). A planner's model directory keeps its own codec (its location tokens
+    #: mean its bins; re-binning is not fine-tuning): None keeps it, and a value given must be
+    #: the model's (``codec_conflicts``: an error, not silently ignored).
+    codec_x_range: tuple[float, float] | None = None
+    codec_y_range: tuple[float, float] | None = None
+    codec_bins: int | None = None
     #: What the tokens are relative to: "none" (the paper's: the waypoints) or
     #: "constant_speed" (the waypoints minus driving on at the current speed; see
-    #: model/codec.py). A student distilled from a teacher must use the teacher's.
-    codec_reference: str = "none"
+    #: model/codec.py). None: "none" for a preset student, the model's for a model
+    #: directory (a value given must be the model's). A student distilled from a teacher
+    #: must use the teacher's.
+    codec_reference: str | None = None
     #: In which order the waypoints are written: "time" (the paper's) or "endpoint_first"
     #: (the last waypoint first; model/codec.py). None: "time" for a preset student, the
     #: model's own order for a model directory; a value given re-orders a model directory's
@@ -192,9 +198,11 @@ class TrainConfig:
     def __post_init__(self):
         if self.image_size is not None:
             self.image_size = tuple(int(v) for v in self.image_size)
-        self.codec_x_range = tuple(float(v) for v in self.codec_x_range)
-        self.codec_y_range = tuple(float(v) for v in self.codec_y_range)
-        if self.codec_reference not in REFERENCES:
+        if self.codec_x_range is not None:
+            self.codec_x_range = tuple(float(v) for v in self.codec_x_range)
+        if self.codec_y_range is not None:
+            self.codec_y_range = tuple(float(v) for v in self.codec_y_range)
+        if self.codec_reference is not None and self.codec_reference not in REFERENCES:
             raise ValueError(f"codec_reference must be one of {REFERENCES}, got {self.codec_reference!r}")
         if self.codec_order is not None and self.codec_order not in ORDERS:
             raise ValueError(f"codec_order must be one of {ORDERS} (or null), got {self.codec_order!r}")
@@ -275,6 +283,34 @@ class TrainConfig:
     @property
     def uses_teacher(self) -> bool:
         return self.stage == "plan" and self.distillation and self.teacher is not None
+
+    def preset_codec(self) -> CodecConfig:
+        """The codec of a preset student: the codec_* fields, CodecConfig's defaults for
+        those left at None."""
+        given = {"x_range": self.codec_x_range, "y_range": self.codec_y_range, "bins": self.codec_bins,
+                 "reference": self.codec_reference, "order": self.codec_order}
+        return CodecConfig(**{k: v for k, v in given.items() if v is not None})
+
+    def codec_conflicts(self, codec: CodecConfig) -> list[str]:
+        """The codec_* fields this config gives that differ from ``codec``, a model
+        directory's own (codec_order aside: it re-orders the same tokens), as messages."""
+        out = []
+        for field, value, own in (("codec_x_range", self.codec_x_range, codec.x_range),
+                                  ("codec_y_range", self.codec_y_range, codec.y_range),
+                                  ("codec_bins", self.codec_bins, codec.bins),
+                                  ("codec_reference", self.codec_reference, codec.reference)):
+            if value is not None and value != own:
+                shown = list(own) if isinstance(own, tuple) else own
+                out.append(f"{field} is {list(value) if isinstance(value, tuple) else value!r}, "
+                           f"the model's is {shown!r}")
+        return out
+
+
+def student_codec_error(student: str, conflicts: list[str]) -> str:
+    """The error for a model-directory student whose config asks for another codec."""
+    return (f"student {student} is a model directory, which keeps its own trajectory codec (its "
+            f"location tokens mean its bins): {'; '.join(conflicts)}. Leave these settings out "
+            "(null) or give the model's values")
 
 
 def _scenario_weights(value) -> dict[str, float]:
