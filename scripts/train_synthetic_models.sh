@@ -13,9 +13,9 @@
 #            world (`synth` defaults, 30 sequences, seed 2000) and a second held-out world
 #            (10 sequences, seed 3000); about 20 min
 #   vision   the vision encoder pretrained on the dense roadside probe alone; about 25 min
-#   teacher_time  the shipped teacher's text side planning on the frozen encoder, waypoints in
-#            time order, hidden-hazard frames and their twins drawn 8 times as often; 5 epochs of
-#            304 steps
+#   teacher_time  the shipped teacher's text side (as of commit 2cd5127) planning on the frozen
+#            encoder, waypoints in time order, hidden-hazard frames and their twins drawn 8 times
+#            as often; 5 epochs of 304 steps
 #   teacher_order  from it: waypoint 10 (the decision) written first, no probe yet; 1 epoch
 #            of 507 steps (about 6 min)
 #   teacher  from it: the decoder probe ramped up (lambda_hazard 1 for 1 epoch, 2 for 4, 4 for
@@ -44,6 +44,10 @@ if [ -z "${V2X_VLM:-}" ]; then
   V2X_VLM=v2x-vlm
 fi
 CHECK=${CHECK:-0}
+if [ "$CHECK" = 1 ]; then  # a check writes nothing under $RUNS: what it must extract goes here
+  SCRATCH=$(mktemp -d)
+  trap 'rm -rf "$SCRATCH"' EXIT
+fi
 TRAIN_WORLD=$RUNS/synthetic/train_world_hzb
 TEST_WORLD=$RUNS/synthetic/test_world
 VAL_WORLD=$RUNS/synthetic/val_world
@@ -83,7 +87,7 @@ stage_vision() {
 }
 
 teacher_overrides=(  # every teacher run: the frozen encoder at 128 x 384, hidden hazards drawn 8x;
-  # the shipped teacher's codec (absolute waypoints, x in [-10, 80] m, 400 bins), which every run
+  # the pinned teacher's codec (absolute waypoints, x in [-10, 80] m, 400 bins), which every run
   # from it keeps (a model directory keeps its codec; the config's, for a preset, would be refused)
   --override "data_root=$TRAIN_WORLD" --override freeze_vision=true --override 'image_size=[128,384]'
   --override codec_reference=none --override 'codec_x_range=[-10,80]' --override codec_bins=400
@@ -91,11 +95,33 @@ teacher_overrides=(  # every teacher run: the frozen encoder at 128 x 384, hidde
   --override eval_max_samples=64 --override export_each_epoch=true
 )
 
+# The chain starts from the teacher shipped at commit 2cd5127 (its tokenizer, codec and text
+# side), pinned: once a retrained teacher is shipped at models/synthetic-teacher, that one is
+# taken from git instead, so the recipe still starts where it did.
+BASE_TEACHER_COMMIT=${BASE_TEACHER_COMMIT:-2cd5127}
+base_teacher() {  # prints the directory of the pinned teacher (extracted under $RUNS if need be)
+  local files=(':(exclude)models/synthetic-teacher/README.md')
+  if git diff --quiet "$BASE_TEACHER_COMMIT" -- models/synthetic-teacher "${files[@]}" 2>/dev/null; then
+    echo models/synthetic-teacher
+    return
+  fi
+  local out=${SCRATCH:-$RUNS}/base-teacher
+  if [ ! -f "$out/model.safetensors" ]; then
+    mkdir -p "$out"
+    git archive "$BASE_TEACHER_COMMIT" models/synthetic-teacher | tar -x -C "$out" --strip-components=2 \
+      || { echo "the recipe starts from models/synthetic-teacher as of commit $BASE_TEACHER_COMMIT:" \
+                "it needs a git clone with that history" >&2; return 1; }
+  fi
+  echo "$out"
+}
+
 stage_teacher_time() {
-  # From the shipped teacher's text side (its tokenizer and codec: absolute x in [-10, 80] m,
+  # From the pinned teacher's text side (its tokenizer and codec: absolute x in [-10, 80] m,
   # 400 bins) on the vision stage's encoder, frozen; the projector kept on the dense probe.
+  local base
+  base=$(base_teacher)
   train config/train_synthetic_teacher.yaml "${teacher_overrides[@]}" \
-    --override student=models/synthetic-teacher --override "init_vision_from=$RUNS/synthetic-vision/model" \
+    --override "student=$base" --override "init_vision_from=$RUNS/synthetic-vision/model" \
     --override lambda_objects=1 --override epochs=5 --override epoch_fraction=0.15 \
     --override warmup_steps=50 --override "output_dir=$RUNS/teacher-time"
 }

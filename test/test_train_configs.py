@@ -35,14 +35,14 @@ ROOT = Path(__file__).resolve().parents[1]
 RECIPE = ROOT / "scripts" / "train_synthetic_models.sh"
 
 
-def _recipe(tmp_path, *stages, check=True):
+def _recipe(tmp_path, *stages, check=True, recipe=RECIPE, **env_extra):
     import os
     import subprocess
     import sys
 
     env = dict(os.environ, V2X_VLM=str(Path(sys.executable).parent / "v2x-vlm"),
-               RUNS=str(tmp_path / "runs"), CHECK="1" if check else "0")
-    return subprocess.run(["bash", str(RECIPE), *stages], env=env, capture_output=True, text=True,
+               RUNS=str(tmp_path / "runs"), CHECK="1" if check else "0", **env_extra)
+    return subprocess.run(["bash", str(recipe), *stages], env=env, capture_output=True, text=True,
                           timeout=300)
 
 
@@ -56,6 +56,47 @@ def test_the_recipe_scripts_training_stages_are_valid_settings(tmp_path):
     assert checked == ["config/train_synthetic_vision.yaml", *[teacher] * 5, student,
                        "config/train_synthetic_hazard_student_ego_only.yaml", *[student] * 8]
     assert not (tmp_path / "runs").exists()  # a check writes nothing, no stamps either
+
+
+def test_the_recipe_starts_from_the_pinned_teacher_even_after_another_is_shipped(tmp_path):
+    """The chain starts from models/synthetic-teacher as of a pinned commit: a retrained teacher
+    shipped at that path (here: one whose codec has 1000 bins, which the teacher runs' 400-bin
+    settings would refuse) is not where it starts; the pinned one comes from git."""
+    import json
+    import shutil
+    import subprocess
+
+    repo = tmp_path / "repo"
+    for part in ("scripts", "config", "models/synthetic-teacher"):
+        shutil.copytree(ROOT / part, repo / part)
+    git = ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@t"]
+    subprocess.run(["git", "init", "-q", str(repo)], check=True)
+    subprocess.run([*git, "add", "-A"], check=True)
+    subprocess.run([*git, "commit", "-q", "-m", "pinned"], check=True)
+    pinned = subprocess.run([*git, "rev-parse", "HEAD"], check=True, capture_output=True,
+                            text=True).stdout.strip()
+    recipe = repo / "scripts" / "train_synthetic_models.sh"
+    settings = repo / "models" / "synthetic-teacher" / "v2x_vlm.json"
+    shipped = json.loads(settings.read_text())
+    shipped["codec"]["bins"] = 1000
+    settings.write_text(json.dumps(shipped))
+
+    done = _recipe(tmp_path, "teacher_time", recipe=recipe, BASE_TEACHER_COMMIT=pinned)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[-1] == "checked: train config/train_synthetic_teacher.yaml"
+    assert not (tmp_path / "runs").exists()
+    # the shipped one would have been refused (the check above is not lax) ...
+    from v2x_vlm_ros.cli import main
+
+    assert main(["train", str(repo / "config" / "train_synthetic_teacher.yaml"), "--override",
+                 f"student={repo}/models/synthetic-teacher", "--override", "codec_reference=none",
+                 "--override", "codec_x_range=[-10,80]", "--override", "codec_bins=400", "--check"]) == 2
+    # ... and a history without the pinned commit stops the stage, saying why
+    missing = "0123456789abcdef0123456789abcdef01234567"
+    refused = _recipe(tmp_path, "teacher_time", recipe=recipe, BASE_TEACHER_COMMIT=missing)
+    assert refused.returncode != 0 and "checked:" not in refused.stdout
+    assert f"the recipe starts from models/synthetic-teacher as of commit {missing}: it needs a git " \
+        "clone with that history" in refused.stderr
 
 
 def test_the_recipe_script_refuses_an_unknown_stage_before_running_any(tmp_path):
