@@ -4,15 +4,18 @@
 #   OUT=out/gpu_checks bash scripts/gpu_checks.sh
 #   SECTIONS="tests train bench" bash scripts/gpu_checks.sh   # only these, in this order
 #
-# 1. the CUDA tests (test/test_cuda.py, the graph-capture test in test/test_fast_decode.py)
-#    with the runtime's other tests;
-# 2. `v2x-vlm bench` on cuda: the shipped student and random-weight Florence-2-base / -large
-#    at full-HD input, eager (the decoder step replayed as a captured CUDA graph); each result is recorded
-#    into docs/benchmarks.json and docs/BENCHMARKS.md (copied to $OUT); TensorRT asked for,
-#    to show its logged fallback where torch_tensorrt is missing;
-# 3. training throughput of the fused student's recipe (config/train_synthetic_hazard_student.yaml)
-#    on cuda against the same machine's CPUs, on a small world of the training world's kind;
-# 4. bench with inductor on cuda (last: its compile at warm-up is the slowest part).
+# Sections (SECTIONS, default all, in this order):
+#   tests     the CUDA tests (test/test_cuda.py, the graph-capture test in test/test_fast_decode.py)
+#             with the runtime's other tests;
+#   bench     `v2x-vlm bench` on cuda: the shipped student and random-weight Florence-2-base and
+#             -large at full-HD input, eager (the decoder step replayed as a captured CUDA graph);
+#             each result is recorded into docs/benchmarks.json and docs/BENCHMARKS.md (copied
+#             to $OUT);
+#   tensorrt  bench with TensorRT asked for: its logged fallback where torch_tensorrt is missing;
+#   train     training throughput of the fused student's recipe
+#             (config/train_synthetic_hazard_student.yaml) on cuda against the same machine's
+#             CPUs, on a small world of the training world's kind (PROBE_STEPS, default 300);
+#   inductor  bench with inductor on cuda (last: its compile at warm-up is the slowest part).
 #
 # It runs with the machine's own python3 and packages (PYTHON to choose another) from this
 # checkout (PYTHONPATH), so it needs no install; ROS 2, rosbags and mcap are not needed.
