@@ -416,16 +416,13 @@ def cmd_train(args) -> int:
 
 
 def _check_student_codec(config) -> None:
-    """A model-directory student that exists already: the config's codec_* settings must be
-    its own (training would stop on them after loading; --check says it first)."""
-    from v2x_vlm_ros.model.configuration import PRESETS, SETTINGS_FILE, ModelSettings
+    """A planner student that exists already: the config's codec_* settings must be its own
+    (training would stop on them; --check says it first)."""
     from v2x_vlm_ros.training.config import student_codec_error
 
-    if config.student in PRESETS or not Path(config.student, SETTINGS_FILE).is_file():
-        return
-    conflicts = config.codec_conflicts(ModelSettings.load(config.student).codec)
-    if conflicts:
-        raise ConfigError(student_codec_error(config.student, conflicts))
+    problem = student_codec_error(config)
+    if problem:
+        raise ConfigError(problem)
 
 
 def _print_report(report: dict, json_path: str | None) -> int:

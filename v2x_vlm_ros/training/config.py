@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from pathlib import Path
 
 from v2x_vlm_ros.model.codec import ORDERS, REFERENCES, CodecConfig
-from v2x_vlm_ros.model.configuration import PRESETS
+from v2x_vlm_ros.model.configuration import PRESETS, SETTINGS_FILE, ModelSettings
 
 
 @dataclass
@@ -306,9 +307,20 @@ class TrainConfig:
         return out
 
 
-def student_codec_error(student: str, conflicts: list[str]) -> str:
-    """The error for a model-directory student whose config asks for another codec."""
-    return (f"student {student} is a model directory, which keeps its own trajectory codec (its "
+def student_is_planner(cfg: TrainConfig) -> bool:
+    """Whether the student is a planner's model directory (one with planner settings), whose
+    trajectory codec is its own; a preset or a plain Florence-2 takes the config's."""
+    return cfg.student not in PRESETS and Path(cfg.student, SETTINGS_FILE).is_file()
+
+
+def student_codec_error(cfg: TrainConfig) -> str | None:
+    """The error for a planner student whose config asks for another codec (None: none)."""
+    if not student_is_planner(cfg):
+        return None
+    conflicts = cfg.codec_conflicts(ModelSettings.load(cfg.student).codec)
+    if not conflicts:
+        return None
+    return (f"student {cfg.student} is a model directory, which keeps its own trajectory codec (its "
             f"location tokens mean its bins): {'; '.join(conflicts)}. Leave these settings out "
             "(null) or give the model's values")
 

@@ -46,7 +46,7 @@ from v2x_vlm_ros.data.synth.visibility import read_visibility
 from v2x_vlm_ros.eval.evaluate import score
 from v2x_vlm_ros.eval.protocols import dataset_report
 from v2x_vlm_ros.model.codec import CodecConfig, build_codec
-from v2x_vlm_ros.model.configuration import PRESETS, SETTINGS_FILE, ModelSettings
+from v2x_vlm_ros.model.configuration import PRESETS, ModelSettings
 from v2x_vlm_ros.model.fusion import ModalityWeights
 from v2x_vlm_ros.model.fusion import install as install_modality_weights
 from v2x_vlm_ros.model.modeling import LoadedModel, build_model, keep_text_layers, load_model, save_model
@@ -54,7 +54,7 @@ from v2x_vlm_ros.model.planner import ModelPlanner
 from v2x_vlm_ros.model.processing import COMMAND_TEXT, TASK_TEXT, state_text
 from v2x_vlm_ros.model.tokenizer import build_tokenizer, loc_token_ids
 from v2x_vlm_ros.training.checkpoint import CHECKPOINT, has_checkpoint, load_training_state, save_checkpoint
-from v2x_vlm_ros.training.config import TrainConfig, student_codec_error
+from v2x_vlm_ros.training.config import TrainConfig, student_codec_error, student_is_planner
 from v2x_vlm_ros.training.data import (Augmentation, BatchBuilder, EpochSampler, PairedCollate,
                                        PlanningExamples, pair_weights, read_descriptions,
                                        roadside_hazard_labels, roadside_object_boxes)
@@ -277,12 +277,11 @@ def build_student(cfg: TrainConfig, train_ds: DairV2XDataset, descriptions) -> L
                                  codec=cfg.preset_codec())
         loaded = LoadedModel(model, tokenizer, settings, cfg.student)
     else:
+        problem = student_codec_error(cfg)  # a planner: its tokens mean its codec's bins
+        if problem:
+            raise ValueError(problem)
         loaded = load_model(cfg.student)
-        if Path(cfg.student, SETTINGS_FILE).is_file():  # a planner: its tokens mean its codec's bins
-            conflicts = cfg.codec_conflicts(loaded.settings.codec)
-            if conflicts:
-                raise ValueError(student_codec_error(cfg.student, conflicts))
-        else:  # a plain Florence-2 (hub id, or a directory without planner settings): no codec yet
+        if not student_is_planner(cfg):  # a plain Florence-2 (hub id, no planner settings): no codec yet
             loaded.settings.codec = cfg.preset_codec()
         if cfg.student_layers is not None:
             loaded = keep_text_layers(loaded, cfg.student_layers)
