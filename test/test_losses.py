@@ -13,6 +13,7 @@ from v2x_vlm_ros.training.losses import (
     distillation_loss,
     info_nce,
     info_nce_from_similarity,
+    decision_weights,
     total_loss,
     trajectory_loss,
 )
@@ -162,6 +163,53 @@ def test_spread_targets_beyond_the_vocabulary_are_refused():
 # ---------------------------------------------------------------- InfoNCE
 
 
+def test_decision_weights_mark_the_first_waypoint_written():
+    labels = torch.tensor([[0, 7, 8, 9, 10, 2], [0, -100, -100, 9, 10, 2]])
+    w = decision_weights(labels, 5.0)
+    expected = torch.tensor([[1.0, 5.0, 5.0, 1.0, 1.0, 1.0]] * 2)
+    assert torch.equal(w, expected)
+    assert decision_weights(labels, 1.0) is None  # the plain mean, the same code path as before
+    with pytest.raises(ValueError) as err:
+        decision_weights(labels[:, :2], 3.0)
+    assert str(err.value) == "need (batch, length >= 3) labels, got (2, 2)"
+
+
+def test_trajectory_loss_with_position_weights_hand_computed():
+    # traj_example's CEs: ln 2 at position 0, ln 4 at position 1, position 2 ignored
+    logits, labels = traj_example()
+    weights = torch.tensor([[1.0, 3.0, 100.0]])  # the ignored position's weight must not count
+    loss = trajectory_loss(logits, labels, weights=weights)
+    assert loss.item() == pytest.approx((LN2 + 3 * math.log(4.0)) / 2)  # divided by N, not by sum(w)
+    loss.backward()
+    expected = torch.tensor([[[-0.5 / 2, 0.5 / 2], [3 * 0.75 / 2, -3 * 0.75 / 2], [0.0, 0.0]]])
+    torch.testing.assert_close(logits.grad, expected)
+    ones = trajectory_loss(*traj_example(), weights=torch.ones(1, 3))
+    assert ones.item() == pytest.approx(1.5 * LN2)
+
+
+def test_spread_trajectory_loss_with_position_weights():
+    # weight 2 at the loc position, 1 at the one-hot position: (2 * spread + ln 6) / 2
+    s = BinLabelSmoothing([2, 3, 4, 5], sigma_bins=1.0)
+    logits = torch.zeros(1, 2, 6)
+    logits[0, 0, 4] = LN3
+    labels = torch.tensor([[3, 0]])
+    plain = trajectory_loss(logits, labels, s).item()  # (spread + ln 6) / 2
+    spread = 2 * plain - math.log(6.0)
+    weighted = trajectory_loss(logits, labels, s, torch.tensor([[2.0, 1.0]])).item()
+    assert weighted == pytest.approx((2 * spread + math.log(6.0)) / 2, rel=1e-6)
+
+
+@pytest.mark.parametrize("weights, message", [
+    (torch.ones(1, 2), "weights must be float (1, 3), got torch.float32 (1, 2)"),
+    (torch.ones(1, 3, dtype=torch.long), "weights must be float (1, 3), got torch.int64 (1, 3)"),
+])
+def test_trajectory_loss_refuses_bad_weights(weights, message):
+    logits, labels = traj_example()
+    with pytest.raises(ValueError) as err:
+        trajectory_loss(logits, labels, weights=weights)
+    assert str(err.value) == message
+
+
 def test_info_nce_from_similarity_hand_computed():
     s = torch.tensor([[2.0, 0.0], [1.0, 1.0]], requires_grad=True)
     # row 0: -ln(e^2 / (e^2 + 1)) = ln(1 + e^-2); row 1: -ln(e / 2e) = ln 2
@@ -285,6 +333,20 @@ def test_distillation_hand_computed_value_and_gradient():
     # NOT the paper's eq. 20, T^2 (p_S - p_T) / N = (-0.5, 0.5)
     assert not torch.allclose(student.grad[0, 0], torch.tensor([-0.5, 0.5]))
     assert teacher.grad is None  # the teacher is a constant
+
+
+def test_distillation_with_position_weights_hand_computed():
+    student, teacher, mask = kd_example()  # position 0 has KL kl0, position 1 has KL 0
+    loss = distillation_loss(student, teacher, mask, temperature=2.0,
+                             weights=torch.tensor([[4.0, 9.0, 50.0]]))
+    kl0 = 0.75 * math.log(0.75 / 0.5) + 0.25 * math.log(0.25 / 0.5)
+    assert loss.item() == pytest.approx(2.0 ** 2 * (4 * kl0 + 0.0) / 2)
+    loss.backward()
+    expected = torch.tensor([[[-1.0, 1.0], [0.0, 0.0], [0.0, 0.0]]])  # 4 x the unweighted gradient
+    torch.testing.assert_close(student.grad, expected)
+    with pytest.raises(ValueError) as err:
+        distillation_loss(student, teacher, mask, weights=torch.ones(3))
+    assert str(err.value) == "weights must be float (1, 3), got torch.float32 (3,)"
 
 
 def test_distillation_gradient_formula_random():

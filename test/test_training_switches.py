@@ -505,6 +505,39 @@ def test_label_sigma_bins_config_errors(value, message):
     assert TrainConfig(data_root=SAMPLE, label_sigma_bins=3).label_sigma_bins == 3.0
 
 
+def test_decision_weight_scales_the_first_waypoints_losses_and_is_on_the_card(tmp_path, tiny_model_dir):
+    """decision_weight w adds (w - 1) x the first waypoint's terms to the trajectory and the
+    distillation losses (same seed, same first batch): both are affine in w, and w = 1 is
+    the plain mean."""
+    def first_step(run, **kw):
+        train(_config(tmp_path, tiny_model_dir, max_steps=1, teacher=str(tiny_model_dir),
+                      output_dir=str(tmp_path / run), **kw), progress=False)
+        row = next(csv.DictReader(open(tmp_path / run / "train_log.csv")))
+        return float(row["traj"]), float(row["kd"]), (tmp_path / run / "model" / "README.md").read_text()
+
+    traj1, kd1, card1 = first_step("w1")
+    traj2, kd2, _ = first_step("w2", decision_weight=2.0)
+    traj5, kd5, card5 = first_step("w5", decision_weight=5)
+    assert traj2 > traj1 + 1e-3 and kd2 > kd1 + 1e-4
+    assert traj5 - traj1 == pytest.approx(4 * (traj2 - traj1), rel=1e-4)
+    assert kd5 - kd1 == pytest.approx(4 * (kd2 - kd1), rel=1e-4)
+    assert "loss weight of the first waypoint written 5.0" in card5
+    assert "loss weight of the first waypoint written 1.0" in card1
+
+
+@pytest.mark.parametrize("value, message", [
+    (0, "decision_weight must be a number > 0 (1: every position alike), got 0"),
+    (float("nan"), "decision_weight must be a number > 0 (1: every position alike), got nan"),
+    (True, "decision_weight must be a number > 0 (1: every position alike), got True"),
+    ("4", "decision_weight must be a number > 0 (1: every position alike), got '4'"),
+])
+def test_decision_weight_config_errors(value, message):
+    with pytest.raises(ValueError) as err:
+        TrainConfig(data_root=SAMPLE, decision_weight=value)
+    assert str(err.value) == message
+    assert TrainConfig(data_root=SAMPLE, decision_weight=4).decision_weight == 4.0
+
+
 def test_training_with_the_hazard_probe_on_the_decoder(tmp_path, tiny_model_dir):
     from safetensors.torch import load_file
 

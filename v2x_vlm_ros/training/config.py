@@ -135,6 +135,12 @@ class TrainConfig:
     #: (``losses.BinLabelSmoothing``, HL-Gauss; 0: one-hot, the paper's): neighbouring bins
     #: share what they learn. Tried at 3 bins, no better on the acceptance world (TRAINING.md).
     label_sigma_bins: float = 0.0
+    #: Weight of the trajectory and distillation losses at the first waypoint written (its two
+    #: tokens; the plan's endpoint, the decision to brake or drive on, with ``codec_order:
+    #: endpoint_first``), the other positions keeping weight 1 (1: the paper's uniform mean).
+    #: The plan's later tokens follow from that one, so teacher-forced they are easy and
+    #: dilute the one token where a hidden hazard and its twin differ (TRAINING.md).
+    decision_weight: float = 1.0
 
     # -- optimisation -------------------------------------------------------------------
     epochs: int = 10
@@ -234,6 +240,11 @@ class TrainConfig:
             raise ValueError(f"label_sigma_bins must be >= 0 (0: one-hot targets), "
                              f"got {self.label_sigma_bins!r}")
         self.label_sigma_bins = float(self.label_sigma_bins)
+        if isinstance(self.decision_weight, bool) or not isinstance(self.decision_weight, (int, float)) \
+                or not (math.isfinite(self.decision_weight) and self.decision_weight > 0):
+            raise ValueError(f"decision_weight must be a number > 0 (1: every position alike), "
+                             f"got {self.decision_weight!r}")
+        self.decision_weight = float(self.decision_weight)
         if not self.pair_weight > 0:
             raise ValueError(f"pair_weight must be > 0, got {self.pair_weight}")
         if not self.hazard_weight > 0:

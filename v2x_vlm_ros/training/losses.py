@@ -80,7 +80,8 @@ class BinLabelSmoothing:
 
 
 def trajectory_loss(logits: torch.Tensor, labels: torch.Tensor,
-                    smoothing: BinLabelSmoothing | None = None) -> torch.Tensor:
+                    smoothing: BinLabelSmoothing | None = None,
+                    weights: torch.Tensor | None = None) -> torch.Tensor:
     """Mean next-token cross-entropy over the positions whose label is not -100.
 
     Args:
@@ -90,6 +91,8 @@ def trajectory_loss(logits: torch.Tensor, labels: torch.Tensor,
         smoothing: where the label is a location token, the cross-entropy is taken against
             its spread targets (the softmax still over the whole vocabulary); other labels
             (BOS, EOS) stay one-hot. None: one-hot everywhere (the paper's).
+        weights: (B, L) per-position weights (``decision_weights``): the sum of weighted
+            cross-entropies over the N counted positions, divided by N. None: all 1.
     """
     if logits.dim() != 3 or labels.shape != logits.shape[:2]:
         raise ValueError(f"expected logits (B, L, V) and labels (B, L), got {tuple(logits.shape)} "
@@ -104,20 +107,48 @@ def trajectory_loss(logits: torch.Tensor, labels: torch.Tensor,
     vocab = logits.shape[-1]
     if int(targets.min()) < 0 or int(targets.max()) >= vocab:
         raise ValueError(f"labels must be -100 or in 0..{vocab - 1}")
+    _check_weights(weights, labels.shape)
     chosen = _upcast(logits[valid])
     if smoothing is None:
-        return F.cross_entropy(chosen, targets, reduction="sum") / count
+        if weights is None:
+            return F.cross_entropy(chosen, targets, reduction="sum") / count
+        per_position = F.cross_entropy(chosen, targets, reduction="none")
+        return (per_position * weights[valid].to(per_position.dtype)).sum() / count
     if int(smoothing.bin_ids.max()) >= vocab:
         raise ValueError(f"location token ids reach {int(smoothing.bin_ids.max())}, "
                          f"the vocabulary has {vocab}")
     bins = smoothing.bin_of(targets)
     on_bins = bins >= 0
     log_p = F.log_softmax(chosen, dim=-1)
-    total = -log_p[~on_bins].gather(1, targets[~on_bins, None]).sum()
+    per_position = torch.zeros(count, dtype=log_p.dtype, device=log_p.device)
+    per_position[~on_bins] = -log_p[~on_bins].gather(1, targets[~on_bins, None])[:, 0]
     if bool(on_bins.any()):
         spread = smoothing.targets.to(log_p.device, log_p.dtype)[bins[on_bins]]  # (N, bins)
-        total = total - (spread * log_p[on_bins][:, smoothing.bin_ids.to(log_p.device)]).sum()
-    return total / count
+        per_position[on_bins] = -(spread * log_p[on_bins][:, smoothing.bin_ids.to(log_p.device)]).sum(-1)
+    if weights is not None:
+        per_position = per_position * weights[valid].to(per_position.dtype)
+    return per_position.sum() / count
+
+
+def _check_weights(weights: torch.Tensor | None, shape) -> None:
+    if weights is None:
+        return
+    if weights.shape != shape or not weights.is_floating_point():
+        raise ValueError(f"weights must be float ({', '.join(map(str, shape))}), got {weights.dtype} "
+                         f"{tuple(weights.shape)}")
+
+
+def decision_weights(labels: torch.Tensor, weight: float) -> torch.Tensor | None:
+    """(B, L) per-position loss weights: ``weight`` at the two tokens of the first waypoint
+    written (label positions 1 and 2, after ``<s>``), 1 elsewhere; None when ``weight`` is 1
+    (the losses' plain mean)."""
+    if weight == 1.0:
+        return None
+    if labels.dim() != 2 or labels.shape[1] < 3:
+        raise ValueError(f"need (batch, length >= 3) labels, got {tuple(labels.shape)}")
+    weights = torch.ones(labels.shape, dtype=torch.float32, device=labels.device)
+    weights[:, 1:3] = weight
+    return weights
 
 
 def info_nce_from_similarity(similarity: torch.Tensor) -> torch.Tensor:
@@ -170,7 +201,7 @@ class AlignmentHeads(nn.Module):
 
 
 def distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, mask: torch.Tensor,
-                      temperature: float = 2.0) -> torch.Tensor:
+                      temperature: float = 2.0, weights: torch.Tensor | None = None) -> torch.Tensor:
     """T^2 * KL(p_T || p_S), p = softmax(logits / T) over the vocabulary, KL summed over
     the vocabulary and averaged over the N positions where ``mask`` is True (the
     trajectory tokens).
@@ -185,6 +216,8 @@ def distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor
             the same target sequence, as Florence-2-base and -large share).
         mask: (B, L) bool.
         temperature: T > 0.
+        weights: (B, L) per-position weights (``decision_weights``): the weighted KL summed
+            over the N masked positions, divided by N. None: all 1.
     """
     if not (isinstance(temperature, (int, float)) and math.isfinite(temperature) and temperature > 0):
         raise ValueError(f"temperature must be a finite number > 0, got {temperature!r}")
@@ -193,6 +226,7 @@ def distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor
                          f"{tuple(student_logits.shape)} and {tuple(teacher_logits.shape)}")
     if mask.dtype != torch.bool or mask.shape != student_logits.shape[:2]:
         raise ValueError(f"mask must be bool (B, L), got {mask.dtype} {tuple(mask.shape)}")
+    _check_weights(weights, mask.shape)
     count = int(mask.sum())
     if count == 0:
         return _zero(student_logits)
@@ -202,6 +236,8 @@ def distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor
     pt = log_pt.exp()
     # 0 * log 0 = 0: a teacher logit of -inf (a banned token) must not make the loss NaN.
     kl = torch.where(pt > 0, pt * (log_pt - log_ps), torch.zeros_like(pt))
+    if weights is not None:
+        kl = kl * weights[mask].to(kl.dtype)[:, None]
     return temperature ** 2 * kl.sum() / count
 
 

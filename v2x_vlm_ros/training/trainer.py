@@ -60,8 +60,8 @@ from v2x_vlm_ros.training.data import (Augmentation, BatchBuilder, EpochSampler,
                                        roadside_hazard_labels, roadside_object_boxes)
 from v2x_vlm_ros.training.losses import (AlignmentHeads, BinLabelSmoothing, LossWeights,
                                          PlanStateHazardHead, RoadsideHazardHead, RoadsideObjectsHead,
-                                         distillation_loss, hazard_loss, info_nce, objects_loss,
-                                         total_loss, trajectory_loss)
+                                         decision_weights, distillation_loss, hazard_loss, info_nce,
+                                         objects_loss, total_loss, trajectory_loss)
 from v2x_vlm_ros.training.probe import PROBE_FIELDS, objects_probe_report, probe_row
 
 log = logging.getLogger(__name__)
@@ -114,9 +114,10 @@ class PlannerTrainModule(nn.Module):
                  fusion: ModalityWeights | None = None,
                  hazard_head: RoadsideHazardHead | PlanStateHazardHead | None = None,
                  objects_head: RoadsideObjectsHead | None = None, vision_only: bool = False,
-                 smoothing: BinLabelSmoothing | None = None):
+                 smoothing: BinLabelSmoothing | None = None, decision_weight: float = 1.0):
         super().__init__()
         self.smoothing = smoothing  # spread loc-token targets (None: one-hot)
+        self.decision_weight = decision_weight  # loss weight of the first waypoint written
         self.vision_only = vision_only  # the vision stage: image features and probes, no decoder
         self.student = student
         self.heads = heads
@@ -157,7 +158,8 @@ class PlannerTrainModule(nn.Module):
         else:
             logits, traj, align, plan_state = forward_planner(
                 self.student, batch, self.image_features, self.heads, self.kappa,
-                keep_plan_state=self.hazard_on_decoder, smoothing=self.smoothing)
+                keep_plan_state=self.hazard_on_decoder, smoothing=self.smoothing,
+                weights=decision_weights(batch["labels"], self.decision_weight))
         hazard = objects = None
         if self.hazard_head is not None:
             probed = plan_state if self.hazard_on_decoder else self._cells
@@ -170,7 +172,8 @@ class PlannerTrainModule(nn.Module):
 
 
 def forward_planner(model, batch: dict, image_features=None, heads=None, kappa: float = 0.07,
-                    keep_plan_state: bool = False, smoothing: BinLabelSmoothing | None = None):
+                    keep_plan_state: bool = False, smoothing: BinLabelSmoothing | None = None,
+                    weights: torch.Tensor | None = None):
     """Teacher-forced logits of ``model`` on ``batch``, its trajectory loss, (with
     ``heads``) its alignment loss and (with ``keep_plan_state``) its plan state. Image
     features are computed once and scattered into the ``<image>`` placeholders
@@ -178,7 +181,7 @@ def forward_planner(model, batch: dict, image_features=None, heads=None, kappa: 
     The plan state: the decoder's last hidden state at the position that writes the plan's
     first token (decoder inputs: start, ``<s>``, plan...; so position 1), (B, dim), for
     ``PlanStateHazardHead``; None unless ``keep_plan_state``. ``smoothing``: the trajectory
-    loss's spread targets (None: one-hot)."""
+    loss's spread targets (None: one-hot); ``weights``: its per-position weights (None: all 1)."""
     if image_features is None:
         def image_features(px):
             return model.model.get_image_features(px).pooler_output
@@ -191,7 +194,7 @@ def forward_planner(model, batch: dict, image_features=None, heads=None, kappa: 
     out = model(inputs_embeds=embeds, attention_mask=batch["attention_mask"],
                 decoder_input_ids=decoder_ids, output_hidden_states=keep_plan_state)
     plan_state = out.decoder_hidden_states[-1][:, 1] if keep_plan_state else None
-    traj = trajectory_loss(out.logits, batch["labels"], smoothing)
+    traj = trajectory_loss(out.logits, batch["labels"], smoothing, weights)
     align = None
     if heads is not None:
         encoder = model.model.language_model.encoder
@@ -375,7 +378,8 @@ def model_card(cfg: TrainConfig, val: dict | None, steps: int, seconds: float, c
              f"hidden-hazard frame weight {cfg.hazard_weight}, scenario weights {cfg.scenario_weights}",
              f"- trajectory tokens relative to {codec.reference} (x {list(codec.x_range)} m, "
              f"y {list(codec.y_range)} m, {codec.bins} bins), waypoints in {codec.order} order, "
-             f"targets spread over {cfg.label_sigma_bins} bins (0: one-hot)",
+             f"targets spread over {cfg.label_sigma_bins} bins (0: one-hot), "
+             f"loss weight of the first waypoint written {cfg.decision_weight}",
              f"- {cfg.epochs} epochs, batch {cfg.batch_size}, lr {cfg.lr}, {steps} steps, "
              f"{seconds / 60:.1f} min",
              ""]
@@ -448,7 +452,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
                                       cfg.label_sigma_bins)
     module = PlannerTrainModule(student.model, heads, cfg.freeze_vision, cfg.kappa, fusion,
                                 hazard_head, objects_head, vision_only=vision_stage,
-                                smoothing=smoothing).to(procs.device)
+                                smoothing=smoothing, decision_weight=cfg.decision_weight).to(procs.device)
     if vision_stage:  # the text encoder and decoder get no gradient: not trained, not decayed
         student.model.model.language_model.requires_grad_(False)
         student.model.lm_head.requires_grad_(False)
@@ -564,7 +568,8 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
                         t_logits, _, _, _ = forward_planner(
                             teacher.model, t_batch, lambda px: teacher_features(px, tower))
                 module.tower_output = None
-                kd = distillation_loss(logits, t_logits, batch["traj_mask"], cfg.temperature)
+                kd = distillation_loss(logits, t_logits, batch["traj_mask"], cfg.temperature,
+                                       decision_weights(batch["labels"], cfg.decision_weight))
             losses = total_loss(traj, align, kd, weights, hazard, objects)
             optimizer.zero_grad(set_to_none=True)
             losses["loss"].backward()
