@@ -36,6 +36,10 @@
 #   table5   `v2x-vlm experiments` Tables 1, 5 and 6 on the acceptance world, every ablation
 #            trained so far next to the full recipe; $RUNS/experiments
 # Outputs go to $RUNS (default runs/, ignored by git). Nothing is written to docs/.
+# The students, their ablations, eval and table5 read the teacher from $TEACHER (default: the
+# `teacher` stage's $RUNS/teacher/checkpoint/student). The shipped models/synthetic-teacher is
+# that stage's output, so the students can be trained without the teacher stages:
+#   TEACHER=models/synthetic-teacher bash scripts/train_synthetic_models.sh worlds student student_ego
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 RUNS=${RUNS:-runs}
@@ -48,6 +52,7 @@ if [ "$CHECK" = 1 ]; then  # a check writes nothing under $RUNS: what it must ex
   SCRATCH=$(mktemp -d)
   trap 'rm -rf "$SCRATCH"' EXIT
 fi
+TEACHER=${TEACHER:-$RUNS/teacher/checkpoint/student}
 TRAIN_WORLD=$RUNS/synthetic/train_world_hzb
 TEST_WORLD=$RUNS/synthetic/test_world
 VAL_WORLD=$RUNS/synthetic/val_world
@@ -150,8 +155,7 @@ stage_teacher() {
 }
 
 student_inputs=(  # the students' inputs under $RUNS (their configs name the same under runs/)
-  --override "data_root=$TRAIN_WORLD" --override "student=$RUNS/teacher/checkpoint/student"
-  --override "teacher=$RUNS/teacher/checkpoint/student"
+  --override "data_root=$TRAIN_WORLD" --override "student=$TEACHER" --override "teacher=$TEACHER"
 )
 
 stage_student() {
@@ -203,7 +207,7 @@ stage_table5() {
     [ -d "$dir" ] && args+=(--ablation "$name=$dir")
   done
   "$V2X_VLM" experiments "$TEST_WORLD" --model "$RUNS/student/checkpoint/student" \
-    --teacher "$RUNS/teacher/checkpoint/student" --ego-only-model "$RUNS/student-ego-only/checkpoint/student" \
+    --teacher "$TEACHER" --ego-only-model "$RUNS/student-ego-only/checkpoint/student" \
     "${args[@]}" --train-config config/train_synthetic_hazard_student.yaml --tables 1,5,6 --quiet \
     --out "$RUNS/experiments" > /dev/null
 }
@@ -215,7 +219,7 @@ stage_eval() {
   for world in test val; do
     local root=$RUNS/synthetic/${world}_world
     "$V2X_VLM" eval "$root" --planner constant-velocity --quiet --json "$out/$world-cv.json" > /dev/null
-    "$V2X_VLM" eval "$root" --planner model --model "$RUNS/teacher/checkpoint/student" --quiet \
+    "$V2X_VLM" eval "$root" --planner model --model "$TEACHER" --quiet \
       --json "$out/$world-teacher.json" > /dev/null
     "$V2X_VLM" eval "$root" --planner model --model "$ego" --quiet --json "$out/$world-ego-only.json" > /dev/null
     "$V2X_VLM" eval "$root" --planner model --model "$fused" --quiet --json "$out/$world-fused.json" > /dev/null

@@ -99,6 +99,28 @@ def test_the_recipe_starts_from_the_pinned_teacher_even_after_another_is_shipped
         "clone with that history" in refused.stderr
 
 
+def test_the_students_take_the_teacher_named_by_TEACHER(tmp_path):
+    """TEACHER=DIR makes the students (and their ablations) start from and distil DIR, e.g. the
+    shipped models/synthetic-teacher without the teacher stages: a teacher whose codec the
+    students' settings do not match (1000 bins here) is refused by their check, naming it."""
+    import json
+    import shutil
+
+    shipped = ROOT / "models" / "synthetic-teacher"
+    done = _recipe(tmp_path, "student", "student_ego", TEACHER=str(shipped))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[-1] == "checked: train config/train_synthetic_hazard_student_ego_only.yaml"
+    other = tmp_path / "other-teacher"
+    shutil.copytree(shipped, other)
+    settings = json.loads((other / "v2x_vlm.json").read_text())
+    settings["codec"]["bins"] = 1000
+    (other / "v2x_vlm.json").write_text(json.dumps(settings))
+    refused = _recipe(tmp_path, "student", TEACHER=str(other))
+    assert refused.returncode != 0 and "checked:" not in refused.stdout
+    assert str(other) in refused.stderr and "codec_bins" in refused.stderr
+    assert not (tmp_path / "runs").exists()
+
+
 def test_the_recipe_script_refuses_an_unknown_stage_before_running_any(tmp_path):
     done = _recipe(tmp_path, "vision", "studnet", check=False)
     assert done.returncode == 2
