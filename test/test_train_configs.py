@@ -110,7 +110,8 @@ def test_the_students_take_the_teacher_named_by_TEACHER(tmp_path):
     shipped = ROOT / "models" / "synthetic-teacher"
     done = _recipe(tmp_path, "student", "student_ego", TEACHER=str(shipped))
     assert done.returncode == 0, done.stderr
-    assert done.stdout.splitlines()[-1] == "checked: train config/train_synthetic_hazard_student_ego_only.yaml"
+    ego_only = "config/train_synthetic_hazard_student_ego_only.yaml"
+    assert done.stdout.splitlines()[-1] == f"checked: train {ego_only}"
     other = tmp_path / "other-teacher"
     shutil.copytree(shipped, other)
     settings = json.loads((other / "v2x_vlm.json").read_text())
