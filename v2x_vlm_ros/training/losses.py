@@ -110,24 +110,30 @@ def trajectory_loss(logits: torch.Tensor, labels: torch.Tensor,
     _check_weights(weights, labels.shape)
     chosen = _upcast(logits[valid])
     if smoothing is None:
-        if weights is None:
-            return F.cross_entropy(chosen, targets, reduction="sum") / count
         per_position = F.cross_entropy(chosen, targets, reduction="none")
-        return (per_position * weights[valid].to(per_position.dtype)).sum() / count
+    else:
+        per_position = _spread_cross_entropy(chosen, targets, smoothing)
+    if weights is not None:
+        per_position = per_position * weights[valid].to(per_position.dtype)
+    return per_position.sum() / count
+
+
+def _spread_cross_entropy(chosen: torch.Tensor, targets: torch.Tensor,
+                          smoothing: BinLabelSmoothing) -> torch.Tensor:
+    """(N,) cross-entropies of (N, V) logits: against the spread targets where the label is a
+    location token, one-hot elsewhere."""
+    vocab = chosen.shape[-1]
     if int(smoothing.bin_ids.max()) >= vocab:
         raise ValueError(f"location token ids reach {int(smoothing.bin_ids.max())}, "
                          f"the vocabulary has {vocab}")
     bins = smoothing.bin_of(targets)
     on_bins = bins >= 0
     log_p = F.log_softmax(chosen, dim=-1)
-    per_position = torch.zeros(count, dtype=log_p.dtype, device=log_p.device)
-    per_position[~on_bins] = -log_p[~on_bins].gather(1, targets[~on_bins, None])[:, 0]
+    per_position = -log_p.gather(1, targets[:, None])[:, 0]
     if bool(on_bins.any()):
         spread = smoothing.targets.to(log_p.device, log_p.dtype)[bins[on_bins]]  # (N, bins)
         per_position[on_bins] = -(spread * log_p[on_bins][:, smoothing.bin_ids.to(log_p.device)]).sum(-1)
-    if weights is not None:
-        per_position = per_position * weights[valid].to(per_position.dtype)
-    return per_position.sum() / count
+    return per_position
 
 
 def _check_weights(weights: torch.Tensor | None, shape) -> None:
