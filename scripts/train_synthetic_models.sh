@@ -29,7 +29,9 @@
 #   student_ego  the ego-only student, the same recipe without the roadside view
 #            (config/train_synthetic_hazard_student_ego_only.yaml)
 #   eval     constant velocity and every model on both held-out worlds, the roadside and
-#            description ablations of the fused student; JSON in $RUNS/eval
+#            description ablations of the fused student, the twin test of the fused student and
+#            the teacher; JSON (and each table, .md) in $RUNS/eval, about 20 min; cut off, it
+#            resumes at the first evaluation it had not written
 #   ablations  Table 5: the fused student's recipe with one switch off, 8 runs of its length
 #            (scene text, alignment, distillation, augmentation, roadside dropout, modality
 #            weights, hazard weighting, hazard probe); $RUNS/ablation-NAME
@@ -212,29 +214,49 @@ stage_table5() {
     --out "$RUNS/experiments" > /dev/null
 }
 
+evaluate() {  # evaluate JSON ARGS...: `v2x-vlm eval ARGS` into JSON (its table beside it, .md),
+  # unless JSON exists: an eval stage cut off resumes at the first evaluation it had not written
+  local json=$1
+  shift
+  if [ -f "$json" ]; then
+    echo "($json: written earlier)"
+    return
+  fi
+  "$V2X_VLM" eval "$@" --quiet --json "$json.partial" > "${json%.json}.md"
+  mv "$json.partial" "$json"
+}
+
 stage_eval() {
   [ "$CHECK" = 1 ] && { echo "(eval: v2x-vlm eval, not checked)"; return; }
   local out=$RUNS/eval fused=$RUNS/student/checkpoint/student ego=$RUNS/student-ego-only/checkpoint/student
   mkdir -p "$out"
   for world in test val; do
     local root=$RUNS/synthetic/${world}_world
-    "$V2X_VLM" eval "$root" --planner constant-velocity --quiet --json "$out/$world-cv.json" > /dev/null
-    "$V2X_VLM" eval "$root" --planner model --model "$TEACHER" --quiet \
-      --json "$out/$world-teacher.json" > /dev/null
-    "$V2X_VLM" eval "$root" --planner model --model "$ego" --quiet --json "$out/$world-ego-only.json" > /dev/null
-    "$V2X_VLM" eval "$root" --planner model --model "$fused" --quiet --json "$out/$world-fused.json" > /dev/null
+    evaluate "$out/$world-cv.json" "$root" --planner constant-velocity
+    evaluate "$out/$world-teacher.json" "$root" --planner model --model "$TEACHER"
+    evaluate "$out/$world-ego-only.json" "$root" --planner model --model "$ego"
+    evaluate "$out/$world-fused.json" "$root" --planner model --model "$fused"
     for ablation in none grey swap; do
-      "$V2X_VLM" eval "$root" --planner model --model "$fused" --roadside "$ablation" --quiet \
-        --json "$out/$world-fused-$ablation.json" > /dev/null
+      evaluate "$out/$world-fused-$ablation.json" "$root" --planner model --model "$fused" --roadside "$ablation"
     done
-    "$V2X_VLM" eval "$root" --planner model --model "$fused" --description empty --quiet \
-      --json "$out/$world-fused-description-empty.json" > /dev/null
+    evaluate "$out/$world-fused-description-empty.json" "$root" --planner model --model "$fused" \
+      --description empty
     "$V2X_VLM" table "$out/$world-cv.json" "$out/$world-teacher.json" "$out/$world-ego-only.json" \
       "$out/$world-fused.json" "$out/$world-fused-none.json" "$out/$world-fused-grey.json" \
       "$out/$world-fused-swap.json" "$out/$world-fused-description-empty.json" \
       --names constant-velocity teacher "student, ego only" "student, fused" "fused, roadside none" \
       "fused, roadside grey" "fused, roadside swapped" "fused, description empty" \
       --slice hidden_hazard --out "$out/$world-hidden_hazard.md" > /dev/null
+  done
+  # the twin test (frame pairs that differ only in the roadside image) of both fused planners
+  local name model
+  for name in fused teacher; do
+    model=$fused
+    [ "$name" = teacher ] && model=$TEACHER
+    [ -f "$out/twin-$name.json" ] && continue
+    "$V2X_VLM" twin-test "$model" --data "$RUNS/synthetic/test_world" --scenario occluded_crossing \
+      --quiet --json "$out/twin-$name.json.partial" > /dev/null
+    mv "$out/twin-$name.json.partial" "$out/twin-$name.json"
   done
 }
 

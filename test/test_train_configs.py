@@ -181,3 +181,65 @@ def test_the_recipe_scripts_ablations_are_the_commands_experiments_prints(tmp_pa
         want = [v.replace("output_dir=runs/", f"output_dir={runs}/") for v in want]
         assert set(overrides) - inputs == set(want), name
         assert set(overrides) & inputs == inputs
+
+
+def test_the_recipe_scripts_eval_stage_resumes_where_it_was_cut_off(tmp_path):
+    """The eval stage (about 20 min) cut off by a failing evaluation leaves no result for it and
+    no stamp; run again, it evaluates only what it had not written, then tabulates."""
+    import os
+    import shlex
+    import subprocess
+
+    log = tmp_path / "argv.log"
+    stub = tmp_path / "v2x-vlm"
+    # a stand-in for v2x-vlm: logs its arguments, writes its --json file, and fails once the
+    # file $FAIL_ON names (a basename) is asked for
+    stub.write_text(f'''#!/usr/bin/env bash
+printf "%q " "$@" >> {log}; echo >> {log}
+while [ $# -gt 0 ]; do
+  if [ "$1" = --json ]; then
+    case "$2" in *"${{FAIL_ON:-nothing}}"*) exit 1;; esac
+    echo '{{}}' > "$2"
+  fi
+  shift
+done
+''')
+    stub.chmod(0o755)
+    runs = tmp_path / "runs"
+
+    def run_eval(**extra):
+        log.write_text("")
+        env = dict(os.environ, V2X_VLM=str(stub), RUNS=str(runs), CHECK="0", **extra)
+        done = subprocess.run(["bash", str(RECIPE), "eval"], env=env, capture_output=True, text=True,
+                              timeout=60)
+        return done, [shlex.split(line) for line in log.read_text().splitlines()]
+
+    def written(call):  # the --json (or twin-test's) file of a call, its basename
+        return Path(call[call.index("--json") + 1]).name if "--json" in call else None
+
+    done, calls = run_eval(FAIL_ON="test-fused-swap.json")
+    assert done.returncode != 0
+    assert [written(c) for c in calls] == [
+        "test-cv.json.partial", "test-teacher.json.partial", "test-ego-only.json.partial",
+        "test-fused.json.partial", "test-fused-none.json.partial", "test-fused-grey.json.partial",
+        "test-fused-swap.json.partial"]
+    assert calls[5][calls[5].index("--roadside") + 1] == "grey"
+    left = sorted(p.name for p in (runs / "eval").iterdir())
+    assert "test-fused-swap.json" not in left and "test-fused-grey.json" in left
+    assert not (runs / ".done-eval").exists()
+
+    done, calls = run_eval()
+    assert done.returncode == 0, done.stderr
+    made = [(c[0], written(c)) for c in calls]
+    assert made[:2] == [("eval", "test-fused-swap.json.partial"),
+                        ("eval", "test-fused-description-empty.json.partial")]
+    assert made[2][0] == "table" and "--slice" in calls[2]
+    assert [w for _, w in made[3:11]] == [f"val-{n}.json.partial" for n in (
+        "cv", "teacher", "ego-only", "fused", "fused-none", "fused-grey", "fused-swap",
+        "fused-description-empty")]
+    assert made[11][0] == "table"
+    assert made[12:] == [("twin-test", "twin-fused.json.partial"), ("twin-test", "twin-teacher.json.partial")]
+    assert calls[12][1] == f"{runs}/student/checkpoint/student"
+    assert calls[13][1] == f"{runs}/teacher/checkpoint/student"  # $TEACHER's default
+    assert (runs / ".done-eval").exists()
+    assert not list((runs / "eval").glob("*.partial"))
