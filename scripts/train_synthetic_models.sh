@@ -42,6 +42,10 @@
 # `teacher` stage's $RUNS/teacher/checkpoint/student). The shipped models/synthetic-teacher is
 # that stage's output, so the students can be trained without the teacher stages:
 #   TEACHER=models/synthetic-teacher bash scripts/train_synthetic_models.sh worlds student student_ego
+# and the eval stage scores the students FUSED and EGO_ONLY (default: the student stages' outputs);
+# the shipped models' cards, from a clean clone:
+#   TEACHER=models/synthetic-teacher FUSED=models/synthetic-student \
+#     EGO_ONLY=models/synthetic-student-ego-only bash scripts/train_synthetic_models.sh worlds eval
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 RUNS=${RUNS:-runs}
@@ -55,6 +59,10 @@ if [ "$CHECK" = 1 ]; then  # a check writes nothing under $RUNS: what it must ex
   trap 'rm -rf "$SCRATCH"' EXIT
 fi
 TEACHER=${TEACHER:-$RUNS/teacher/checkpoint/student}
+# the students the eval stage scores (the shipped ones: FUSED=models/synthetic-student
+# EGO_ONLY=models/synthetic-student-ego-only)
+FUSED=${FUSED:-$RUNS/student/checkpoint/student}
+EGO_ONLY=${EGO_ONLY:-$RUNS/student-ego-only/checkpoint/student}
 TRAIN_WORLD=$RUNS/synthetic/train_world_hzb
 TEST_WORLD=$RUNS/synthetic/test_world
 VAL_WORLD=$RUNS/synthetic/val_world
@@ -228,18 +236,18 @@ evaluate() {  # evaluate JSON ARGS...: `v2x-vlm eval ARGS` into JSON (its table 
 
 stage_eval() {
   [ "$CHECK" = 1 ] && { echo "(eval: v2x-vlm eval, not checked)"; return; }
-  local out=$RUNS/eval fused=$RUNS/student/checkpoint/student ego=$RUNS/student-ego-only/checkpoint/student
+  local out=$RUNS/eval
   mkdir -p "$out"
   for world in test val; do
     local root=$RUNS/synthetic/${world}_world
     evaluate "$out/$world-cv.json" "$root" --planner constant-velocity
     evaluate "$out/$world-teacher.json" "$root" --planner model --model "$TEACHER"
-    evaluate "$out/$world-ego-only.json" "$root" --planner model --model "$ego"
-    evaluate "$out/$world-fused.json" "$root" --planner model --model "$fused"
+    evaluate "$out/$world-ego-only.json" "$root" --planner model --model "$EGO_ONLY"
+    evaluate "$out/$world-fused.json" "$root" --planner model --model "$FUSED"
     for ablation in none grey swap; do
-      evaluate "$out/$world-fused-$ablation.json" "$root" --planner model --model "$fused" --roadside "$ablation"
+      evaluate "$out/$world-fused-$ablation.json" "$root" --planner model --model "$FUSED" --roadside "$ablation"
     done
-    evaluate "$out/$world-fused-description-empty.json" "$root" --planner model --model "$fused" \
+    evaluate "$out/$world-fused-description-empty.json" "$root" --planner model --model "$FUSED" \
       --description empty
     "$V2X_VLM" table "$out/$world-cv.json" "$out/$world-teacher.json" "$out/$world-ego-only.json" \
       "$out/$world-fused.json" "$out/$world-fused-none.json" "$out/$world-fused-grey.json" \
@@ -251,7 +259,7 @@ stage_eval() {
   # the twin test (frame pairs that differ only in the roadside image) of both fused planners
   local name model
   for name in fused teacher; do
-    model=$fused
+    model=$FUSED
     [ "$name" = teacher ] && model=$TEACHER
     [ -f "$out/twin-$name.json" ] && continue
     "$V2X_VLM" twin-test "$model" --data "$RUNS/synthetic/test_world" --scenario occluded_crossing \

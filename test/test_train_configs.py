@@ -243,3 +243,14 @@ done
     assert calls[13][1] == f"{runs}/teacher/checkpoint/student"  # $TEACHER's default
     assert (runs / ".done-eval").exists()
     assert not list((runs / "eval").glob("*.partial"))
+
+    # the shipped students instead of the student stages' outputs
+    for name in (".done-eval", "eval/test-ego-only.json", "eval/test-fused.json", "eval/twin-fused.json"):
+        (runs / name).unlink()
+    done, calls = run_eval(FUSED="models/synthetic-student", EGO_ONLY="models/synthetic-student-ego-only")
+    assert done.returncode == 0, done.stderr
+    models = [(written(c), c[c.index("--model") + 1] if "--model" in c else c[1]) for c in calls
+              if c[0] != "table"]
+    assert models == [("test-ego-only.json.partial", "models/synthetic-student-ego-only"),
+                      ("test-fused.json.partial", "models/synthetic-student"),
+                      ("twin-fused.json.partial", "models/synthetic-student")]
