@@ -262,7 +262,7 @@ stage_eval() {
     model=$FUSED
     [ "$name" = teacher ] && model=$TEACHER
     [ -f "$out/twin-$name.json" ] && continue
-    "$V2X_VLM" twin-test "$model" --data "$RUNS/synthetic/test_world" --scenario occluded_crossing \
+    "$V2X_VLM" twin-test "$model" --data "$TEST_WORLD" --scenario occluded_crossing \
       --quiet --json "$out/twin-$name.json.partial" > /dev/null
     mv "$out/twin-$name.json.partial" "$out/twin-$name.json"
   done
