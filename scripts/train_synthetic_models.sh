@@ -46,6 +46,10 @@
 # the shipped models' cards, from a clean clone:
 #   TEACHER=models/synthetic-teacher FUSED=models/synthetic-student \
 #     EGO_ONLY=models/synthetic-student-ego-only bash scripts/train_synthetic_models.sh worlds eval
+# On another machine, TRAIN_ARGS are added to every training run and SYNTH_WORKERS sets the
+# worlds' render processes (default: the configs' 2), e.g. on a CUDA machine with 16 cores:
+#   TRAIN_ARGS="--override device=cuda --override num_workers=8 --override checkpoint_every=100" \
+#     SYNTH_WORKERS=16 TEACHER=models/synthetic-teacher bash scripts/train_synthetic_models.sh ...
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 RUNS=${RUNS:-runs}
@@ -63,15 +67,18 @@ TEACHER=${TEACHER:-$RUNS/teacher/checkpoint/student}
 # EGO_ONLY=models/synthetic-student-ego-only)
 FUSED=${FUSED:-$RUNS/student/checkpoint/student}
 EGO_ONLY=${EGO_ONLY:-$RUNS/student-ego-only/checkpoint/student}
+read -r -a TRAIN_EXTRA <<< "${TRAIN_ARGS:-}"  # words: overrides hold no spaces
+SYNTH_EXTRA=()
+[ -n "${SYNTH_WORKERS:-}" ] && SYNTH_EXTRA=(--workers "$SYNTH_WORKERS")
 TRAIN_WORLD=$RUNS/synthetic/train_world_hzb
 TEST_WORLD=$RUNS/synthetic/test_world
 VAL_WORLD=$RUNS/synthetic/val_world
 
 train() {  # train CONFIG OVERRIDES...: the run, or with CHECK=1 its settings checked
   if [ "$CHECK" = 1 ]; then
-    "$V2X_VLM" train "$@" --check > /dev/null && echo "checked: train $1"
+    "$V2X_VLM" train "$@" "${TRAIN_EXTRA[@]}" --check > /dev/null && echo "checked: train $1"
   else
-    "$V2X_VLM" train "$@" --quiet
+    "$V2X_VLM" train "$@" "${TRAIN_EXTRA[@]}" --quiet
   fi
 }
 
@@ -91,9 +98,9 @@ stage() {  # stage NAME: run stage_NAME unless its stamp exists
 stage_worlds() {
   [ "$CHECK" = 1 ] && { echo "(worlds: written by v2x-vlm synth, not checked)"; return; }
   rm -rf "$TRAIN_WORLD" "$TEST_WORLD" "$VAL_WORLD"  # a world cut off mid-write is written again
-  "$V2X_VLM" synth "$TRAIN_WORLD" --config config/synth_train_hazard.yaml --sequences 450 > /dev/null
-  "$V2X_VLM" synth "$TEST_WORLD" --config config/synth_test.yaml > /dev/null
-  "$V2X_VLM" synth "$VAL_WORLD" --config config/synth_test.yaml --sequences 10 --seed 3000 > /dev/null
+  "$V2X_VLM" synth "$TRAIN_WORLD" --config config/synth_train_hazard.yaml --sequences 450 "${SYNTH_EXTRA[@]}" > /dev/null
+  "$V2X_VLM" synth "$TEST_WORLD" --config config/synth_test.yaml "${SYNTH_EXTRA[@]}" > /dev/null
+  "$V2X_VLM" synth "$VAL_WORLD" --config config/synth_test.yaml --sequences 10 --seed 3000 "${SYNTH_EXTRA[@]}" > /dev/null
 }
 
 stage_vision() {

@@ -254,3 +254,37 @@ done
     assert models == [("test-ego-only.json.partial", "models/synthetic-student-ego-only"),
                       ("test-fused.json.partial", "models/synthetic-student"),
                       ("twin-fused.json.partial", "models/synthetic-student")]
+
+
+def test_the_recipe_script_passes_TRAIN_ARGS_to_every_run_and_SYNTH_WORKERS_to_every_world(tmp_path):
+    """On a CUDA machine the same stages run with TRAIN_ARGS (e.g. device=cuda) added to each
+    training command, after the stage's own overrides, and SYNTH_WORKERS render processes;
+    without them the commands are unchanged."""
+    import os
+    import shlex
+    import subprocess
+
+    log = tmp_path / "argv.log"
+    stub = tmp_path / "v2x-vlm"
+    stub.write_text(f'#!/usr/bin/env bash\nprintf "%q " "$@" >> {log}\necho >> {log}\n')
+    stub.chmod(0o755)
+
+    def calls(*stages, check, **extra):
+        log.write_text("")
+        env = dict(os.environ, V2X_VLM=str(stub), RUNS=str(tmp_path / "runs"), CHECK=check, **extra)
+        done = subprocess.run(["bash", str(RECIPE), *stages], env=env, capture_output=True, text=True,
+                              timeout=60)
+        assert done.returncode == 0, done.stderr
+        return [shlex.split(line) for line in log.read_text().splitlines()]
+
+    extra = ["--override", "device=cuda", "--override", "num_workers=8"]
+    trained = calls("student", "ablations", check="1", TRAIN_ARGS=" ".join(extra))
+    plain = calls("student", "ablations", check="1")
+    assert len(trained) == len(plain) == 9
+    for with_args, without in zip(trained, plain):
+        assert with_args == without[:-1] + extra + ["--check"]
+    worlds = calls("worlds", check="0", SYNTH_WORKERS="16")
+    assert [c[:2] for c in worlds] == [["synth", str(tmp_path / "runs" / "synthetic" / w)]
+                                       for w in ("train_world_hzb", "test_world", "val_world")]
+    assert all(c[-2:] == ["--workers", "16"] for c in worlds)
+    assert all("--workers" not in c for c in calls("worlds", check="0"))
