@@ -370,6 +370,14 @@ def test_strings_and_commands(types):
             m.command_from_string(bad)
 
 
+def test_text_digest_is_the_standard_crc32():
+    # CRC-32's published check value (the CRC of "123456789"), as 8 hex digits
+    assert m.text_digest("123456789") == "cbf43926"
+    assert m.text_digest("") == "00000000"
+    assert m.text_digest("A bus stops.") != m.text_digest("A bus stops")
+    assert len(m.text_digest("\ud800 lone surrogate")) == 8  # a text ROS could not carry still has one
+
+
 def test_resolvers():
     types = m.rosbags_types("jazzy")
     assert types("std_msgs/msg/String").__msgtype__ == "std_msgs/msg/String"

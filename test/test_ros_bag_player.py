@@ -6,6 +6,7 @@ comes."""
 
 from __future__ import annotations
 
+import threading
 import time
 
 import pytest
@@ -17,6 +18,7 @@ require("rclpy")
 from v2x_vlm_ros.conversion import messages as conv  # noqa: E402
 from v2x_vlm_ros.ros import vehicle_node as vn  # noqa: E402
 from v2x_vlm_ros.ros.bag_player import BagPlayer, PlayOptions  # noqa: E402
+from v2x_vlm_ros.runtime.vehicle import VehicleService  # noqa: E402
 from v2x_vlm_ros.tools import bag as bagfile  # noqa: E402
 
 pytestmark = pytest.mark.ros_node
@@ -97,6 +99,96 @@ def test_a_count_that_never_comes_is_named_with_what_was_sent():
             "is not publishing /diagnostics; its drops: drop.roadside_from_future 1")
         publish(3)
         player._confirm_intake(1626155247801529000)  # returns once the count is there
+
+
+def test_counts_alone_do_not_confirm_what_the_node_reports_as_its_last_input():
+    """A copy sent again makes a count run one ahead; the player then also waits for the
+    planner's last odometry stamp, description digest and command to be the ones it sent,
+    checked once the planner reports them (a planner without them: counts only)."""
+    with ros_session() as session:
+        player = BagPlayer(session.node("player"), PlayOptions(step=True, timeout_s=1.5))
+        t = conv.rclpy_types()
+        status = session.node("planner").create_publisher(t("diagnostic_msgs/msg/DiagnosticArray"),
+                                                          "/diagnostics", 10)
+        wait_until(lambda: status.get_subscription_count() > 0, 10, what="the player's subscription")
+        counts = {"count.descriptions_in": 3, "count.odometry_in": 4, "count.commands_in": 3}
+        player._sent = {"descriptions_in": 3, "odometry_in": 3, "commands_in": 3}
+        player._awaited = {"last_in.odometry_stamp": "1626155123201121000",
+                           "last_in.description_digest": conv.text_digest("A bus stops."), "command": "LEFT"}
+        seen = [0]
+
+        def publish(**values):
+            seen[0] += 1
+            values = {**counts, "n": seen[0], **{k.replace("__", "."): v for k, v in values.items()}}
+            status.publish(conv.diagnostic_array(t, 0, "v2x_vlm_ros: vehicle_node", 0, "ok", values))
+            wait_until(lambda: player.result.planner_diagnostics.get("n") == str(seen[0]), 10,
+                       what="the status")
+
+        publish(last_in__odometry_stamp="1626155123100653000", command="LEFT",
+                last_in__description_digest=conv.text_digest("A bus stops."))
+        with pytest.raises(TimeoutError) as err:
+            player._confirm_intake(1626155123201121000)
+        assert str(err.value) == (
+            "vehicle_node has not taken in the inputs of the sample at 1626155123201121000 within 1.5 s "
+            "(last_in.odometry_stamp 1626155123100653000, not the 1626155123201121000 sent, "
+            "from /diagnostics): "
+            "a message lost (best-effort roadside link?) or the node is not publishing /diagnostics")
+        publish(last_in__odometry_stamp="1626155123201121000", command="FORWARD",
+                last_in__description_digest=conv.text_digest("A bus stops"))
+        with pytest.raises(TimeoutError) as err:
+            player._confirm_intake(1626155123201121000)
+        assert f"(command FORWARD, not the LEFT sent, last_in.description_digest " \
+               f"{conv.text_digest('A bus stops')}, not the {conv.text_digest('A bus stops.')} sent, " \
+               f"from /diagnostics)" in str(err.value)
+        publish(last_in__odometry_stamp="1626155123201121000", command="LEFT",
+                last_in__description_digest=conv.text_digest("A bus stops."))
+        player._confirm_intake(1626155123201121000)  # all three are the ones sent
+        publish()  # a planner that reports none of them: its counts decide
+        player._confirm_intake(1626155123201121000)
+
+
+def test_a_late_copy_does_not_let_the_next_sample_go_without_its_odometry(monkeypatch):
+    """What a CI run met: the node took a sample's odometry in after resend_s, so the player
+    sent it again; the copy was counted too, and the next sample's count was reached before
+    its own odometry was in. The plan then ran on the previous sample's motion. Here sample
+    2's odometry takes 1.6 s (resend_s 1) and sample 3's comes 0.6 s late; every plan must
+    still run on its own sample's odometry (its stamp is the ego frame's in the bag)."""
+    on_odometry = vn.VehiclePlanning.on_odometry
+    seen: list[int] = []
+
+    def late(self, msg):
+        stamp = conv.stamp_to_ns(msg.header.stamp)
+        seen.append(stamp)
+        if len(seen) == 2:  # sample 2's, the first time: the intake thread held up
+            time.sleep(1.6)
+        elif len(set(seen)) == 3 and seen.count(stamp) == 1:  # sample 3's: arrives 0.6 s late
+            threading.Timer(0.6, on_odometry, (self, msg)).start()
+            return
+        on_odometry(self, msg)
+
+    used: dict[int, int] = {}  # ego stamp planned -> stamp of the odometry it ran on
+    step = VehicleService.step
+
+    def recorded_step(self, now_ns):
+        motion_stamp = self.motion[0] if self.motion is not None else None
+        result = step(self, now_ns)
+        if result is not None:
+            used[result.stamp_ns] = motion_stamp
+        return result
+
+    monkeypatch.setattr(vn.VehiclePlanning, "on_odometry", late)
+    monkeypatch.setattr(VehicleService, "step", recorded_step)
+    with ros_session() as session:
+        node = bag_vehicle(session, "diagnostics_period_s:=0.05")
+        player = BagPlayer(session.node("player"), PlayOptions(
+            step=True, link_topic="", path_topic="/vehicle_node/output/path", max_samples=5,
+            timeout_s=30.0, start_delay_s=0.5, resend_s=1.0))
+        result = player.play(sample_bag())
+        counts = dict(node.planning.service.counts)
+    # with counts alone sample 3 was planned on sample 2's odometry here
+    assert len(used) == 5 and all(odometry == ego for ego, odometry in used.items()), used
+    assert result.resent >= 1 and counts["odometry_in"] >= 6, (result.resent, counts)  # the copy, taken in
+    assert result.ego_frames == 5 and len(result.paths) == 5 and not result.missing
 
 
 def test_step_play_publishes_again_what_the_node_did_not_count_in(monkeypatch):

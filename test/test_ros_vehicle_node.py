@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import time
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -178,6 +179,10 @@ def test_every_input_is_counted_in_once_stored_and_statuses_follow_diagnostics_p
         last = values()[-1]
         assert last["drop.odometry_invalid"] == "1" and last["drop.command_invalid"] == "1"
         assert last["command"] == "RIGHT"
+        # what the last odometry and description taken in were (the refused odometry too):
+        # the player's check that the sample's own messages are in, not late copies
+        assert last["last_in.odometry_stamp"] == str(stamp + 1)
+        assert last["last_in.description_digest"] == f"{zlib.crc32(b'A bus stops.'):08x}"
         service = node.planning.service
         assert service.motion[0] == stamp and service.motion[1].speed_mps == 5.0  # the NaN one refused
         assert service.descriptions.get(now_ns())[0] == "A bus stops."

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import importlib
 import math
+import zlib
 from functools import lru_cache
 
 import cv2
@@ -526,6 +527,13 @@ def diagnostic_to_dict(msg) -> dict[str, dict]:
                      "values": {kv.key: kv.value for kv in s.values}} for s in msg.status}
 
 
+def text_digest(text: str) -> str:
+    """A short identity of a text (CRC-32, 8 hex digits): vehicle_node reports the last
+    scene description it took in this way, so a player can tell whether the one it sent is
+    in without the whole text in every status."""
+    return f"{zlib.crc32(str(text).encode('utf-8', 'surrogatepass')):08x}"
+
+
 def string_msg(types, text: str):
     return types("std_msgs/msg/String")(data=str(text))
 
@@ -549,7 +557,7 @@ __all__ = [
     "compressed_msg_to_bgr", "delete_all_markers", "diagnostic_array", "diagnostic_to_dict", "header",
     "image_msg_to_bgr", "level_to_int", "matrix_from_quaternion", "ns_to_stamp", "odometry_msg",
     "odometry_to_state", "path_to_xy", "pose_msg", "pose_to_matrix", "quaternion_from_matrix",
-    "quaternion_from_yaw", "rclpy_types", "rosbags_types", "stamp_to_ns", "string_msg", "tf_message",
-    "tf_to_matrices", "trajectory_markers", "trajectory_to_path", "transform_stamped",
+    "quaternion_from_yaw", "rclpy_types", "rosbags_types", "stamp_to_ns", "string_msg", "text_digest",
+    "tf_message", "tf_to_matrices", "trajectory_markers", "trajectory_to_path", "transform_stamped",
     "transform_to_matrix",
 ]

@@ -27,12 +27,16 @@ Two ways to play:
   The planning timer runs on the latest inputs, so each one must be in before the ego
   frame: with ``confirm_intake`` (default) the player waits, before the ego image, until
   vehicle_node's ``/diagnostics`` counts (``count.descriptions_in``, ``odometry_in``,
-  ``commands_in``, ``roadside_frames_in``; counted once stored) reach what was sent. A
+  ``commands_in``, ``roadside_frames_in``; counted once stored) reach what was sent and
+  the last odometry stamp, description digest and command it reports
+  (``INTAKE_IDENTITY``) are those of the sample: a count alone cannot tell the sample's
+  message from a late copy of the previous one sent again (below). A
   status comes every ``diagnostics_period_s`` of the node (1 s; set it to 0.05 for a quick
   step play). Without it the player pauses ``settle_s`` and trusts the timing (a loaded
   machine took a message in late: seen once in 540 frames on a CI machine). Inputs not
   counted in after ``resend_s`` are published again (best-effort topics lose a message now
-  and then, most often the first after discovery), counted in ``resent``; a frame
+  and then, most often the first after discovery), counted in ``resent`` (a copy of one
+  that was only late is taken in twice, and the later, identical one kept); a frame
   roadside_node forwarded and the link lost is not (the node forwards each stamp once), and
   before the first sample the player waits for the planner's link subscription.
   A jump of /clock to a new sequence is followed by a wait until vehicle_node's status is
@@ -65,6 +69,29 @@ PLANNER_STATUS = "vehicle_node"  # the end of vehicle_node's DiagnosticStatus na
 #: step mode: the planner's count of each input the player sends it (``count.<name>``)
 INTAKE_COUNTS = {bagfile.DESCRIPTION: "descriptions_in", bagfile.ODOMETRY: "odometry_in",
                  bagfile.COMMAND: "commands_in", bagfile.ROADSIDE_IMAGE: "roadside_frames_in"}
+#: step mode: which value of the planner's status names the last message of a topic it took
+#: in. A count cannot tell a sample's message from a late copy of the previous sample's (sent
+#: again after ``resend_s``): the copy makes the count reach what was sent before the new
+#: message is in (a CI run so planned 3 of 540 frames unlike replay, up to 7 m off).
+INTAKE_IDENTITY = {bagfile.ODOMETRY: "last_in.odometry_stamp",
+                   bagfile.DESCRIPTION: "last_in.description_digest", bagfile.COMMAND: "command"}
+
+
+def intake_identity(topic: str, msg) -> str | None:
+    """What vehicle_node reports (``INTAKE_IDENTITY[topic]``) once it has taken ``msg`` in;
+    None for a topic it reports nothing of, or a command it refuses (it keeps the last)."""
+    from v2x_vlm_ros.conversion import messages as conv
+
+    if topic == bagfile.ODOMETRY:
+        return str(conv.stamp_to_ns(msg.header.stamp))
+    if topic == bagfile.DESCRIPTION:
+        return conv.text_digest(msg.data)
+    if topic == bagfile.COMMAND:
+        try:
+            return conv.command_from_string(msg.data).name
+        except ValueError:
+            return None
+    return None
 
 
 @dataclass
@@ -192,6 +219,7 @@ class BagPlayer:
         self._diagnostics_seen = 0  # vehicle_node statuses received (to wait for a fresh one)
         self._planner_clock_ns = 0  # the stamp of the last status: the planner's clock then
         self._sent: dict[str, int] = {}  # count name -> how many the planner should have taken in
+        self._awaited: dict[str, str] = {}  # status key -> the value once the last message sent is in
         self._sent_wall: dict[int, float] = {}
         self._clock_ns = 0
         if options.step or options.record:
@@ -279,7 +307,14 @@ class BagPlayer:
     def _publish_sample(self, group: dict, skip=()) -> None:
         for topic, (msgtype, raw) in group.items():
             if topic not in skip:
-                self._publish(topic, msgtype, raw)
+                msg = self._publish(topic, msgtype, raw)
+                if msg is not None and topic in INTAKE_IDENTITY and self.options.step:
+                    with self._lock:
+                        awaited = intake_identity(topic, msg)
+                        if awaited is None:
+                            self._awaited.pop(INTAKE_IDENTITY[topic], None)
+                        else:
+                            self._awaited[INTAKE_IDENTITY[topic]] = awaited
 
     # -- the two modes --------------------------------------------------------------------
 
@@ -418,31 +453,42 @@ class BagPlayer:
         return int(self.result.planner_diagnostics.get(f"count.{name}", 0))
 
     def _confirm_intake(self, log_ns: int, group: dict | None = None) -> None:
-        """Wait until the planner's counts show every input sent so far taken in; every
-        ``resend_s`` the messages of ``group`` (the sample) whose count lags are published
-        again. A copy of one that was only late is a duplicate stamp to the node, dropped
-        and counted there (``drop.*_duplicate_stamp``), not planned on twice."""
+        """Wait until the planner's counts show every input sent so far taken in, and the
+        last odometry, description and command it reports (``INTAKE_IDENTITY``, once it
+        reports them) are the ones sent last; every ``resend_s`` the messages of ``group``
+        (the sample) that lag are published again. A copy of one that was only late counts
+        once more: the counts then run ahead of what was sent, which is why they alone do
+        not confirm the next sample's messages."""
         def lagging():
             return {name: (self._planner_count(name), sent) for name, sent in self._sent.items()
                     if self._planner_count(name) < sent}
 
+        def not_yet():  # status key -> (reported, awaited), for the keys the planner reports
+            status = self.result.planner_diagnostics
+            return {key: (status[key], value) for key, value in self._awaited.items()
+                    if key in status and status[key] != value}
+
         deadline = time.monotonic() + self.options.timeout_s
         while True:
             left = deadline - time.monotonic()
-            if self._wait(lambda: not lagging(), max(0.0, min(self.options.resend_s, left))):
+            if self._wait(lambda: not lagging() and not not_yet(),
+                          max(0.0, min(self.options.resend_s, left))):
                 return
             if group is None or time.monotonic() >= deadline:
                 break
             with self._lock:
-                behind = set(lagging())
+                behind = set(lagging()) | set(not_yet())
             for topic, name in INTAKE_COUNTS.items():
                 if topic == bagfile.ROADSIDE_IMAGE and self.options.link_topic:
                     continue  # roadside_node forwards a frame once: a copy is rate-skipped there
-                if name in behind and topic in group and self.publishers.get(topic):
+                if ((name in behind or INTAKE_IDENTITY.get(topic) in behind) and topic in group
+                        and self.publishers.get(topic)):
                     self._publish(topic, *group[topic])
                     self.result.resent += 1
         with self._lock:
             behind = ", ".join(f"count.{n} {got} of {sent}" for n, (got, sent) in sorted(lagging().items()))
+            behind = ", ".join(filter(None, [behind] + [f"{key} {got}, not the {value} sent"
+                                                        for key, (got, value) in sorted(not_yet().items())]))
             drops = ", ".join(f"{k} {v}" for k, v in sorted(self.result.planner_diagnostics.items())
                               if k.startswith("drop.") and v not in ("0", 0))
         raise TimeoutError(f"vehicle_node has not taken in the inputs of the sample at {log_ns} within "

@@ -11,7 +11,9 @@ Topics (private, remapped in launch/v2x_vlm.launch.py):
        ``map_frame``, when odometry gives a pose), ``~/output/markers`` (MarkerArray),
        ``~/output/scene_description`` (String), ``~/output/debug_image`` (Image, when
        ``publish_debug_image``), ``/diagnostics`` (mode, frames in, drops by cause, frames
-       lost before intake, silent inputs, link problems, latencies).
+       lost before intake, silent inputs, link problems, latencies; the current command,
+       the stamp of the last odometry and a digest of the last scene description taken
+       in: ``last_in.odometry_stamp``, ``last_in.description_digest``).
 
 Threads (callback groups on a MultiThreadedExecutor, see ``ros.process``): intake
 (image, odometry, command and description callbacks: store only), planning (the timer at
@@ -77,6 +79,9 @@ class VehiclePlanning:
         self.configured = False
         self.closing = False
         self.pose = None  # map <- base_link from odometry
+        # what the last odometry (its stamp) and scene description (its digest) taken in
+        # were, in /diagnostics: a player sending them tells its own from a late copy
+        self.last_in: dict[str, str] = {}
         self.losses = TransportLosses()
         self.links = LinkProblems(node.get_logger())
         self.silence: SilenceMonitor | None = None
@@ -254,6 +259,7 @@ class VehiclePlanning:
                                            "~/input/roadside_image", now_ns=self.now_ns())
 
     def on_odometry(self, msg):
+        self.last_in["odometry_stamp"] = str(conv.stamp_to_ns(msg.header.stamp))
         try:
             pose, speed, yaw_rate = conv.odometry_to_state(msg)
         except ValueError as exc:  # NaN pose, broken quaternion: count it, keep the last good one
@@ -276,6 +282,7 @@ class VehiclePlanning:
         self.service.count("commands_in")
 
     def on_description(self, msg):
+        self.last_in["description_digest"] = conv.text_digest(msg.data)
         self.service.descriptions.put(Description(msg.data, self.now_ns()))
         self.service.count("descriptions_in")
 
@@ -335,6 +342,7 @@ class VehiclePlanning:
         values.update({f"lost_before_intake.{k}": v for k, v in self.losses.lost.items()})
         values.update({f"first_sequence_number.{k}": v for k, v in self.losses.first.items()})
         values.update({f"link.{k}": v for k, v in self.links.counts.items()})
+        values.update({f"last_in.{k}": v for k, v in dict(self.last_in).items()})
         for stage, stats in diag["latency_ms"].items():
             values[f"latency_ms.{stage}.p50"] = round(stats["p50"], 2)
             values[f"latency_ms.{stage}.p99"] = round(stats["p99"], 2)
