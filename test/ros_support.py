@@ -126,19 +126,21 @@ def wait_until(predicate, timeout_s: float = 10.0, step_s: float = 0.02, what: s
 
 
 class RosSession:
-    """An rclpy context with a MultiThreadedExecutor spinning on a thread."""
+    """An rclpy context with the nodes' executor (``ros.process.NodeExecutor``, a
+    MultiThreadedExecutor) spinning on a thread."""
 
     def __init__(self):
         import rclpy
         from rclpy.context import Context
-        from rclpy.executors import MultiThreadedExecutor
         from rclpy.signals import SignalHandlerOptions
+
+        from v2x_vlm_ros.ros.process import NodeExecutor
 
         self.rclpy = rclpy
         self.context = Context()
         rclpy.init(context=self.context, domain_id=domain_id(),
                    signal_handler_options=SignalHandlerOptions.NO)
-        self.executor = MultiThreadedExecutor(num_threads=4, context=self.context)
+        self.executor = NodeExecutor(num_threads=4, context=self.context)
         self.nodes: list = []
         self._thread = threading.Thread(target=self._spin, daemon=True)
         self._thread.start()
