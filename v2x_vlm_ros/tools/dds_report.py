@@ -4,8 +4,10 @@ stage latencies from the same run (its /diagnostics).
 
 Measured by ``test/test_launch_latency.py`` (launch_testing: both nodes from the installed
 package, Fast DDS, ``v2x-vlm play`` at the recorded pace); written to
-``docs/DDS_LATENCY.md`` and ``docs/dds_latency.json`` only when asked::
+``docs/DDS_LATENCY.md`` and ``docs/dds_latency.json`` only when asked, with the package
+installed by colcon (``bash scripts/test.sh`` builds it into ``.colcon/install``)::
 
+    source scripts/bootstrap.sh && source .colcon/install/setup.bash
     V2X_VLM_WRITE_DOCS=1 .venv/bin/python -m pytest test/test_launch_latency.py
 
 What the DDS figure contains: JPEG bytes into DDS at the player, delivery to both nodes
@@ -53,7 +55,9 @@ def markdown(result: dict) -> str:
         f"load average at the end of the run (1/5/15 min): "
         f"{', '.join(str(x) for x in result['load_average_1_5_15_min'])}",
         f"- setup: {result['setup']['description']}",
-        "- command: `V2X_VLM_WRITE_DOCS=1 .venv/bin/python -m pytest test/test_launch_latency.py`",
+        "- command: `source scripts/bootstrap.sh && source .colcon/install/setup.bash && "
+        "V2X_VLM_WRITE_DOCS=1 .venv/bin/python -m pytest test/test_launch_latency.py` (after `bash "
+        "scripts/test.sh`, which installs the package with colcon)",
         "",
         "| | p50 (ms) | p90 (ms) | p99 (ms) | max (ms) | n |",
         "|---|---|---|---|---|---|",
