@@ -38,6 +38,29 @@ def bag_vehicle(session, *params: str):
     return session.add(vn.VehicleNode(context=session.context, cli_args=args))
 
 
+def step_play(samples: int, resend_s: float):
+    """`play --step` of the sample bag's first ``samples`` into vehicle_node (statuses 20 a
+    second, no roadside link); the player's result and the node's counts."""
+    with ros_session() as session:
+        node = bag_vehicle(session, "diagnostics_period_s:=0.05")
+        player = BagPlayer(session.node("player"), PlayOptions(
+            step=True, link_topic="", path_topic="/vehicle_node/output/path", max_samples=samples,
+            timeout_s=30.0, start_delay_s=0.5, resend_s=resend_s))
+        result = player.play(sample_bag())
+        return result, dict(node.planning.service.counts)
+
+
+def player_and_planner_status(session):
+    """A step-mode player (1.5 s timeout) and a stand-in planner's /diagnostics publisher
+    it receives; with the rclpy message types."""
+    player = BagPlayer(session.node("player"), PlayOptions(step=True, timeout_s=1.5))
+    t = conv.rclpy_types()
+    status = session.node("planner").create_publisher(t("diagnostic_msgs/msg/DiagnosticArray"),
+                                                      "/diagnostics", 10)
+    wait_until(lambda: status.get_subscription_count() > 0, 10, what="the player's subscription")
+    return player, status, t
+
+
 def test_step_play_waits_for_a_slow_intake_so_every_plan_has_its_description(monkeypatch):
     taken = vn.VehiclePlanning.on_description
 
@@ -46,13 +69,7 @@ def test_step_play_waits_for_a_slow_intake_so_every_plan_has_its_description(mon
         taken(self, msg)
 
     monkeypatch.setattr(vn.VehiclePlanning, "on_description", slow_description)
-    with ros_session() as session:
-        node = bag_vehicle(session, "diagnostics_period_s:=0.05")
-        player = BagPlayer(session.node("player"), PlayOptions(
-            step=True, link_topic="", path_topic="/vehicle_node/output/path", max_samples=SAMPLES,
-            timeout_s=30.0, start_delay_s=0.5, resend_s=30.0))
-        result = player.play(sample_bag())
-        counts = dict(node.planning.service.counts)
+    result, counts = step_play(SAMPLES, resend_s=30.0)
     # resend_s = timeout_s: this test is about the wait, so nothing is sent twice and every
     # count is exact (with the default 3 s, a CI machine so loaded that the executor was
     # silent 13 s saw a description counted late, sent it again and counted 9 of 8)
@@ -67,11 +84,7 @@ def test_step_play_waits_for_a_slow_intake_so_every_plan_has_its_description(mon
 
 def test_a_count_that_never_comes_is_named_with_what_was_sent():
     with ros_session() as session:
-        player = BagPlayer(session.node("player"), PlayOptions(step=True, timeout_s=1.5))
-        t = conv.rclpy_types()
-        status = session.node("planner").create_publisher(t("diagnostic_msgs/msg/DiagnosticArray"),
-                                                          "/diagnostics", 10)
-        wait_until(lambda: status.get_subscription_count() > 0, 10, what="the player's subscription")
+        player, status, t = player_and_planner_status(session)
         player._sent = {"descriptions_in": 3, "odometry_in": 3, "commands_in": 3, "roadside_frames_in": 1}
 
         def publish(odometry_in: int):
@@ -106,11 +119,7 @@ def test_counts_alone_do_not_confirm_what_the_node_reports_as_its_last_input():
     planner's last odometry stamp, description digest and command to be the ones it sent,
     checked once the planner reports them (a planner without them: counts only)."""
     with ros_session() as session:
-        player = BagPlayer(session.node("player"), PlayOptions(step=True, timeout_s=1.5))
-        t = conv.rclpy_types()
-        status = session.node("planner").create_publisher(t("diagnostic_msgs/msg/DiagnosticArray"),
-                                                          "/diagnostics", 10)
-        wait_until(lambda: status.get_subscription_count() > 0, 10, what="the player's subscription")
+        player, status, t = player_and_planner_status(session)
         counts = {"count.descriptions_in": 3, "count.odometry_in": 4, "count.commands_in": 3}
         player._sent = {"descriptions_in": 3, "odometry_in": 3, "commands_in": 3}
         player._awaited = {"last_in.odometry_stamp": "1626155123201121000",
@@ -178,13 +187,7 @@ def test_a_late_copy_does_not_let_the_next_sample_go_without_its_odometry(monkey
 
     monkeypatch.setattr(vn.VehiclePlanning, "on_odometry", late)
     monkeypatch.setattr(VehicleService, "step", recorded_step)
-    with ros_session() as session:
-        node = bag_vehicle(session, "diagnostics_period_s:=0.05")
-        player = BagPlayer(session.node("player"), PlayOptions(
-            step=True, link_topic="", path_topic="/vehicle_node/output/path", max_samples=5,
-            timeout_s=30.0, start_delay_s=0.5, resend_s=1.0))
-        result = player.play(sample_bag())
-        counts = dict(node.planning.service.counts)
+    result, counts = step_play(5, resend_s=1.0)
     # with counts alone sample 3 was planned on sample 2's odometry here
     assert len(used) == 5 and all(odometry == ego for ego, odometry in used.items()), used
     assert result.resent >= 1 and counts["odometry_in"] >= 6, (result.resent, counts)  # the copy, taken in
@@ -209,13 +212,7 @@ def test_step_play_publishes_again_what_the_node_did_not_count_in(monkeypatch):
 
     monkeypatch.setattr(vn.VehiclePlanning, "on_odometry", lossy("odometry", on_odometry))
     monkeypatch.setattr(vn.VehiclePlanning, "on_description", lossy("description", on_description))
-    with ros_session() as session:
-        node = bag_vehicle(session, "diagnostics_period_s:=0.05")
-        player = BagPlayer(session.node("player"), PlayOptions(
-            step=True, link_topic="", path_topic="/vehicle_node/output/path", max_samples=3,
-            timeout_s=30.0, start_delay_s=0.5, resend_s=1.0))
-        result = player.play(sample_bag())
-        counts = dict(node.planning.service.counts)
+    result, counts = step_play(3, resend_s=1.0)
     assert lost == {"odometry": 1, "description": 1}
     assert result.ego_frames == 3 and len(result.paths) == 3 and not result.missing
     assert result.resent >= 2 and result.summary()["resent"] == result.resent
