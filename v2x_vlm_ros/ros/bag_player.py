@@ -486,9 +486,9 @@ class BagPlayer:
                     self._publish(topic, *group[topic])
                     self.result.resent += 1
         with self._lock:
-            behind = ", ".join(f"count.{n} {got} of {sent}" for n, (got, sent) in sorted(lagging().items()))
-            behind = ", ".join(filter(None, [behind] + [f"{key} {got}, not the {value} sent"
-                                                        for key, (got, value) in sorted(not_yet().items())]))
+            behind = ", ".join([f"count.{n} {got} of {sent}" for n, (got, sent) in sorted(lagging().items())]
+                               + [f"{key} {got}, not the {value} sent"
+                                  for key, (got, value) in sorted(not_yet().items())])
             drops = ", ".join(f"{k} {v}" for k, v in sorted(self.result.planner_diagnostics.items())
                               if k.startswith("drop.") and v not in ("0", 0))
         raise TimeoutError(f"vehicle_node has not taken in the inputs of the sample at {log_ns} within "

@@ -65,7 +65,6 @@ class NodeExecutor(MultiThreadedExecutor):
     def __init__(self, num_threads: int | None = None, *, context=None):
         super().__init__(num_threads, context=context)
         self._in_pool: dict = {}  # task -> the pool's future of its last hand-over
-        self.resubmissions_skipped = 0
 
     def _spin_once_impl(self, timeout_sec=None, wait_condition=lambda: False) -> None:
         try:
@@ -74,7 +73,6 @@ class NodeExecutor(MultiThreadedExecutor):
             return
         queued = self._in_pool.get(handler)
         if queued is not None and not queued.done():
-            self.resubmissions_skipped += 1
             time.sleep(0.001)
         else:
             self._in_pool[handler] = self._executor.submit(handler)
