@@ -28,10 +28,10 @@
 #            as uniform views); 8 epochs of 507 steps, about 40 min
 #   student_ego  the ego-only student, the same recipe without the roadside view
 #            (config/train_synthetic_hazard_student_ego_only.yaml)
-#   eval     constant velocity and every model on both held-out worlds, the roadside and
-#            description ablations of the fused student, the twin test of the fused student and
-#            the teacher; JSON (and each table, .md) in $RUNS/eval, about 20 min; cut off, it
-#            resumes at the first evaluation it had not written
+#   eval     constant velocity and every model on both held-out worlds, the roadside,
+#            description and command ablations of the fused student, the twin test of the
+#            fused student and the teacher; JSON (and each table, .md) in $RUNS/eval, about
+#            25 min; cut off, it resumes at the first evaluation it had not written
 #   ablations  Table 5: the fused student's recipe with one switch off, 8 runs of its length
 #            (scene text, alignment, distillation, augmentation, roadside dropout, modality
 #            weights, hazard weighting, hazard probe); $RUNS/ablation-NAME
@@ -256,6 +256,9 @@ stage_eval() {
     done
     evaluate "$out/$world-fused-description-empty.json" "$root" --planner model --model "$FUSED" \
       --description empty
+    # does it turn the way it is told? LEFT planned as RIGHT and RIGHT as LEFT
+    evaluate "$out/$world-fused-command-swap.json" "$root" --planner model --model "$FUSED" \
+      --command swap
     "$V2X_VLM" table "$out/$world-cv.json" "$out/$world-teacher.json" "$out/$world-ego-only.json" \
       "$out/$world-fused.json" "$out/$world-fused-none.json" "$out/$world-fused-grey.json" \
       "$out/$world-fused-swap.json" "$out/$world-fused-description-empty.json" \

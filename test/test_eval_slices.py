@@ -1,7 +1,8 @@
 """The hidden-hazard slice in eval / replay, the inference-time ablations (`--roadside
-grey|swap|none`, `--description empty`) and the valid-step L2 column of the tables."""
+grey|swap|none`, `--description empty`, `--command swap`) and the valid-step L2 column of the tables."""
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -9,6 +10,7 @@ import pytest
 from v2x_vlm_ros.cli import main
 from v2x_vlm_ros.data.dair import DairV2XDataset
 from v2x_vlm_ros.data.images import load_image
+from v2x_vlm_ros.data.records import Command
 from v2x_vlm_ros.data.synth.visibility import (
     VISIBILITY_FILE, hazard_twin_frames, hidden_hazard_frames,
     hidden_hazard_twin_frames, read_visibility)
@@ -115,6 +117,32 @@ def test_ablation_transforms_change_exactly_their_input(world, tiny_model_dir):
         ablation_transforms("purple", None)
 
 
+def test_swap_turn_command_swaps_left_and_right_only(world, tiny_model_dir):
+    ds = DairV2XDataset(world)
+    sample = ds[0]
+    clean = ModelPlanner(str(tiny_model_dir)).inputs([sample])[0]
+    (swap,) = ablation_transforms(None, None, command="swap")
+    for given, planned in ((Command.LEFT, Command.RIGHT), (Command.RIGHT, Command.LEFT),
+                           (Command.FORWARD, Command.FORWARD)):
+        frame = swap(sample, replace(clean, command=given))
+        assert frame.command == planned
+        assert np.array_equal(frame.ego, clean.ego) and np.array_equal(frame.roadside, clean.roadside)
+        assert frame.description == clean.description and frame.motion == clean.motion
+    with pytest.raises(ValueError) as err:
+        ablation_transforms(None, None, command="reverse")
+    assert str(err.value) == "command ablation must be one of ('swap',), got 'reverse'"
+
+
+def test_cli_eval_command_swap(world, tiny_model_dir, tmp_path):
+    out = tmp_path / "r.json"
+    assert main(["eval", str(world), "--planner", "model", "--model", str(tiny_model_dir), "--json", str(out),
+                 "--quiet", "--command", "swap"]) == 0
+    result = json.loads(out.read_text())
+    assert result["ablation"] == {"roadside": None, "description": None, "command": "swap",
+                                  "keep_blank_roadside": False}
+    assert result["planner"] == "model, turn command swapped"
+
+
 @pytest.mark.parametrize("roadside, description, uses_roadside",
                          [("grey", None, True), ("swap", None, True), ("none", None, False),
                           (None, "empty", True)])
@@ -126,7 +154,7 @@ def test_cli_eval_ablations(world, tiny_model_dir, tmp_path, capsys, roadside, d
     argv += ["--description", description] if description else []
     assert main(argv) == 0
     result = json.loads(out.read_text())
-    assert result["ablation"] == {"roadside": roadside, "description": description,
+    assert result["ablation"] == {"roadside": roadside, "description": description, "command": None,
                                   "keep_blank_roadside": False}
     assert result["transmission"]["uses_roadside"] is uses_roadside
     # a grey view is a dead camera: every frame planned as none, counted; real views never are

@@ -129,9 +129,9 @@ def cmd_eval(args) -> int:
         planner = PLANNERS[args.planner]()
     if args.keep_blank_roadside and args.planner != "model":
         raise ConfigError("--keep-blank-roadside changes how a model plans: use it with --planner model")
-    ablated = args.roadside is not None or args.description is not None
+    ablated = args.roadside is not None or args.description is not None or args.command is not None
     if ablated and args.planner != "model":
-        raise ConfigError("--roadside and --description change a model's inputs: "
+        raise ConfigError("--roadside, --description and --command change a model's inputs: "
                           "use them with --planner model")
     ds = _open_dataset(args)
     if ds.protocol == "univ2x" and args.collision != "univ2x":
@@ -145,7 +145,7 @@ def cmd_eval(args) -> int:
         if args.roadside == "swap":
             samples = [ds[i] for i in range(len(ds))]
         try:
-            transforms = ablation_transforms(args.roadside, args.description, samples or ())
+            transforms = ablation_transforms(args.roadside, args.description, samples or (), args.command)
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
         label = ", ".join(t.label for t in transforms)
@@ -156,7 +156,7 @@ def cmd_eval(args) -> int:
     if args.planner == "model":
         result["model"] = str(args.model)
         result["ablation"] = {"roadside": args.roadside, "description": args.description,
-                              "keep_blank_roadside": args.keep_blank_roadside}
+                              "command": args.command, "keep_blank_roadside": args.keep_blank_roadside}
     table = format_markdown_table({planner.name: result})
     if result["by_scenario"]:
         rows = {f"{planner.name}, {name}": r for name, r in result["by_scenario"].items()}
@@ -524,6 +524,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="--planner model: ablate the roadside input (a grey image, another sequence's "
                         "roadside frame, or none: the ego-only canvas)")
     p.add_argument("--description", choices=("empty",), help="--planner model: ablate the scene description")
+    p.add_argument("--command", choices=("swap",),
+                   help="--planner model: ablate the navigation command (swap: LEFT planned as RIGHT "
+                        "and RIGHT as LEFT; does the planner turn the way it is told?)")
     p.add_argument("--keep-blank-roadside", action="store_true",
                    help="--planner model: plan a blank (one-colour) roadside image as it is; by default "
                         "it is planned as no roadside image (a dead camera), as on the vehicle, and counted "

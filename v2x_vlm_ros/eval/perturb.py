@@ -17,6 +17,9 @@ which other samples are evaluated.
   frame when it is shorter). In a synthetic world a hidden-hazard sequence's next one is
   its twin, the same scene without the hazard.
 - ``EmptyDescription`` (``--description empty``): the scene description removed.
+- ``SwapTurnCommand`` (``--command swap``): the navigation command LEFT planned as RIGHT and
+  RIGHT as LEFT (FORWARD kept). A planner that follows its command turns the other way on
+  the turn frames; one that plans both turns alike does not change.
 - ``RoadsideLink(s)`` (Table 2): the roadside image as the roadside node sends it --
   ``RoadsideService`` downsamples it by ``s`` (area averaging) and JPEG-encodes it with
   ``RoadsideConfig``'s default quality -- then decoded as the vehicle decodes it; the model's
@@ -50,6 +53,7 @@ from dataclasses import replace
 import numpy as np
 
 from v2x_vlm_ros.data.images import load_image
+from v2x_vlm_ros.data.records import Command
 from v2x_vlm_ros.eval.transmission import formula_bps
 from v2x_vlm_ros.preprocessing.image_codec import decode_image
 from v2x_vlm_ros.runtime.engine import PlanInput
@@ -181,12 +185,25 @@ class EmptyDescription:
         return replace(frame, description="")
 
 
-#: ``v2x-vlm eval --roadside`` / ``--description`` choices -> transform factories.
+class SwapTurnCommand:
+    """The turn commands swapped: LEFT <-> RIGHT, FORWARD kept."""
+
+    label = "turn command swapped"
+    SWAPPED = {Command.LEFT: Command.RIGHT, Command.RIGHT: Command.LEFT}
+
+    def __call__(self, sample, frame: PlanInput) -> PlanInput:
+        command = Command(frame.command)
+        return replace(frame, command=self.SWAPPED.get(command, command))
+
+
+#: ``v2x-vlm eval --roadside`` / ``--description`` / ``--command`` choices -> transform factories.
 ROADSIDE_ABLATIONS = ("grey", "swap", "none")
 DESCRIPTION_ABLATIONS = ("empty",)
+COMMAND_ABLATIONS = ("swap",)
 
 
-def ablation_transforms(roadside: str | None, description: str | None, samples=()) -> list:
+def ablation_transforms(roadside: str | None, description: str | None, samples=(),
+                        command: str | None = None) -> list:
     """The input transforms of the inference-time ablations (``samples``: what
     ``SwapRoadside`` draws from)."""
     out = []
@@ -202,6 +219,10 @@ def ablation_transforms(roadside: str | None, description: str | None, samples=(
         out.append(EmptyDescription())
     elif description is not None:
         raise ValueError(f"description ablation must be one of {DESCRIPTION_ABLATIONS}, got {description!r}")
+    if command == "swap":
+        out.append(SwapTurnCommand())
+    elif command is not None:
+        raise ValueError(f"command ablation must be one of {COMMAND_ABLATIONS}, got {command!r}")
     return out
 
 
