@@ -267,6 +267,101 @@ def test_scenario_weights_multiply_the_frames_of_their_scenarios():
         TrainConfig(scenario_weights={"straight": 0})
 
 
+def test_balance_turn_weights_scales_the_rarer_turn_command_up():
+    from v2x_vlm_ros.data.records import Command
+    from v2x_vlm_ros.training.data import balance_turn_weights
+
+    F, L, R = Command.FORWARD, Command.LEFT, Command.RIGHT
+    # LEFT weighs 1 + 1 = 2, RIGHT 2 + 2 + 1 = 5: LEFT frames x 2.5, the others as they were
+    assert balance_turn_weights([F, L, R, R, L, R], [1, 1, 2, 2, 1, 1]) == [1, 2.5, 2, 2, 2.5, 1]
+    # RIGHT the rarer: 1 against 3
+    assert balance_turn_weights([L, R, F], [3, 1, 7]) == [3, 3, 7]
+    assert balance_turn_weights([F, R, R], [1, 1, 1]) is None  # no LEFT frame to balance against
+    with pytest.raises(ValueError, match="3 commands for 2 weights"):
+        balance_turn_weights([F, L, R], [1, 1])
+
+
+def test_balance_turns_in_pair_weights(tmp_path):
+    """Through ``pair_weights``: alone on a dataset without a sidecar (real data) it weighs
+    from the index's commands; on the sample, whose only turns are to the right (its 6 s
+    left-turn sequence ends before the turn), it changes nothing."""
+    from types import SimpleNamespace
+
+    from v2x_vlm_ros.data.records import Command
+    from v2x_vlm_ros.training.data import pair_weights
+
+    F, L, R = Command.FORWARD, Command.LEFT, Command.RIGHT
+    real = SimpleNamespace(root=tmp_path, scenarios={},
+                           _index=[SimpleNamespace(command=c) for c in (F, R, R, R, L, F)])
+    assert pair_weights(real, 1.0) is None
+    assert pair_weights(real, 1.0, balance_turns=True) == [1, 1, 1, 1, 3, 1]
+    ds = DairV2XDataset(SAMPLE)
+    commands = [ds[i].command for i in range(len(ds))]
+    assert L not in commands and R in commands
+    base = pair_weights(ds, 2.0, hazard_weight=8.0)
+    assert pair_weights(ds, 2.0, hazard_weight=8.0, balance_turns=True) == base
+    with pytest.raises(ValueError) as err:
+        TrainConfig(balance_turns="yes")
+    assert str(err.value) == "balance_turns must be true or false, got 'yes'"
+
+
+def test_command_twin_swaps_the_turn_and_mirrors_the_ground_truth():
+    from v2x_vlm_ros.data.records import Command
+    from v2x_vlm_ros.training.data import command_twin
+
+    xy = np.array([[4.0, 0.5], [8.0, 2.0], [11.0, 6.0]])
+    command, mirrored = command_twin(Command.LEFT, xy)
+    assert command == Command.RIGHT
+    assert mirrored.tolist() == [[4.0, -0.5], [8.0, -2.0], [11.0, -6.0]]
+    assert xy[2, 1] == 6.0  # the input is left alone
+    assert command_twin(Command.RIGHT, xy)[0] == Command.LEFT
+    with pytest.raises(ValueError) as err:
+        command_twin(Command.FORWARD, xy)
+    assert str(err.value) == "a command twin needs a LEFT or RIGHT frame, got FORWARD"
+
+
+def test_command_twins_on_the_sample():
+    """Which frames may be twinned, read here from the sample's own files: a turn (last valid
+    waypoint 2 m or more to a side), the ego not turning yet, a sequence whose sidecar
+    ``conflict`` list is empty (0006's right turn into a hidden queue is left out, its twin
+    0007 kept); and what a twinned example holds."""
+    from v2x_vlm_ros.data.records import Command
+    from v2x_vlm_ros.training.data import COMMAND_TWIN_MAX_YAW_RATE, PlanningExamples, command_twin_frames
+
+    ds = DairV2XDataset(SAMPLE)
+    sidecar = json.loads((Path(SAMPLE) / "visibility.json").read_text())["sequences"]
+    want = []
+    for i in range(len(ds)):
+        s = ds[i]
+        valid = np.flatnonzero(s.future_mask)
+        turn = valid.size > 0 and abs(float(s.future_xy[valid[-1], 1])) >= 2.0
+        want.append(turn and abs(s.motion.yaw_rate_rps) <= COMMAND_TWIN_MAX_YAW_RATE
+                    and not sidecar[s.sequence_id]["conflict"])
+    ok = command_twin_frames(ds)
+    assert ok == want
+    seqs = {ds[i].sequence_id for i in range(len(ds)) if ok[i]}
+    assert seqs and "0006" not in seqs and seqs <= {"0003", "0007"}
+    every = PlanningExamples(ds, command_twins=1.0, command_twin_ok=ok)
+    for i in range(len(ds)):
+        e, s = every[i], ds[i]
+        if ok[i]:
+            assert e["command"] == Command.LEFT and s.command == Command.RIGHT and e["command_twin"]
+            assert np.array_equal(e["future_xy"], s.future_xy * [1.0, -1.0])
+        else:
+            assert e["command"] == s.command and np.array_equal(e["future_xy"], s.future_xy)
+            assert not e["command_twin"]
+    assert every.twinned == sum(ok)
+    half = [PlanningExamples(ds, command_twins=0.5, command_twin_ok=ok, seed=3) for _ in range(2)]
+    drawn = [[half[k][i]["command"] != ds[i].command for i in range(len(ds))] for k in range(2)]
+    assert drawn[0] == drawn[1]  # a pure function of (seed, epoch, index)
+    assert 0.25 < sum(drawn[0]) / sum(ok) < 0.75
+    with pytest.raises(ValueError, match="command_twins needs command_twin_ok, one flag per sample"):
+        PlanningExamples(ds, command_twins=0.5)
+    with pytest.raises(ValueError) as err:
+        TrainConfig(command_twins=1.5)
+    assert str(err.value) == "command_twins must be in [0, 1], got 1.5"
+
+
 def test_scenario_weights_need_a_worlds_scenarios(tmp_path):
     import shutil
 
@@ -409,6 +504,32 @@ def _tiny_batch(tiny_model_dir):
                  "motion": EgoMotion(v, 0.0, 0.0, 0.5), "future_xy": np.column_stack([v * t, np.zeros(10)]),
                  "future_mask": np.ones(10, bool)} for v in (4.0, 9.0)]
     return loaded, builder(examples)
+
+
+def test_a_command_twin_is_not_distilled(tiny_model_dir):
+    """Its labels are kept (the mirrored turn) and its distillation positions dropped; the
+    other example of the batch keeps both."""
+    from v2x_vlm_ros.data.records import Command, EgoMotion
+    from v2x_vlm_ros.model.codec import build_codec, loc_token_name
+    from v2x_vlm_ros.training.data import BatchBuilder
+    from v2x_vlm_ros.training.losses import IGNORE_INDEX
+
+    loaded = load_model(tiny_model_dir)
+    ids = [loaded.tokenizer.convert_tokens_to_ids(loc_token_name(i)) for i in range(1000)]
+    builder = BatchBuilder(loaded.tokenizer, loaded.settings,
+                           loaded.model.config.text_config.max_position_embeddings,
+                           build_codec(loaded.settings.codec, ids))
+    t = 0.5 * np.arange(1, 11)
+    turn = np.column_stack([6.0 * t, -0.4 * t ** 2])
+    examples = [{"ego": _image(), "roadside": _image(), "description": "a car", "command": Command.LEFT,
+                 "motion": EgoMotion(6.0, 0.0, 0.0, 0.5), "future_xy": turn * [1.0, sign],
+                 "future_mask": np.ones(10, bool), "command_twin": twin} for sign, twin in ((-1.0, True),
+                                                                                            (1.0, False))]
+    batch = builder(examples)
+    assert not batch["traj_mask"][0].any()
+    assert int(batch["traj_mask"][1].sum()) == 20  # 10 waypoints, x and y
+    assert bool((batch["labels"][0, 1:-1] != IGNORE_INDEX).all())
+    assert not torch.equal(batch["labels"][0], batch["labels"][1])  # the turn the other way
 
 
 def test_the_teacher_sees_a_uniform_roadside_as_left_out(tiny_model_dir):

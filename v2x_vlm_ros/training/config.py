@@ -127,6 +127,16 @@ class TrainConfig:
     #: each plain scenario a few per cent of the examples, and the planners trained on it
     #: follow a lead car and turn worse than constant velocity (TRAINING.md). None: all 1.
     scenario_weights: dict[str, float] | None = None
+    #: Scale the sampling weight of the rarer turn command's frames (LEFT or RIGHT, by total
+    #: weight after the weights above) so that both commands weigh the same: before the turn
+    #: starts only the command tells its direction, and a planner trained where one side is
+    #: rare plans both commands as the common one (``training.data.balance_turn_weights``).
+    balance_turns: bool = False
+    #: Command twins: each turn frame whose ego is not turning yet, of a sequence that yields
+    #: to no one (``training.data.command_twin_frames``), is with this probability taught as
+    #: the other turn: the same images, LEFT and RIGHT swapped, the ground truth mirrored
+    #: (y -> -y). Only the command then tells the two apart. 0: off.
+    command_twins: float = 0.0
     #: VLM-E2E's learnable modality-weighted fusion (``model.fusion``): learned weights of
     #: the ego image, roadside image and text features before the decoder, logged in
     #: train_log.csv and stored with the model.
@@ -252,7 +262,9 @@ class TrainConfig:
             raise ValueError(f"hazard_weight must be > 0, got {self.hazard_weight}")
         if self.scenario_weights is not None:
             self.scenario_weights = _scenario_weights(self.scenario_weights)
-        for name in ("augment_p", "roadside_dropout", "roadside_dropout_uniform"):
+        if not isinstance(self.balance_turns, bool):
+            raise ValueError(f"balance_turns must be true or false, got {self.balance_turns!r}")
+        for name in ("augment_p", "roadside_dropout", "roadside_dropout_uniform", "command_twins"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
         for name in ("lambda_hazard", "lambda_objects"):

@@ -6,14 +6,16 @@ A batch holds, for the student (and, when its inputs differ, for the teacher, se
 prompt), ``text_ids`` / ``text_mask`` (the prompt alone, for the alignment loss) and
 ``labels``: ``<s>``, 2T location tokens, ``</s>``, with -100 where the ground truth is
 masked (past the end of a sequence), so those steps never teach anything. ``traj_mask``
-marks the location-token positions that carry a label (the distillation positions).
+marks the location-token positions that carry a label (the distillation positions; none for a command twin).
 
 ``PlanningExamples`` also applies the training-time input switches (``TrainConfig``):
 resolution and JPEG-quality augmentation (``Augmentation``) and roadside dropout (the
 roadside image left out, or, for a share ``roadside_dropout_uniform`` of the dropped ones,
-replaced by a uniform image of a random grey level, as a dead camera sends). Their
-draws come from a generator seeded by (seed, epoch, example index) only, so a resumed run
-sees the same inputs as one that never stopped.
+replaced by a uniform image of a random grey level, as a dead camera sends), and command
+twins (``command_twin_frames``: a turn frame taught, with the same images, as the other
+turn, its command swapped and its ground truth mirrored). Their draws come from a generator
+seeded by (seed, epoch, example index) only, so a resumed run sees the same inputs as one
+that never stopped.
 """
 
 from __future__ import annotations
@@ -86,7 +88,8 @@ class PlanningExamples(torch.utils.data.Dataset):
     def __init__(self, dataset: DairV2XDataset, descriptions: dict[str, str] | None = None,
                  fusion: bool = True, augment: Augmentation | None = None, roadside_dropout: float = 0.0,
                  roadside_dropout_uniform: float = 0.0, seed: int = 0, hazard_labels: list[int] | None = None,
-                 roadside_boxes: list[list[list[float]] | None] | None = None):
+                 roadside_boxes: list[list[list[float]] | None] | None = None,
+                 command_twins: float = 0.0, command_twin_ok: list[bool] | None = None):
         self.dataset = dataset
         self.hazard_labels = hazard_labels  # per sample: 1 / 0, -1 unknown (roadside_hazard_labels)
         self.roadside_boxes = roadside_boxes  # per sample: boxes or None unknown (roadside_object_boxes)
@@ -99,6 +102,11 @@ class PlanningExamples(torch.utils.data.Dataset):
         self.epoch = 0
         self.dropped = 0  # roadside images dropped so far, left out or uniform (logs and tests)
         self.uniform = 0  # of those, the ones replaced by a uniform image
+        self.command_twins = float(command_twins)
+        self.command_twin_ok = command_twin_ok  # per sample: may become a command twin
+        if self.command_twins > 0 and (command_twin_ok is None or len(command_twin_ok) != len(dataset)):
+            raise ValueError("command_twins needs command_twin_ok, one flag per sample")
+        self.twinned = 0  # examples taught as command twins so far (logs and tests)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
@@ -129,6 +137,11 @@ class PlanningExamples(torch.utils.data.Dataset):
             if self.augment is not None:
                 ego = self.augment(ego, rng)
                 roadside = None if roadside is None or blank else self.augment(roadside, rng)
+        command, future_xy = s.command, s.future_xy
+        if self.command_twins > 0 and self.command_twin_ok[i] \
+                and np.random.default_rng([self.seed, self.epoch, int(i), 13]).random() < self.command_twins:
+            command, future_xy = command_twin(command, future_xy)
+            self.twinned += 1
         # the probe's label; unknown (-1) when no roadside view reaches the model
         hazard = -1 if self.hazard_labels is None or roadside is None or blank else int(self.hazard_labels[i])
         boxes = None  # the dense probe's boxes, when known and the halves are as they assume
@@ -137,10 +150,47 @@ class PlanningExamples(torch.utils.data.Dataset):
             boxes = self.roadside_boxes[i]
         return {
             "ego": ego, "roadside": roadside,
-            "description": description, "motion": s.motion, "command": s.command,
-            "future_xy": s.future_xy, "future_mask": s.future_mask, "roadside_hazard": hazard,
-            "roadside_boxes": boxes, "roadside_blank": blank,
+            "description": description, "motion": s.motion, "command": command,
+            "future_xy": future_xy, "future_mask": s.future_mask, "roadside_hazard": hazard,
+            "roadside_boxes": boxes, "roadside_blank": blank, "command_twin": command != s.command,
         }
+
+
+#: A command twin's frame: the ego not yet turning (|yaw rate| at most this), so that the
+#: same images fit a turn either way.
+COMMAND_TWIN_MAX_YAW_RATE = 0.05
+
+
+def command_twin(command, future_xy: np.ndarray):
+    """(command, waypoints) of a turn frame's twin: LEFT and RIGHT swapped, the ground truth
+    mirrored across the ego's heading (y -> -y; a new array)."""
+    from v2x_vlm_ros.data.records import Command
+
+    swapped = {Command.LEFT: Command.RIGHT, Command.RIGHT: Command.LEFT}
+    if command not in swapped:
+        raise ValueError(f"a command twin needs a LEFT or RIGHT frame, got {Command(command).name}")
+    return swapped[command], np.asarray(future_xy, dtype=np.float64) * np.array([1.0, -1.0])
+
+
+def command_twin_frames(dataset: DairV2XDataset) -> list[bool]:
+    """Per sample, whether it may be taught as a command twin (``TrainConfig.command_twins``):
+    a LEFT or RIGHT frame whose ego is not turning yet (``COMMAND_TWIN_MAX_YAW_RATE``), of a
+    sequence where the ground truth yields to no one (a synthetic world's ``conflict`` list
+    empty; real data has no sidecar and only the first two tests apply): a yield for a queue
+    on one road says nothing of the other road. Why: before the turn starts, the command is
+    the only input that tells left from right, and a world where one side is rare taught the
+    planners to plan both commands as the common one (docs/TRAINING.md); the twin shows the
+    same images with the other command and the other turn."""
+    from v2x_vlm_ros.data.records import Command
+    from v2x_vlm_ros.data.synth.visibility import read_visibility
+
+    visibility = read_visibility(dataset.root)
+    yields = {seq for seq, entry in visibility["sequences"].items() if entry.get("conflict")} \
+        if visibility is not None else set()
+    return [entry.command in (Command.LEFT, Command.RIGHT)
+            and abs(entry.motion.yaw_rate_rps) <= COMMAND_TWIN_MAX_YAW_RATE
+            and entry.sequence.sequence_id not in yields
+            for entry in dataset._index]
 
 
 def _same_aspect(ego: np.ndarray, roadside: np.ndarray, tolerance: float = 0.02) -> bool:
@@ -178,6 +228,9 @@ class BatchBuilder:
         traj_mask = labels != IGNORE_INDEX
         traj_mask[:, 0] = False  # <s>
         traj_mask[:, -1] = False  # </s>
+        # a command twin is not distilled: its turn is the other one, and the teacher, trained
+        # where one side was rare, plans both commands alike (docs/TRAINING.md)
+        traj_mask[[bool(e.get("command_twin")) for e in examples]] = False
         return {
             "pixel_values": self.images([(e["ego"], e["roadside"]) for e in examples]),
             "input_ids": input_ids, "attention_mask": attention,
@@ -321,12 +374,15 @@ class EpochSampler(torch.utils.data.Sampler):
 
 
 def pair_weights(dataset: DairV2XDataset, weight: float, hazard_weight: float = 1.0,
-                 scenario_weights: dict[str, float] | None = None) -> list[float] | None:
+                 scenario_weights: dict[str, float] | None = None,
+                 balance_turns: bool = False) -> list[float] | None:
     """Sampling weight per sample: ``weight`` for the frames of a synthetic world's paired
     sequences (a hidden hazard and its twin, from the visibility sidecar), 1 for the others;
     ``hazard_weight`` instead for the hidden-hazard frames and the same frames of their twins
     (the frames where only the roadside view decides the plan); times the factor of the
     sequence's scenario in ``scenario_weights`` (``scenarios.json``; 1 for the others).
+    ``balance_turns``: then the frames of the rarer turn command (LEFT or RIGHT) are scaled so
+    that both commands weigh the same in total (``balance_turn_weights``).
     None when every weight is 1 or the dataset has no sidecar (without scenario weights)."""
     from v2x_vlm_ros.data.synth.visibility import hidden_hazard_twin_frames, read_visibility
 
@@ -335,19 +391,47 @@ def pair_weights(dataset: DairV2XDataset, weight: float, hazard_weight: float = 
                          "sidecar); this dataset has none")
     visibility = read_visibility(dataset.root)
     if ((weight == 1.0 and hazard_weight == 1.0) or visibility is None) and not scenario_weights:
+        weights = None
+    else:
+        paired = {seq for seq, entry in visibility["sequences"].items() if entry.get("variant")} \
+            if visibility is not None else set()
+        hazard = hidden_hazard_twin_frames(visibility) if hazard_weight != 1.0 and visibility is not None \
+            else set()
+        factors = scenario_weights or {}
+
+        def weight_of(entry) -> float:  # from the dataset's index: no sample needs loading
+            seq = entry.sequence.sequence_id
+            if (seq, entry.sequence.frames[entry.position].frame_id) in hazard:
+                base = hazard_weight
+            else:
+                base = weight if seq in paired else 1.0
+            return base * factors.get(dataset.scenarios.get(seq), 1.0)
+
+        weights = [weight_of(entry) for entry in dataset._index]
+    if balance_turns:
+        balanced = balance_turn_weights([entry.command for entry in dataset._index],
+                                        weights or [1.0] * len(dataset._index))
+        if balanced is not None:
+            weights = balanced
+    return weights
+
+
+def balance_turn_weights(commands: list, weights: list[float]) -> list[float] | None:
+    """``weights`` with the frames of the rarer turn command (by total weight) scaled up so
+    that LEFT and RIGHT frames weigh the same; None when one of them has no frame (nothing to
+    balance against). Why: the navigation command is the only input that tells a left turn
+    from a right one before the ego starts turning; on a world where one direction is rare
+    (the hazard-rich synthetic world: 1,181 LEFT frames against 5,087 RIGHT ones, most of
+    those hidden-hazard frames drawn 8 times as often), the planners learned "turn" from the
+    command and "right" from the prior, and planned LEFT and RIGHT alike (docs/TRAINING.md)."""
+    from v2x_vlm_ros.data.records import Command
+
+    if len(commands) != len(weights):
+        raise ValueError(f"{len(commands)} commands for {len(weights)} weights")
+    out = [float(w) for w in weights]
+    left = sum(w for c, w in zip(commands, out) if c == Command.LEFT)
+    right = sum(w for c, w in zip(commands, out) if c == Command.RIGHT)
+    if left == 0 or right == 0:
         return None
-    paired = {seq for seq, entry in visibility["sequences"].items() if entry.get("variant")} \
-        if visibility is not None else set()
-    hazard = hidden_hazard_twin_frames(visibility) if hazard_weight != 1.0 and visibility is not None \
-        else set()
-    factors = scenario_weights or {}
-
-    def weight_of(entry) -> float:  # from the dataset's index: no sample needs loading
-        seq = entry.sequence.sequence_id
-        if (seq, entry.sequence.frames[entry.position].frame_id) in hazard:
-            base = hazard_weight
-        else:
-            base = weight if seq in paired else 1.0
-        return base * factors.get(dataset.scenarios.get(seq), 1.0)
-
-    return [weight_of(entry) for entry in dataset._index]
+    rare, factor = (Command.LEFT, right / left) if left < right else (Command.RIGHT, left / right)
+    return [w * factor if c == rare else w for c, w in zip(commands, out)]

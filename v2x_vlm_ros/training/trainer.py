@@ -57,7 +57,7 @@ from v2x_vlm_ros.training.checkpoint import CHECKPOINT, has_checkpoint, load_tra
 from v2x_vlm_ros.training.config import TrainConfig, student_codec_error, student_is_planner
 from v2x_vlm_ros.training.data import (Augmentation, BatchBuilder, EpochSampler, PairedCollate,
                                        PlanningExamples, pair_weights, read_descriptions,
-                                       roadside_hazard_labels, roadside_object_boxes)
+                                       command_twin_frames, roadside_hazard_labels, roadside_object_boxes)
 from v2x_vlm_ros.training.losses import (AlignmentHeads, BinLabelSmoothing, LossWeights,
                                          PlanStateHazardHead, RoadsideHazardHead, RoadsideObjectsHead,
                                          decision_weights, distillation_loss, hazard_loss, info_nce,
@@ -375,7 +375,8 @@ def model_card(cfg: TrainConfig, val: dict | None, steps: int, seconds: float, c
              f"{cfg.augment_jpeg_quality} (p {cfg.augment_p}), roadside dropout {cfg.roadside_dropout} "
              f"(uniform {cfg.roadside_dropout_uniform}), "
              f"modality-weighted fusion {cfg.modality_weights}, paired-scene weight {cfg.pair_weight}, "
-             f"hidden-hazard frame weight {cfg.hazard_weight}, scenario weights {cfg.scenario_weights}",
+             f"hidden-hazard frame weight {cfg.hazard_weight}, scenario weights {cfg.scenario_weights}, "
+             f"turn commands balanced {cfg.balance_turns}, command twins {cfg.command_twins}",
              f"- trajectory tokens relative to {codec.reference} (x {list(codec.x_range)} m, "
              f"y {list(codec.y_range)} m, {codec.bins} bins), waypoints in {codec.order} order, "
              f"targets spread over {cfg.label_sigma_bins} bins (0: one-hot), "
@@ -461,7 +462,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
 
     sampler = EpochSampler(len(train_ds), cfg.seed, cfg.epoch_fraction, procs.rank, procs.world,
                            weights=pair_weights(train_ds, cfg.pair_weight, cfg.hazard_weight,
-                                                cfg.scenario_weights))
+                                                cfg.scenario_weights, cfg.balance_turns))
     steps_per_epoch = math.ceil(len(sampler) / cfg.batch_size)
     schedule_steps = cfg.epochs * steps_per_epoch
     # max_steps stops a run early; it does not reshape the schedule, so a run stopped and
@@ -501,7 +502,9 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
     examples = PlanningExamples(train_ds, descriptions, fusion=cfg.fusion, augment=augment,
                                 roadside_dropout=cfg.roadside_dropout, seed=cfg.seed,
                                 roadside_dropout_uniform=cfg.roadside_dropout_uniform,
-                                hazard_labels=hazard_labels, roadside_boxes=object_boxes)
+                                hazard_labels=hazard_labels, roadside_boxes=object_boxes,
+                                command_twins=cfg.command_twins,
+                                command_twin_ok=command_twin_frames(train_ds) if cfg.command_twins else None)
     train_log = eval_log = probe_log = None
     probe_examples = None
     if vision_stage and val_ds is not None and len(val_ds):
@@ -637,6 +640,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
                "probe": probe_result,
                "modality_weights": student.settings.modality_weights if fusion is not None else None,
                "roadside_dropped": examples.dropped, "roadside_uniform": examples.uniform,
+               "command_twins": examples.twinned,
                # teacher examples planned on the student's frozen tower output / on its own
                "teacher_tower_reused": teacher_features.reused if teacher_features else 0,
                "teacher_tower_computed": teacher_features.computed if teacher_features else None,
