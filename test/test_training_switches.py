@@ -489,16 +489,22 @@ def test_hazard_probe_needs_fusion_and_a_sidecar(tmp_path, tiny_model_dir):
               progress=False)
 
 
-def _tiny_batch(tiny_model_dir):
-    from v2x_vlm_ros.data.records import Command, EgoMotion
+def _tiny_builder(tiny_model_dir):
+    """(loaded tiny model, its BatchBuilder)."""
     from v2x_vlm_ros.model.codec import build_codec, loc_token_name
     from v2x_vlm_ros.training.data import BatchBuilder
 
     loaded = load_model(tiny_model_dir)
     ids = [loaded.tokenizer.convert_tokens_to_ids(loc_token_name(i)) for i in range(1000)]
-    builder = BatchBuilder(loaded.tokenizer, loaded.settings,
-                           loaded.model.config.text_config.max_position_embeddings,
-                           build_codec(loaded.settings.codec, ids))
+    return loaded, BatchBuilder(loaded.tokenizer, loaded.settings,
+                                loaded.model.config.text_config.max_position_embeddings,
+                                build_codec(loaded.settings.codec, ids))
+
+
+def _tiny_batch(tiny_model_dir):
+    from v2x_vlm_ros.data.records import Command, EgoMotion
+
+    loaded, builder = _tiny_builder(tiny_model_dir)
     t = 0.5 * np.arange(1, 11)
     examples = [{"ego": _image(), "roadside": _image(), "description": "a car", "command": Command.FORWARD,
                  "motion": EgoMotion(v, 0.0, 0.0, 0.5), "future_xy": np.column_stack([v * t, np.zeros(10)]),
@@ -510,15 +516,9 @@ def test_a_command_twin_is_not_distilled(tiny_model_dir):
     """Its labels are kept (the mirrored turn) and its distillation positions dropped; the
     other example of the batch keeps both."""
     from v2x_vlm_ros.data.records import Command, EgoMotion
-    from v2x_vlm_ros.model.codec import build_codec, loc_token_name
-    from v2x_vlm_ros.training.data import BatchBuilder
     from v2x_vlm_ros.training.losses import IGNORE_INDEX
 
-    loaded = load_model(tiny_model_dir)
-    ids = [loaded.tokenizer.convert_tokens_to_ids(loc_token_name(i)) for i in range(1000)]
-    builder = BatchBuilder(loaded.tokenizer, loaded.settings,
-                           loaded.model.config.text_config.max_position_embeddings,
-                           build_codec(loaded.settings.codec, ids))
+    _, builder = _tiny_builder(tiny_model_dir)
     t = 0.5 * np.arange(1, 11)
     turn = np.column_stack([6.0 * t, -0.4 * t ** 2])
     examples = [{"ego": _image(), "roadside": _image(), "description": "a car", "command": Command.LEFT,
@@ -540,14 +540,7 @@ def test_the_teacher_sees_a_uniform_roadside_as_left_out(tiny_model_dir):
     from v2x_vlm_ros.training.data import PairedCollate
 
     ds = DairV2XDataset(SAMPLE)
-    loaded, _ = _tiny_batch(tiny_model_dir)
-    from v2x_vlm_ros.model.codec import build_codec, loc_token_name
-    from v2x_vlm_ros.training.data import BatchBuilder
-
-    ids = [loaded.tokenizer.convert_tokens_to_ids(loc_token_name(i)) for i in range(1000)]
-    builder = BatchBuilder(loaded.tokenizer, loaded.settings,
-                           loaded.model.config.text_config.max_position_embeddings,
-                           build_codec(loaded.settings.codec, ids))
+    _, builder = _tiny_builder(tiny_model_dir)
     real = PlanningExamples(ds)
     blank = PlanningExamples(ds, roadside_dropout=1.0, roadside_dropout_uniform=1.0, seed=3)
     left_out = PlanningExamples(ds, roadside_dropout=1.0, seed=3)
