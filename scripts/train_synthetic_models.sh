@@ -262,8 +262,10 @@ stage_eval() {
     "$V2X_VLM" table "$out/$world-cv.json" "$out/$world-teacher.json" "$out/$world-ego-only.json" \
       "$out/$world-fused.json" "$out/$world-fused-none.json" "$out/$world-fused-grey.json" \
       "$out/$world-fused-swap.json" "$out/$world-fused-description-empty.json" \
+      "$out/$world-fused-command-swap.json" \
       --names constant-velocity teacher "student, ego only" "student, fused" "fused, roadside none" \
       "fused, roadside grey" "fused, roadside swapped" "fused, description empty" \
+      "fused, turn command swapped" \
       --slice hidden_hazard --out "$out/$world-hidden_hazard.md" > /dev/null
   done
   # the twin test (frame pairs that differ only in the roadside image) of both fused planners

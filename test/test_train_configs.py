@@ -184,7 +184,7 @@ def test_the_recipe_scripts_ablations_are_the_commands_experiments_prints(tmp_pa
 
 
 def test_the_recipe_scripts_eval_stage_resumes_where_it_was_cut_off(tmp_path):
-    """The eval stage (about 20 min) cut off by a failing evaluation leaves no result for it and
+    """The eval stage (about 25 min) cut off by a failing evaluation leaves no result for it and
     no stamp; run again, it evaluates only what it had not written, then tabulates."""
     import os
     import shlex
@@ -231,16 +231,19 @@ done
     done, calls = run_eval()
     assert done.returncode == 0, done.stderr
     made = [(c[0], written(c)) for c in calls]
-    assert made[:2] == [("eval", "test-fused-swap.json.partial"),
-                        ("eval", "test-fused-description-empty.json.partial")]
-    assert made[2][0] == "table" and "--slice" in calls[2]
-    assert [w for _, w in made[3:11]] == [f"val-{n}.json.partial" for n in (
+    assert made[:3] == [("eval", "test-fused-swap.json.partial"),
+                        ("eval", "test-fused-description-empty.json.partial"),
+                        ("eval", "test-fused-command-swap.json.partial")]
+    assert calls[2][calls[2].index("--command") + 1] == "swap"
+    assert made[3][0] == "table" and "--slice" in calls[3]
+    assert f"{runs}/eval/test-fused-command-swap.json" in calls[3]
+    assert [w for _, w in made[4:13]] == [f"val-{n}.json.partial" for n in (
         "cv", "teacher", "ego-only", "fused", "fused-none", "fused-grey", "fused-swap",
-        "fused-description-empty")]
-    assert made[11][0] == "table"
-    assert made[12:] == [("twin-test", "twin-fused.json.partial"), ("twin-test", "twin-teacher.json.partial")]
-    assert calls[12][1] == f"{runs}/student/checkpoint/student"
-    assert calls[13][1] == f"{runs}/teacher/checkpoint/student"  # $TEACHER's default
+        "fused-description-empty", "fused-command-swap")]
+    assert made[13][0] == "table"
+    assert made[14:] == [("twin-test", "twin-fused.json.partial"), ("twin-test", "twin-teacher.json.partial")]
+    assert calls[14][1] == f"{runs}/student/checkpoint/student"
+    assert calls[15][1] == f"{runs}/teacher/checkpoint/student"  # $TEACHER's default
     assert (runs / ".done-eval").exists()
     assert not list((runs / "eval").glob("*.partial"))
 
