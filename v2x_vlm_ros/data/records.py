@@ -38,6 +38,11 @@ class Command(enum.IntEnum):
     LEFT = 1
     FORWARD = 2
 
+    @property
+    def opposite(self) -> "Command":
+        """The other turn (LEFT <-> RIGHT); FORWARD is its own."""
+        return {Command.LEFT: Command.RIGHT, Command.RIGHT: Command.LEFT}.get(self, self)
+
 
 @dataclass(frozen=True)
 class AgentBox:

@@ -189,11 +189,9 @@ class SwapTurnCommand:
     """The turn commands swapped: LEFT <-> RIGHT, FORWARD kept."""
 
     label = "turn command swapped"
-    SWAPPED = {Command.LEFT: Command.RIGHT, Command.RIGHT: Command.LEFT}
 
     def __call__(self, sample, frame: PlanInput) -> PlanInput:
-        command = Command(frame.command)
-        return replace(frame, command=self.SWAPPED.get(command, command))
+        return replace(frame, command=Command(frame.command).opposite)
 
 
 #: ``v2x-vlm eval --roadside`` / ``--description`` / ``--command`` choices -> transform factories.

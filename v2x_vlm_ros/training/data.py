@@ -31,6 +31,7 @@ import torch
 
 from v2x_vlm_ros.data.dair import DairV2XDataset
 from v2x_vlm_ros.data.images import load_image
+from v2x_vlm_ros.data.records import Command
 from v2x_vlm_ros.model.codec import LocTokenCodec
 from v2x_vlm_ros.model.processing import ImagePreprocessor, PromptEncoder
 from v2x_vlm_ros.training.losses import IGNORE_INDEX
@@ -164,12 +165,10 @@ COMMAND_TWIN_MAX_YAW_RATE = 0.05
 def command_twin(command, future_xy: np.ndarray):
     """(command, waypoints) of a turn frame's twin: LEFT and RIGHT swapped, the ground truth
     mirrored across the ego's heading (y -> -y; a new array)."""
-    from v2x_vlm_ros.data.records import Command
-
-    swapped = {Command.LEFT: Command.RIGHT, Command.RIGHT: Command.LEFT}
-    if command not in swapped:
-        raise ValueError(f"a command twin needs a LEFT or RIGHT frame, got {Command(command).name}")
-    return swapped[command], np.asarray(future_xy, dtype=np.float64) * np.array([1.0, -1.0])
+    command = Command(command)
+    if command == Command.FORWARD:
+        raise ValueError(f"a command twin needs a LEFT or RIGHT frame, got {command.name}")
+    return command.opposite, np.asarray(future_xy, dtype=np.float64) * np.array([1.0, -1.0])
 
 
 def command_twin_frames(dataset: DairV2XDataset) -> list[bool]:
@@ -181,7 +180,6 @@ def command_twin_frames(dataset: DairV2XDataset) -> list[bool]:
     the only input that tells left from right, and a world where one side is rare taught the
     planners to plan both commands as the common one (docs/TRAINING.md); the twin shows the
     same images with the other command and the other turn."""
-    from v2x_vlm_ros.data.records import Command
     from v2x_vlm_ros.data.synth.visibility import read_visibility
 
     visibility = read_visibility(dataset.root)
@@ -424,8 +422,6 @@ def balance_turn_weights(commands: list, weights: list[float]) -> list[float] | 
     (the hazard-rich synthetic world: 1,181 LEFT frames against 5,087 RIGHT ones, most of
     those hidden-hazard frames drawn 8 times as often), the planners learned "turn" from the
     command and "right" from the prior, and planned LEFT and RIGHT alike (docs/TRAINING.md)."""
-    from v2x_vlm_ros.data.records import Command
-
     if len(commands) != len(weights):
         raise ValueError(f"{len(commands)} commands for {len(weights)} weights")
     out = [float(w) for w in weights]
