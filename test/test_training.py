@@ -22,15 +22,12 @@ from v2x_vlm_ros.model.modeling import build_model, load_model, save_model
 from v2x_vlm_ros.training.config import TrainConfig
 from v2x_vlm_ros.training.trainer import PlannerTrainModule, train
 
-SAMPLE = str(Path(__file__).resolve().parents[1] / "data" / "sample")
+from training_support import SAMPLE, train_config
 
 
 def config(tmp_path, tiny_model_dir, **overrides) -> TrainConfig:
-    base = dict(data_root=SAMPLE, student="tiny", teacher=None, tokenizer_from=str(tiny_model_dir),
-                freeze_vision=False, epochs=1, batch_size=8, lr=2e-3, val_split=None,
-                output_dir=str(tmp_path / "run"), log_every=1, resume=True, seed=3)
-    base.update(overrides)
-    return TrainConfig(**base)
+    """The shared tiny config at this file's learning rate."""
+    return train_config(tmp_path, tiny_model_dir, **{"lr": 2e-3, **overrides})
 
 
 def log_rows(run: Path) -> list[dict]:
