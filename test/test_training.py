@@ -22,7 +22,7 @@ from v2x_vlm_ros.model.modeling import build_model, load_model, save_model
 from v2x_vlm_ros.training.config import TrainConfig
 from v2x_vlm_ros.training.trainer import PlannerTrainModule, train
 
-from training_support import SAMPLE, train_config
+from training_support import SAMPLE, tiny_builder, train_config
 
 
 def config(tmp_path, tiny_model_dir, **overrides) -> TrainConfig:
@@ -356,26 +356,17 @@ def test_train_check_refuses_a_model_directory_students_other_codec(tmp_path, ti
 def test_labels_are_written_against_each_samples_speed(tiny_model_dir):
     """Two cruising samples at different speeds get the same speed-relative labels; with
     the paper's absolute codec they differ."""
-    import dataclasses
-
     import numpy as np
 
     from v2x_vlm_ros.data.records import Command, EgoMotion
-    from v2x_vlm_ros.model.codec import build_codec, loc_token_name
-    from v2x_vlm_ros.training.data import BatchBuilder
 
-    loaded = load_model(tiny_model_dir)
     image = np.full((64, 96, 3), 90, np.uint8)
     t = 0.5 * np.arange(1, 11)
     examples = [{"ego": image, "roadside": image, "description": "", "command": Command.FORWARD,
                  "motion": EgoMotion(v, 0.0, 0.0, 0.5), "future_xy": np.column_stack([v * t, np.zeros(10)]),
                  "future_mask": np.ones(10, bool)} for v in (4.0, 10.0)]
-    ids = [loaded.tokenizer.convert_tokens_to_ids(loc_token_name(i)) for i in range(1000)]
     for reference, same in (("constant_speed", True), ("none", False)):
-        codec_cfg = dataclasses.replace(loaded.settings.codec, reference=reference)
-        builder = BatchBuilder(loaded.tokenizer, loaded.settings,
-                               loaded.model.config.text_config.max_position_embeddings,
-                               build_codec(codec_cfg, ids))
+        _, builder = tiny_builder(tiny_model_dir, reference=reference)
         labels = builder(examples)["labels"]
         assert torch.equal(labels[0], labels[1]) == same
 
@@ -383,16 +374,11 @@ def test_labels_are_written_against_each_samples_speed(tiny_model_dir):
 def test_endpoint_first_labels_ignore_a_masked_waypoint_where_it_is_written(tiny_model_dir):
     """Waypoint T is written first: a sequence that ends before it hides the first token pair,
     not the last one."""
-    from v2x_vlm_ros.model.codec import build_codec, loc_token_name
-    from v2x_vlm_ros.training.data import BatchBuilder
+    from v2x_vlm_ros.model.codec import loc_token_name
     from v2x_vlm_ros.training.losses import IGNORE_INDEX
 
-    loaded = load_model(tiny_model_dir)
+    loaded, builder = tiny_builder(tiny_model_dir, order="endpoint_first")
     ids = [loaded.tokenizer.convert_tokens_to_ids(loc_token_name(i)) for i in range(1000)]
-    codec_cfg = dataclasses.replace(loaded.settings.codec, order="endpoint_first")
-    builder = BatchBuilder(loaded.tokenizer, loaded.settings,
-                           loaded.model.config.text_config.max_position_embeddings,
-                           build_codec(codec_cfg, ids))
     xy = np.column_stack([5.0 * np.arange(1, 11), np.zeros(10)])  # 5 m per waypoint
     mask = np.ones(10, bool)
     mask[9] = False  # the sequence ends before the last waypoint

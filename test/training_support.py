@@ -1,6 +1,7 @@
 """Helpers shared by the training tests: the bundled sample, a random image, a tiny
 training config and the tiny model's batch builder."""
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -25,16 +26,18 @@ def train_config(tmp_path, tiny_model_dir, **overrides) -> TrainConfig:
     return TrainConfig(**base)
 
 
-def tiny_builder(tiny_model_dir):
-    """(loaded tiny model, its BatchBuilder)."""
+def tiny_builder(tiny_model_dir, **codec_changes):
+    """(loaded tiny model, its BatchBuilder); ``codec_changes`` replace fields of the model's
+    codec config (``reference=``, ``order=``) for the builder only."""
     from v2x_vlm_ros.model.codec import build_codec, loc_token_name
     from v2x_vlm_ros.training.data import BatchBuilder
 
     loaded = load_model(tiny_model_dir)
     ids = [loaded.tokenizer.convert_tokens_to_ids(loc_token_name(i)) for i in range(1000)]
+    codec = dataclasses.replace(loaded.settings.codec, **codec_changes)
     return loaded, BatchBuilder(loaded.tokenizer, loaded.settings,
                                 loaded.model.config.text_config.max_position_embeddings,
-                                build_codec(loaded.settings.codec, ids))
+                                build_codec(codec, ids))
 
 
 def tiny_batch(tiny_model_dir):
