@@ -1,5 +1,5 @@
 """The static-cache decode loop gives generate's tokens (fp32), in batches, always
-well-formed, in exactly 2T + 1 decoder steps."""
+well-formed, in exactly 2T + 1 decoder steps; with either token choice."""
 
 from pathlib import Path
 
@@ -9,10 +9,12 @@ import torch
 
 from v2x_vlm_ros.data.dair import DairV2XDataset
 from v2x_vlm_ros.data.records import Command, EgoMotion
+from v2x_vlm_ros.model.codec import TOKEN_CHOICES
+from v2x_vlm_ros.model.grammar import BinChoice, choose_bins
 from v2x_vlm_ros.model.modeling import build_model, load_model
 from v2x_vlm_ros.model.planner import ModelPlanner
 from v2x_vlm_ros.model.tokenizer import loc_token_ids
-from v2x_vlm_ros.runtime.engine import PlanInput
+from v2x_vlm_ros.runtime.engine import PlanInput, PlannerEngine
 from v2x_vlm_ros.runtime.fast_decode import GraphedDecode, StaticDecoder
 
 SAMPLE = Path(__file__).resolve().parents[1] / "data" / "sample"
@@ -136,3 +138,59 @@ def test_captured_cuda_graph_matches_eager_on_cuda(tiny_model_dir):
     graphed = GraphedDecode(dec, mask.shape[0], mask.shape[1], states.dtype, "cuda", capture=True)
     assert graphed.graph is not None
     assert torch.equal(graphed.decode(states, mask), dec.run(**inputs))
+
+
+def test_choose_bins_mean_median_and_greedy_on_hand_made_distributions():
+    # two peaks, "stop" at bin 0 (0.6) and "drive on" at bin 3 (0.4): mean 1.2 -> bin 1,
+    # median bin 0; a single peak stays where it is; float16 logits give the float32 answer
+    probs = torch.tensor([[0.6, 0.0, 0.0, 0.4], [0.0, 0.0, 1.0, 0.0], [0.1, 0.1, 0.1, 0.7],
+                          [0.0, 0.55, 0.0, 0.45]])
+    logits = probs.clamp_min(1e-12).log()
+    assert choose_bins(logits, "greedy").tolist() == [0, 2, 3, 1]
+    assert choose_bins(logits, "mean").tolist() == [1, 2, 2, 2]  # 0.1 + 0.2 + 2.1 = 2.4 -> 2
+    assert choose_bins(logits, "median").tolist() == [0, 2, 3, 1]  # cumulative 0.3, 1.0 at bin 3
+    probs = torch.tensor([[0.2, 0.2, 0.2, 0.2, 0.2], [0.4, 0.0, 0.0, 0.0, 0.6]])
+    logits = probs.clamp_min(1e-12).log()
+    assert choose_bins(logits, "median").tolist() == [2, 4]
+    assert choose_bins(logits, "mean").tolist() == [2, 2]  # 2.4 -> 2
+    for choice in TOKEN_CHOICES:
+        assert torch.equal(choose_bins(logits.half(), choice), choose_bins(logits, choice))
+    with pytest.raises(ValueError, match=r"token_choice must be one of .*got 'mode'"):
+        choose_bins(logits, "mode")
+
+
+@pytest.mark.parametrize("choice", ["mean", "median"])
+def test_static_choice_gives_the_generate_reference_tokens_and_differs_from_greedy(
+        tiny_model_dir, batch, choice):
+    """The static loop with token_choice mean / median against generate with BinChoice after
+    the grammar (fp32), on the tiny model and on perturbed weights."""
+    planner, inputs = batch
+    greedy = static_decoder(planner).run(**inputs)
+    perturbed = load_model(tiny_model_dir)
+    with torch.no_grad():
+        for p in perturbed.model.parameters():
+            p.add_(torch.randn(p.shape, generator=torch.Generator().manual_seed(1)) * 0.05)
+    for loaded in (planner.loaded, perturbed):
+        chosen = ModelPlanner(loaded, token_choice=choice)
+        assert chosen.engine.token_choice == choice and chosen.engine.static.token_choice == choice
+        assert isinstance(chosen.engine.processors[-1], BinChoice)
+        ours = chosen.engine.static.run(**inputs)
+        assert torch.equal(ours, chosen.generate(inputs)[:, 2:-1])
+        if loaded is planner.loaded:
+            assert (ours != greedy).any()  # the choice is applied, not ignored
+
+
+def test_token_choice_comes_from_the_model_unless_overridden_and_is_validated(tiny_model_dir):
+    loaded = load_model(tiny_model_dir)
+    assert PlannerEngine(loaded).token_choice == "greedy"
+    loaded.settings.token_choice = "mean"
+    try:
+        assert PlannerEngine(loaded).static.token_choice == "mean"
+        assert PlannerEngine(loaded, token_choice="greedy").static.token_choice == "greedy"
+    finally:
+        loaded.settings.token_choice = "greedy"
+    with pytest.raises(ValueError,
+                       match=r"token_choice must be one of \('greedy', 'mean', 'median'\), got 'mode'"):
+        PlannerEngine(loaded, token_choice="mode")
+    with pytest.raises(ValueError, match="token_choice must be one of"):
+        StaticDecoder(loaded.model, [5, 6], 20, 0, 2, token_choice="mode")

@@ -156,3 +156,15 @@ def test_layers_to_keep_must_exist_in_order(tiny_tokenizer, keep):
         keep_text_layers(_three_layer(tiny_tokenizer), keep)
     assert str(err.value) == (f"layers to keep {keep}: give increasing layer numbers in [0, 2] "
                               "(the model has 3 encoder and 3 decoder layers)")
+
+
+def test_token_choice_is_stored_only_when_not_greedy_and_validated(tmp_path):
+    greedy = ModelSettings()
+    assert greedy.token_choice == "greedy" and "token_choice" not in json.loads(greedy.to_json())
+    mean = ModelSettings(token_choice="mean")
+    mean.save(tmp_path)
+    assert json.loads((tmp_path / "v2x_vlm.json").read_text())["token_choice"] == "mean"
+    assert ModelSettings.load(tmp_path).token_choice == "mean"
+    with pytest.raises(ValueError,
+                       match=r"token_choice must be one of \('greedy', 'mean', 'median'\), got 'average'"):
+        ModelSettings(token_choice="average")

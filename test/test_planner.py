@@ -90,3 +90,23 @@ def test_model_planner_needs_a_loadable_model(tmp_path, capsys):
     assert "--planner model needs --model" in capsys.readouterr().err
     assert main(["eval", str(SAMPLE), "--planner", "model", "--model", str(tmp_path), "--quiet"]) == 2
     assert "no config.json" in capsys.readouterr().err
+
+
+def test_eval_token_choice_is_recorded_changes_plans_and_needs_a_model(tiny_model_dir, tmp_path, capsys):
+    base = ["eval", str(SAMPLE), "--split", "train", "--scenario", "straight", "--quiet"]
+    model = ["--planner", "model", "--model", str(tiny_model_dir)]
+    assert main(base + model + ["--json", str(tmp_path / "greedy.json")]) == 0
+    assert main(base + model + ["--token-choice", "mean", "--json", str(tmp_path / "mean.json")]) == 0
+    greedy, mean = (json.loads((tmp_path / f"{n}.json").read_text()) for n in ("greedy", "mean"))
+    assert greedy["token_choice"] == "greedy" and mean["token_choice"] == "mean"
+    assert mean["num_samples"] == greedy["num_samples"] == 60 and mean["l2"] != greedy["l2"]
+    assert main(base + ["--token-choice", "mean"]) == 2
+    assert "--token-choice changes how a model's answer is read" in capsys.readouterr().err
+
+
+def test_the_text_codec_refuses_the_mean_token_choice(tiny_model_dir, tmp_path):
+    loaded = load_model(tiny_model_dir)
+    save_model(tmp_path, loaded.model, loaded.tokenizer,
+               dataclasses.replace(loaded.settings, codec=CodecConfig(kind="text")))
+    with pytest.raises(ValueError, match="token_choice 'mean' needs location tokens"):
+        ModelPlanner(tmp_path, token_choice="mean")

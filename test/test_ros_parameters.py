@@ -133,6 +133,7 @@ def test_whole_numbers_are_taken_for_every_float_parameter(name):
     ("vehicle_node", "model:=42", "model"),
     ("vehicle_node", "refine.max_speed_mps:=-1.0", "refine.max_speed_mps"),
     ("vehicle_node", "backend:=tpu", "backend"),
+    ("vehicle_node", "token_choice:=argmax", "token_choice"),
     ("vehicle_node", "ego_max_age_s:=0.0", "ego_max_age_s"),
 ])
 def test_invalid_values_are_refused_at_start_naming_the_parameter(name, override, named):
@@ -196,6 +197,7 @@ def test_vehicle_changes_take_effect_or_are_refused_with_the_reason():
     with ros_session() as session:
         node = start(session, "vehicle_node")
         planning = node.planning
+        assert planning.service.engine.token_choice == "greedy"  # the demo model's own
         c = client(session, "vehicle_node")
         assert set_one(c, "planning_rate_hz", 4).successful
         assert planning.plan_timer.timer_period_ns == 250_000_000
@@ -213,7 +215,7 @@ def test_vehicle_changes_take_effect_or_are_refused_with_the_reason():
         assert not refused.successful and "diagnostics_period_s must be > 0, got 0.0" in refused.reason
         assert planning.diagnostics_timer.timer_period_ns == 50_000_000
         for key, value in (("model", "/elsewhere"), ("device", "cuda"), ("backend", "inductor"),
-                           ("queue_depth", 8), ("ego_image_transport", "raw")):
+                           ("queue_depth", 8), ("ego_image_transport", "raw"), ("token_choice", "mean")):
             refused = set_one(c, key, value)
             assert not refused.successful, key
             assert refused.reason == f"{key} cannot change while the node runs: it is read at start " \
@@ -225,3 +227,10 @@ def test_vehicle_changes_take_effect_or_are_refused_with_the_reason():
         assert planning.service.config.roadside_max_age_s == 1.0
         assert planning.service.config.sync_slop_s == 0.1
         assert node.get_parameter("model").value == ""
+
+
+def test_token_choice_parameter_overrides_the_models_own():
+    with ros_session() as session:
+        node = start(session, "vehicle_node", "token_choice:=median")
+        engine = node.planning.service.engine
+        assert engine.token_choice == "median" and engine.static.token_choice == "median"

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from v2x_vlm_ros.config import ConfigError, load_section
 from v2x_vlm_ros.data.errors import DatasetError
+from v2x_vlm_ros.model.codec import TOKEN_CHOICES
 
 EXIT_BAD_INPUT = 2
 
@@ -121,11 +122,15 @@ def cmd_eval(args) -> int:
         refiner = None if args.no_refine else Refiner(RefineConfig())
         try:
             planner = ModelPlanner(args.model, device=args.device, batch_size=args.batch_size,
-                                   refiner=refiner)
+                                   refiner=refiner, token_choice=args.token_choice)
         except ModelLoadError as exc:
             raise ConfigError(str(exc)) from None
         planner.engine.keep_blank_roadside = args.keep_blank_roadside
+        token_choice = planner.engine.token_choice
     else:
+        if args.token_choice is not None:
+            raise ConfigError("--token-choice changes how a model's answer is read: "
+                              "use it with --planner model")
         planner = PLANNERS[args.planner]()
     if args.keep_blank_roadside and args.planner != "model":
         raise ConfigError("--keep-blank-roadside changes how a model plans: use it with --planner model")
@@ -155,6 +160,7 @@ def cmd_eval(args) -> int:
                       batch_size=args.batch_size, samples=samples, frames_path=args.frames)
     if args.planner == "model":
         result["model"] = str(args.model)
+        result["token_choice"] = token_choice  # the model's own or --token-choice
         result["ablation"] = {"roadside": args.roadside, "description": args.description,
                               "command": args.command, "keep_blank_roadside": args.keep_blank_roadside}
     table = format_markdown_table({planner.name: result})
@@ -527,6 +533,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--command", choices=("swap",),
                    help="--planner model: ablate the navigation command (swap: LEFT planned as RIGHT "
                         "and RIGHT as LEFT; does the planner turn the way it is told?)")
+    p.add_argument("--token-choice", choices=TOKEN_CHOICES, default=None,
+                   help="--planner model: how each location token is chosen, overriding the model's own "
+                        "(v2x_vlm.json token_choice): greedy, the most likely bin; mean or median, the bin "
+                        "at the mean or median of the model's distribution over bins")
     p.add_argument("--keep-blank-roadside", action="store_true",
                    help="--planner model: plan a blank (one-colour) roadside image as it is; by default "
                         "it is planned as no roadside image (a dead camera), as on the vehicle, and counted "

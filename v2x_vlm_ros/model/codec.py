@@ -50,6 +50,13 @@ import numpy as np
 
 MAX_LOC_BINS = 1000  # Florence-2 has <loc_0>..<loc_999>
 KINDS = ("loc", "text")
+#: How each location token is chosen from the decoder's distribution over the codec's bins
+#: (``model.grammar.choose_bins``): ``greedy`` the most likely bin; ``mean`` the bin nearest
+#: the distribution's mean (the estimate of that coordinate with the least expected squared
+#: error given the tokens already written); ``median`` the bin at its median (least expected
+#: absolute error). With a two-peaked distribution, "stop" or "drive on", "left" or "right",
+#: the most likely bin is one peak, wrong by the peaks' distance when the other was right.
+TOKEN_CHOICES = ("greedy", "mean", "median")
 REFERENCES = ("none", "constant_speed")
 ORDERS = ("time", "endpoint_first")
 

@@ -21,7 +21,7 @@ from pathlib import Path
 from transformers import BartConfig, Florence2Config
 from transformers.models.florence2.configuration_florence2 import Florence2VisionConfig
 
-from v2x_vlm_ros.model.codec import CodecConfig
+from v2x_vlm_ros.model.codec import TOKEN_CHOICES, CodecConfig
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -52,6 +52,9 @@ class ModelSettings:
     #: Learned modality-weighted fusion (``model.fusion``): the weights of the ego image,
     #: roadside image and text features before the decoder; None: no weighting.
     modality_weights: tuple[float, float, float] | None = None
+    #: How location tokens are chosen when planning (``TOKEN_CHOICES``); the vehicle, replay
+    #: and eval all read it from here. Training does not use it (teacher forcing).
+    token_choice: str = "greedy"
 
     def __post_init__(self):
         if isinstance(self.codec, dict):
@@ -71,6 +74,9 @@ class ModelSettings:
                 raise ValueError(f"modality_weights must be three positive numbers, "
                                  f"got {self.modality_weights}")
 
+        if self.token_choice not in TOKEN_CHOICES:
+            raise ValueError(f"token_choice must be one of {TOKEN_CHOICES}, got {self.token_choice!r}")
+
     @property
     def num_image_tokens(self) -> int:
         """Image tokens the vision tower yields: one per 32 x 32 cell plus the pooled one."""
@@ -81,6 +87,8 @@ class ModelSettings:
         data = dataclasses.asdict(self)
         if data["modality_weights"] is None:  # written only when used: older readers stay able to load
             del data["modality_weights"]
+        if data["token_choice"] == "greedy":  # the same: a model that decodes greedily stays loadable
+            del data["token_choice"]
         return json.dumps(data, indent=2) + "\n"
 
     def save(self, directory) -> None:

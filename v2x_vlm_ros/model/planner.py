@@ -35,9 +35,10 @@ class ModelPlanner:
     name = "model"
 
     def __init__(self, model, device: str = "cpu", batch_size: int = 16, refiner=None,
-                 cuda_graphs: bool = True):
+                 cuda_graphs: bool = True, token_choice: str | None = None):
         loaded = model if isinstance(model, LoadedModel) else load_model(model, device)
-        self.engine = PlannerEngine(loaded, device, refiner, cuda_graphs=cuda_graphs)
+        self.engine = PlannerEngine(loaded, device, refiner, cuda_graphs=cuda_graphs,
+                                    token_choice=token_choice)
         self.loaded = loaded
         self.settings = loaded.settings
         self.batch_size = batch_size

@@ -25,6 +25,7 @@ import re
 import typing
 from dataclasses import dataclass
 
+from v2x_vlm_ros.model.codec import TOKEN_CHOICES
 from v2x_vlm_ros.runtime.refine import RefineConfig
 from v2x_vlm_ros.runtime.roadside import RoadsideConfig
 from v2x_vlm_ros.runtime.vehicle_config import VehicleConfig
@@ -32,6 +33,7 @@ from v2x_vlm_ros.runtime.vehicle_config import VehicleConfig
 QOS_CHOICES = ("sensor_data", "reliable", "best_effort")
 TRANSPORTS = ("raw", "compressed")
 BACKEND_CHOICES = ("tensorrt", "inductor", "eager")
+TOKEN_CHOICE_CHOICES = ("",) + TOKEN_CHOICES  # "": the model's own
 
 
 @dataclass
@@ -49,6 +51,9 @@ class VehicleNodeConfig:
     engine_precision: str = "fp16"
     #: Blank frames planned before the node reports ready (compilation, allocation).
     warmup_frames: int = 2
+    #: How each plan token is read from the model's distribution over bins: greedy (most
+    #: likely), mean or median; empty: the model's own (token_choice in its v2x_vlm.json).
+    token_choice: str = ""
     #: Ego camera input: "raw" (sensor_msgs/Image) or "compressed" (CompressedImage).
     ego_image_transport: str = "compressed"
     #: Roadside input: "raw" or "compressed" (what roadside_node sends).
@@ -88,6 +93,7 @@ class VehicleNodeConfig:
             raise ValueError(f"qos_depth must be >= 1, got {self.qos_depth}")
         _check_choice("engine_precision", self.engine_precision, ("fp16", "bf16", "fp32"))
         _check_choice("backend", self.backend, BACKEND_CHOICES)
+        _check_choice("token_choice", self.token_choice, TOKEN_CHOICE_CHOICES)
         if self.warmup_frames < 0:
             raise ValueError(f"warmup_frames must be >= 0, got {self.warmup_frames}")
         for name in ("input_silence_warn_s", "diagnostics_period_s", "describer_rate_hz",
@@ -146,6 +152,7 @@ RANGES: dict[str, tuple[float, float]] = {
 #: Parameters that take one of a few values.
 CHOICES: dict[str, tuple[str, ...]] = {
     "backend": BACKEND_CHOICES, "engine_precision": ("fp16", "bf16", "fp32"),
+    "token_choice": TOKEN_CHOICE_CHOICES,
     "ego_image_transport": TRANSPORTS, "roadside_image_transport": TRANSPORTS,
     "input_transport": TRANSPORTS, "qos_images": QOS_CHOICES, "qos_outputs": QOS_CHOICES,
     "default_command": ("LEFT", "RIGHT", "FORWARD"), "codec": ("jpeg", "png", "raw"),

@@ -118,11 +118,12 @@ class VehiclePlanning:
             engines.cache_dir = cfg.engine_cache_dir
         try:  # warm-up runs before the subscriptions exist: the node is ready when they do
             engine, backend_note = make_engine(model_dir, cfg.device, cfg.backend, self.refine_cfg,
-                                               engines=engines, warm_up=cfg.warmup_frames)
+                                               engines=engines, warm_up=cfg.warmup_frames,
+                                               token_choice=cfg.token_choice)
         except (ModelLoadError, OSError, ValueError, RuntimeError) as exc:
             raise StartError(f"{NODE_NAME}: parameter model={model_dir!r} (device {cfg.device}): "
                              f"cannot load: {exc}") from None
-        log.info(f"model {model_dir} on {cfg.device}: {backend_note}")
+        log.info(f"model {model_dir} on {cfg.device}: {backend_note}; plan tokens: {engine.token_choice}")
         cache = DescriptionCache(self.service_cfg.description_max_age_s)
         describer = None
         if cfg.describer_model:

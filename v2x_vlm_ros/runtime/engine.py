@@ -6,10 +6,12 @@ frame, the refined trajectory, the raw decoded one and the time each stage took:
 
 - ``preprocess``: the fused image to pixel values, the prompt to token ids;
 - ``vision``, ``encoder``, ``decoder``: the vision tower with its projector, the text
-  encoder, and the greedy decode loop over a static KV cache (``runtime.fast_decode``),
-  constrained to the codec's grammar; with ``decoder="generate"`` (the reference path, and
-  the only one for the text codec) the three are one ``model`` stage, transformers'
-  ``generate`` with the same grammar and the same tokens;
+  encoder, and the decode loop over a static KV cache (``runtime.fast_decode``),
+  constrained to the codec's grammar, each location token the most likely bin or the mean
+  or median bin (the model's ``token_choice``, or the one the engine is given);
+  with ``decoder="generate"`` (the reference path, and the only one for the text codec)
+  the three are one ``model`` stage, transformers' ``generate`` with the same grammar, the
+  same choice and the same tokens;
 - ``decode``: tokens to waypoints (a malformed answer falls back to constant velocity
   and is counted);
 - ``refine``: kinematic repair and smoothing (``runtime.refine``), when enabled.
@@ -31,8 +33,8 @@ from transformers import LogitsProcessorList
 
 from v2x_vlm_ros.data.records import Command, EgoMotion
 from v2x_vlm_ros.eval.baselines import ConstantVelocityPlanner
-from v2x_vlm_ros.model.codec import LocTokenCodec, TrajectoryDecodeError, build_codec
-from v2x_vlm_ros.model.grammar import TrajectoryGrammar
+from v2x_vlm_ros.model.codec import TOKEN_CHOICES, LocTokenCodec, TrajectoryDecodeError, build_codec
+from v2x_vlm_ros.model.grammar import BinChoice, TrajectoryGrammar
 from v2x_vlm_ros.model.modeling import LoadedModel
 from v2x_vlm_ros.model.processing import ImagePreprocessor, PromptEncoder
 from v2x_vlm_ros.model.tokenizer import loc_token_ids
@@ -87,9 +89,14 @@ class PlannerEngine:
 
     def __init__(self, loaded: LoadedModel, device="cpu", refiner=None, decoder: str = "static",
                  backend: str = "eager", engines: "EngineOptions | None" = None,
-                 cuda_graphs: bool = True):
+                 cuda_graphs: bool = True, token_choice: str | None = None):
+        """``token_choice``: how location tokens are chosen (``TOKEN_CHOICES``); None: the
+        model's own (``ModelSettings.token_choice``)."""
         if decoder not in DECODERS:
             raise ValueError(f"decoder must be one of {DECODERS}, got {decoder!r}")
+        self.token_choice = token_choice or loaded.settings.token_choice
+        if self.token_choice not in TOKEN_CHOICES:
+            raise ValueError(f"token_choice must be one of {TOKEN_CHOICES}, got {self.token_choice!r}")
         self.loaded = loaded
         self.device = torch.device(device)
         self.refiner = refiner
@@ -108,11 +115,17 @@ class PlannerEngine:
         self.generation_config = copy.deepcopy(model.generation_config)
         self.generation_config.max_new_tokens = (
             self.codec.num_tokens + 2 if self.grammar is not None else 16 * settings.codec.num_waypoints)
-        self.processors = LogitsProcessorList([self.grammar] if self.grammar is not None else [])
+        if self.grammar is None and self.token_choice != "greedy":
+            raise ValueError(f"token_choice {self.token_choice!r} needs location tokens; the text codec "
+                             f"decodes greedily")
+        processors = [self.grammar] if self.grammar is not None else []
+        if self.token_choice != "greedy":
+            processors.append(BinChoice(self.codec, self.token_choice))
+        self.processors = LogitsProcessorList(processors)
         self.static = None
         if decoder == "static" and self.grammar is not None:
             self.static = StaticDecoder(model, self.codec.allowed_token_ids(0), self.codec.num_tokens,
-                                        tok.bos_token_id, tok.eos_token_id)
+                                        tok.bos_token_id, tok.eos_token_id, self.token_choice)
         self.backend = choose_backend(backend, self.device)
         self.fixed_length: int | None = None
         if engines is not None and engines.compiler == "export":  # portable engines: run anywhere

@@ -35,15 +35,17 @@ def default_model_dir() -> str:
 
 def make_engine(model_dir, device: str = "cpu", backend: str = "eager",
                 refine: RefineConfig | None = RefineConfig(), engines: EngineOptions | None = None,
-                warm_up: int = 0) -> tuple[PlannerEngine, str]:
+                warm_up: int = 0, token_choice: str | None = None) -> tuple[PlannerEngine, str]:
     """(engine, note): the planning step for ``model_dir`` and a line saying which backend
-    runs (and why, when it is not the requested one). ``warm_up``: blank frames run first."""
+    runs (and why, when it is not the requested one). ``warm_up``: blank frames run first;
+    ``token_choice``: how plan tokens are chosen, None or "": the model's own."""
     from v2x_vlm_ros.model.modeling import load_model
 
     unknown = backend not in BACKENDS
     refiner = Refiner(refine) if refine is not None and refine.enabled else None
     engine = PlannerEngine(load_model(model_dir, device), device, refiner,
-                           backend="eager" if unknown else backend, engines=engines)
+                           backend="eager" if unknown else backend, engines=engines,
+                           token_choice=token_choice or None)
     if unknown:
         engine.backend.requested = backend
         engine.backend.notes.append(f"unknown backend {backend!r} (choose from {', '.join(BACKENDS)})")

@@ -11,7 +11,8 @@ logits over 51k tokens, stopping criteria, beam bookkeeping), this runs:
   self-attention caches preallocated for the whole answer, attending over the full cache
   with a mask, so every step has the same shapes (what CUDA graphs and compilers need);
 - logits only over the allowed location tokens (a slice of the output embedding), whose
-  argmax is the next token: the answer is always well-formed.
+  argmax is the next token (``token_choice="greedy"``; or their softmax's mean or median
+  bin, ``model.grammar.choose_bins``): the answer is always well-formed.
 
 The layers are BART's own modules (projections, layer norms, feed-forward); only the
 attention bookkeeping is ours. In float32 it produces the same tokens as ``generate`` with
@@ -25,11 +26,19 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from v2x_vlm_ros.model.codec import TOKEN_CHOICES
+from v2x_vlm_ros.model.grammar import choose_bins
+
 
 class StaticDecoder:
     """The decoder of a ``Florence2ForConditionalGeneration`` for fixed-length answers."""
 
-    def __init__(self, model, allowed_ids: list[int], num_tokens: int, bos: int, start: int):
+    def __init__(self, model, allowed_ids: list[int], num_tokens: int, bos: int, start: int,
+                 token_choice: str = "greedy"):
+        """``allowed_ids``: the location tokens in bin order (bin i is ``allowed_ids[i]``)."""
+        if token_choice not in TOKEN_CHOICES:
+            raise ValueError(f"token_choice must be one of {TOKEN_CHOICES}, got {token_choice!r}")
+        self.token_choice = token_choice
         dec = model.model.language_model.decoder
         self.model = model
         self.layers = list(dec.layers)
@@ -122,8 +131,8 @@ class StaticDecoder:
         return x[:, 0]
 
     def next_tokens(self, hidden: torch.Tensor) -> torch.Tensor:
-        """Greedy choice among the allowed tokens."""
-        return self.allowed.index_select(0, (hidden @ self.allowed_weight.T).argmax(dim=-1))
+        """The next location token of each row, as ``token_choice`` picks it."""
+        return self.allowed.index_select(0, choose_bins(hidden @ self.allowed_weight.T, self.token_choice))
 
     @torch.no_grad()
     def decode(self, state: "DecoderState") -> torch.Tensor:
