@@ -57,8 +57,16 @@ KINDS = ("loc", "text")
 #: absolute error). With a two-peaked distribution, "stop" or "drive on", "left" or "right",
 #: the most likely bin is one peak, wrong by the peaks' distance when the other was right.
 TOKEN_CHOICES = ("greedy", "mean", "median")
+
 REFERENCES = ("none", "constant_speed")
 ORDERS = ("time", "endpoint_first")
+
+
+def check_token_choice(value) -> str:
+    """``value`` if it is one of ``TOKEN_CHOICES``; ValueError naming it otherwise."""
+    if value not in TOKEN_CHOICES:
+        raise ValueError(f"token_choice must be one of {TOKEN_CHOICES}, got {value!r}")
+    return value
 
 
 class TrajectoryDecodeError(ValueError):

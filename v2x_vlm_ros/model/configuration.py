@@ -21,7 +21,7 @@ from pathlib import Path
 from transformers import BartConfig, Florence2Config
 from transformers.models.florence2.configuration_florence2 import Florence2VisionConfig
 
-from v2x_vlm_ros.model.codec import TOKEN_CHOICES, CodecConfig
+from v2x_vlm_ros.model.codec import CodecConfig, check_token_choice
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -73,9 +73,7 @@ class ModelSettings:
             if len(self.modality_weights) != 3 or min(self.modality_weights) <= 0:
                 raise ValueError(f"modality_weights must be three positive numbers, "
                                  f"got {self.modality_weights}")
-
-        if self.token_choice not in TOKEN_CHOICES:
-            raise ValueError(f"token_choice must be one of {TOKEN_CHOICES}, got {self.token_choice!r}")
+        check_token_choice(self.token_choice)
 
     @property
     def num_image_tokens(self) -> int:

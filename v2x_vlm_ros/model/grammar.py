@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 from transformers import LogitsProcessor
 
-from v2x_vlm_ros.model.codec import TOKEN_CHOICES, LocTokenCodec
+from v2x_vlm_ros.model.codec import LocTokenCodec, check_token_choice
 
 
 def choose_bins(logits: torch.Tensor, token_choice: str) -> torch.Tensor:
@@ -23,16 +23,14 @@ def choose_bins(logits: torch.Tensor, token_choice: str) -> torch.Tensor:
     picks: ``greedy`` the most likely; ``mean`` the one nearest the mean of their softmax;
     ``median`` the first whose cumulative probability reaches one half. In float32 whatever
     the logits' precision, and without leaving the device (a CUDA graph may capture it)."""
-    if token_choice == "greedy":
+    if check_token_choice(token_choice) == "greedy":
         return logits.argmax(dim=-1)
     probs = logits.float().softmax(dim=-1)
     last = probs.shape[-1] - 1
     if token_choice == "mean":
         index = torch.arange(probs.shape[-1], dtype=probs.dtype, device=probs.device)
         return (probs @ index).round().long().clamp_(0, last)
-    if token_choice == "median":
-        return (probs.cumsum(dim=-1) < 0.5).sum(dim=-1).clamp_(max=last)
-    raise ValueError(f"token_choice must be one of {TOKEN_CHOICES}, got {token_choice!r}")
+    return (probs.cumsum(dim=-1) < 0.5).sum(dim=-1).clamp_(max=last)  # median
 
 
 class TrajectoryGrammar(LogitsProcessor):
@@ -62,9 +60,7 @@ class BinChoice(LogitsProcessor):
     ``TrajectoryGrammar``."""
 
     def __init__(self, codec: LocTokenCodec, token_choice: str):
-        if token_choice not in TOKEN_CHOICES:
-            raise ValueError(f"token_choice must be one of {TOKEN_CHOICES}, got {token_choice!r}")
-        self.token_choice = token_choice
+        self.token_choice = check_token_choice(token_choice)
         self.ids = torch.tensor(codec.allowed_token_ids(0))  # bin order: bin i is ids[i]
         self.num_tokens = codec.num_tokens
 

@@ -33,7 +33,7 @@ from transformers import LogitsProcessorList
 
 from v2x_vlm_ros.data.records import Command, EgoMotion
 from v2x_vlm_ros.eval.baselines import ConstantVelocityPlanner
-from v2x_vlm_ros.model.codec import TOKEN_CHOICES, LocTokenCodec, TrajectoryDecodeError, build_codec
+from v2x_vlm_ros.model.codec import LocTokenCodec, TrajectoryDecodeError, build_codec, check_token_choice
 from v2x_vlm_ros.model.grammar import BinChoice, TrajectoryGrammar
 from v2x_vlm_ros.model.modeling import LoadedModel
 from v2x_vlm_ros.model.processing import ImagePreprocessor, PromptEncoder
@@ -94,9 +94,7 @@ class PlannerEngine:
         model's own (``ModelSettings.token_choice``)."""
         if decoder not in DECODERS:
             raise ValueError(f"decoder must be one of {DECODERS}, got {decoder!r}")
-        self.token_choice = token_choice or loaded.settings.token_choice
-        if self.token_choice not in TOKEN_CHOICES:
-            raise ValueError(f"token_choice must be one of {TOKEN_CHOICES}, got {self.token_choice!r}")
+        self.token_choice = check_token_choice(token_choice or loaded.settings.token_choice)
         self.loaded = loaded
         self.device = torch.device(device)
         self.refiner = refiner

@@ -26,7 +26,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from v2x_vlm_ros.model.codec import TOKEN_CHOICES
+from v2x_vlm_ros.model.codec import check_token_choice
 from v2x_vlm_ros.model.grammar import choose_bins
 
 
@@ -36,9 +36,7 @@ class StaticDecoder:
     def __init__(self, model, allowed_ids: list[int], num_tokens: int, bos: int, start: int,
                  token_choice: str = "greedy"):
         """``allowed_ids``: the location tokens in bin order (bin i is ``allowed_ids[i]``)."""
-        if token_choice not in TOKEN_CHOICES:
-            raise ValueError(f"token_choice must be one of {TOKEN_CHOICES}, got {token_choice!r}")
-        self.token_choice = token_choice
+        self.token_choice = check_token_choice(token_choice)
         dec = model.model.language_model.decoder
         self.model = model
         self.layers = list(dec.layers)
