@@ -96,8 +96,9 @@ def test_shipped_world_configs_load_and_training_worlds_are_long_enough():
 
     config_dir = Path(__file__).resolve().parents[1] / "config"
     worlds = {p.stem: load_section(SynthConfig, p, "synth") for p in config_dir.glob("synth_*.yaml")}
-    assert set(worlds) == {"synth_sample", "synth_train", "synth_train_hazard", "synth_test"}
-    for name in ("synth_train", "synth_train_hazard", "synth_test"):
+    assert set(worlds) == {"synth_sample", "synth_train", "synth_train_hazard", "synth_train_hazard_early",
+                           "synth_test"}
+    for name in ("synth_train", "synth_train_hazard", "synth_train_hazard_early", "synth_test"):
         assert worlds[name].duration_s >= 10.0, name
     assert worlds["synth_test"].image_size == (1920, 1080)  # the defaults: what a user generates
     assert worlds["synth_test"].seed not in {w.seed for k, w in worlds.items() if k != "synth_test"}
@@ -106,3 +107,8 @@ def test_shipped_world_configs_load_and_training_worlds_are_long_enough():
     cycle = [name for name, _ in hazard.cycle]
     assert len(cycle) == 15 and cycle.count("occluded_crossing") == 6 and cycle.count("hidden_queue") == 4
     assert set(cycle) == set(SCENARIOS) and hazard.num_sequences % len(cycle) == 0
+    # its early-crosser variant: the same world and draws, the harmless agents crossing early
+    early = worlds["synth_train_hazard_early"]
+    assert early.cycle == hazard.cycle and early.seed == hazard.seed and early.image_size == hazard.image_size
+    assert hazard.early_cross_share == 0.0 < early.early_cross_share
+    assert worlds["synth_test"].early_cross_share == 0.0  # the acceptance world: as before

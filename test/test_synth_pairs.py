@@ -236,3 +236,78 @@ def test_driver_attention_text_says_what_only_the_roadside_sees(tmp_path):
     # the twin (no hidden agent) is told there is nothing hidden near the junction
     twin = [a["description"] for a in on if a["sequence_id"] == "0001"]
     assert any("no hidden road user" in text for text in twin)
+
+
+EARLY = SynthConfig(num_sequences=40, seed=2, duration_s=12.0, image_size=(160, 90), conflict_share=0.0,
+                    early_cross_share=1.0, scenarios=("occluded_crossing",))
+
+
+@pytest.mark.parametrize("index", [0, 2, 4, 6])
+def test_early_crossers_cross_the_egos_road_clear_of_it_and_are_no_hazard(index):
+    """``early_cross_share``: a hidden agent that does not conflict crosses the ego's road all
+    the same, early: it is on the ego's lane during the sequence, never near the ego, the
+    roadside camera sees it moving while the ego camera does not, and the ground truth keeps
+    its speed exactly as in the twin without it. A car or cyclist comes from behind the parked
+    truck, where the roadside camera sees it: mostly while the ego camera sees it too (it is
+    early, past the truck's shadow), at first by the roadside camera alone."""
+    from v2x_vlm_ros.data.synth.agents import boxes_overlap, inflate
+    from v2x_vlm_ros.data.synth.world import LANE
+
+    sim = simulate(EARLY, index)
+    scene = sim.scene
+    key = scene.key_agent
+    assert scene.variant == "agent" and key.role == "passing" and scene.conflict == []
+    assert sim.notes["crosses_early"] is True and sim.notes["brake_onset_s"] == float("inf")
+    times = np.arange(0.0, 12.0, 0.05)  # the frames' span
+    _, _, _, v = key.pose(times)
+    corners = key.corners(times)
+    # on the ego's lane (y in [-LANE, 0], the crossing x range) at some time, moving
+    on_lane = (corners[..., 1].min(axis=1) < -0.2) & (corners[..., 1].max(axis=1) > -LANE + 0.2) \
+        & (np.abs(corners[..., 0].mean(axis=1)) < 20.0)
+    assert on_lane.any() and np.all(v[on_lane] > 0.5)
+    # never within 1 m of the ego's footprint (the ego keeps its speed)
+    near = boxes_overlap(inflate(corners, 1.0, 1.0), scene.ego.corners(times))
+    assert not near.any()
+    # the ego reaches the agent's crossing line after the agent has left its lane
+    ego = scene.ego.corners(times)
+    ego_there = np.flatnonzero(ego[..., 0].max(axis=1) >= corners[on_lane][..., 0].min())
+    assert ego_there.size and times[on_lane].max() + 0.9 < times[ego_there[0]]
+    twin = simulate(EARLY, index + 1)
+    assert twin.scene.variant == "twin" and twin.scene.key_agent is None
+    assert np.array_equal(np.stack(twin.scene.ego.pose(times)), np.stack(scene.ego.pose(times)))
+    if key.category == "Pedestrian":  # it crosses at the zebra, beyond the roadside's view
+        return
+    # the roadside camera sees it moving, at first alone
+    ident = sim.ident(key)
+    vr, ir = sim.vehicle_renderer(size=EARLY.mask_size), sim.infra_renderer(size=EARLY.mask_size)
+    seen = []
+    for k in range(0, 40, 2):
+        ego_px = sim.render_vehicle(k, vr)[2].get(ident, (0, 0))[0]
+        road_px = sim.render_infra(int(sim.pairing[k]), ir)[2].get(ident, (0, 0))[0]
+        seen.append((road_px >= EARLY.min_visible_pixels, ego_px >= EARLY.min_visible_pixels))
+    assert sum(road for road, _ in seen) >= 8
+    assert any(road and not ego for road, ego in seen)
+
+
+def test_early_crossers_leave_the_hazards_draws_alone():
+    """Early crossers are drawn only for the agents that do not conflict: the conflicting
+    scenes of a world are the same with and without them, and a world without them (the
+    default, 0) is drawn as before (no extra random draw)."""
+    times = np.arange(-0.6, 12.0, 0.1)
+    base = SynthConfig(num_sequences=40, seed=5, duration_s=12.0, image_size=(160, 90),
+                       scenarios=("occluded_crossing",))
+    mixed = SynthConfig(num_sequences=40, seed=5, duration_s=12.0, image_size=(160, 90),
+                        early_cross_share=0.5, scenarios=("occluded_crossing",))
+    roles = {"crossing": 0, "waiting": 0, "passing": 0}
+    for index in range(0, 24, 2):
+        a, b = simulate(base, index).scene, simulate(mixed, index).scene
+        roles[b.key_agent.role] += 1
+        if a.conflict:
+            assert b.key_agent.role == "crossing"
+            for x, y in ((a.ego, b.ego), (a.key_agent, b.key_agent)):
+                assert np.array_equal(np.stack(x.pose(times)), np.stack(y.pose(times)))
+        else:
+            assert a.key_agent.role == "waiting" and b.key_agent.role in ("waiting", "passing")
+    assert roles["crossing"] and roles["passing"]
+    with pytest.raises(ValueError, match=r"early_cross_share must be in \[0, 1\], got -0.1"):
+        SynthConfig(early_cross_share=-0.1)

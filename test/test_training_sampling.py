@@ -241,3 +241,41 @@ def test_a_command_twin_is_not_distilled(tiny_model_dir):
     assert int(batch["traj_mask"][1].sum()) == 20  # 10 waypoints, x and y
     assert bool((batch["labels"][0, 1:-1] != IGNORE_INDEX).all())
     assert not torch.equal(batch["labels"][0], batch["labels"][1])  # the turn the other way
+
+
+def test_harmless_hidden_agent_frames_get_harmless_weight(tmp_path):
+    """The hazards' negatives: the sample with its crossing agent (sequence 0000) turned into
+    one the ego does not yield to (its sidecar's conflict list emptied, as a waiting or early
+    crosser's is written): the frames where the roadside camera sees that agent get
+    ``harmless_weight``, whether the ego camera sees it or not; the other frames keep their
+    weights, and with ``harmless_weight`` 1 nothing changes."""
+    import shutil
+
+    from v2x_vlm_ros.training.data import pair_weights
+
+    root = tmp_path / "sample"
+    shutil.copytree(SAMPLE, root)
+    path = root / "visibility.json"
+    sidecar = json.loads(path.read_text())
+    entry = sidecar["sequences"]["0000"]
+    (agent,) = entry["conflict"]
+    assert entry["hidden"] == [agent]
+    entry["conflict"] = []
+    path.write_text(json.dumps(sidecar))
+    roadside = {frame for frame, seen in entry["frames"].items() if agent in seen["roadside"]}
+    both = {frame for frame in roadside if agent in entry["frames"][frame]["ego"]}
+    assert roadside and both and roadside - both  # seen by both and by the roadside alone
+    ds = DairV2XDataset(root)
+    keys = [(ds[i].sequence_id, ds[i].vehicle_frame) for i in range(len(ds))]
+    base = pair_weights(ds, 2.0, hazard_weight=8.0)
+    weights = pair_weights(ds, 2.0, hazard_weight=8.0, harmless_weight=5.0)
+    for key, b, w in zip(keys, base, weights):
+        assert w == (5.0 if key[0] == "0000" and key[1] in roadside else b), key
+    assert sum(w == 5.0 for w in weights) == len(roadside)
+    # the twin of 0000 lost its hazard frames with the conflict: pair weight there
+    assert {w for (seq, _), w in zip(keys, weights) if seq == "0001"} == {2.0}
+    # the untouched hidden queue pair keeps its hazard frames
+    assert {w for (seq, _), w in zip(keys, weights) if seq == "0006"} == {2.0, 8.0}
+    assert pair_weights(ds, 2.0, hazard_weight=8.0, harmless_weight=1.0) == base
+    with pytest.raises(ValueError, match="harmless_weight must be > 0, got -1"):
+        TrainConfig(harmless_weight=-1)

@@ -121,6 +121,13 @@ class TrainConfig:
     #: ego's) and the same frames of their twins drawn this many times as often, instead of
     #: ``pair_weight``: there only the roadside view tells the two scenes apart.
     hazard_weight: float = 1.0
+    #: Their negatives: frames where the roadside camera sees a hidden agent the ground truth
+    #: does not yield to (waiting at its line, or crossing well before the ego gets there:
+    #: ``synth`` ``early_cross_share``; the ego camera may see it too), drawn this many times as
+    #: often instead of ``pair_weight`` (``visibility.harmless_hidden_frames``). With only the
+    #: hazards weighted up, "an agent at the junction in the roadside view" is nearly always
+    #: a yield in training, and the planner brakes for cross traffic that has long passed. 1: off.
+    harmless_weight: float = 1.0
     #: Per scenario of a synthetic world (``scenarios.json``), a factor on its frames'
     #: sampling weight, on top of ``pair_weight`` / ``hazard_weight``: e.g.
     #: ``{follow_lead: 3, left_turn: 3}``. A hazard-rich world with ``hazard_weight`` leaves
@@ -260,6 +267,8 @@ class TrainConfig:
             raise ValueError(f"pair_weight must be > 0, got {self.pair_weight}")
         if not self.hazard_weight > 0:
             raise ValueError(f"hazard_weight must be > 0, got {self.hazard_weight}")
+        if not self.harmless_weight > 0:
+            raise ValueError(f"harmless_weight must be > 0, got {self.harmless_weight}")
         if self.scenario_weights is not None:
             self.scenario_weights = _scenario_weights(self.scenario_weights)
         if not isinstance(self.balance_turns, bool):

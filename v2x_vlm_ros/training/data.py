@@ -373,34 +373,43 @@ class EpochSampler(torch.utils.data.Sampler):
 
 def pair_weights(dataset: DairV2XDataset, weight: float, hazard_weight: float = 1.0,
                  scenario_weights: dict[str, float] | None = None,
-                 balance_turns: bool = False) -> list[float] | None:
+                 balance_turns: bool = False, harmless_weight: float = 1.0) -> list[float] | None:
     """Sampling weight per sample: ``weight`` for the frames of a synthetic world's paired
     sequences (a hidden hazard and its twin, from the visibility sidecar), 1 for the others;
     ``hazard_weight`` instead for the hidden-hazard frames and the same frames of their twins
-    (the frames where only the roadside view decides the plan); times the factor of the
+    (the frames where only the roadside view decides the plan); ``harmless_weight`` instead for
+    their negatives (``harmless_hidden_frames``: a hidden agent that is no hazard, seen by the
+    roadside camera alone; 1: off); times the factor of the
     sequence's scenario in ``scenario_weights`` (``scenarios.json``; 1 for the others).
     ``balance_turns``: then the frames of the rarer turn command (LEFT or RIGHT) are scaled so
     that both commands weigh the same in total (``balance_turn_weights``).
     None when every weight is 1 or the dataset has no sidecar (without scenario weights)."""
-    from v2x_vlm_ros.data.synth.visibility import hidden_hazard_twin_frames, read_visibility
+    from v2x_vlm_ros.data.synth.visibility import (harmless_hidden_frames, hidden_hazard_twin_frames,
+                                                   read_visibility)
 
     if scenario_weights and not dataset.scenarios:
         raise ValueError(f"scenario_weights need {dataset.root}/scenarios.json (a synthetic world's "
                          "sidecar); this dataset has none")
     visibility = read_visibility(dataset.root)
-    if ((weight == 1.0 and hazard_weight == 1.0) or visibility is None) and not scenario_weights:
+    if ((weight == 1.0 and hazard_weight == 1.0 and harmless_weight == 1.0) or visibility is None) \
+            and not scenario_weights:
         weights = None
     else:
         paired = {seq for seq, entry in visibility["sequences"].items() if entry.get("variant")} \
             if visibility is not None else set()
         hazard = hidden_hazard_twin_frames(visibility) if hazard_weight != 1.0 and visibility is not None \
             else set()
+        harmless = harmless_hidden_frames(visibility) if harmless_weight != 1.0 and visibility is not None \
+            else set()
         factors = scenario_weights or {}
 
         def weight_of(entry) -> float:  # from the dataset's index: no sample needs loading
             seq = entry.sequence.sequence_id
-            if (seq, entry.sequence.frames[entry.position].frame_id) in hazard:
+            key = (seq, entry.sequence.frames[entry.position].frame_id)
+            if key in hazard:
                 base = hazard_weight
+            elif key in harmless:
+                base = harmless_weight
             else:
                 base = weight if seq in paired else 1.0
             return base * factors.get(dataset.scenarios.get(seq), 1.0)

@@ -375,7 +375,8 @@ def model_card(cfg: TrainConfig, val: dict | None, steps: int, seconds: float, c
              f"{cfg.augment_jpeg_quality} (p {cfg.augment_p}), roadside dropout {cfg.roadside_dropout} "
              f"(uniform {cfg.roadside_dropout_uniform}), "
              f"modality-weighted fusion {cfg.modality_weights}, paired-scene weight {cfg.pair_weight}, "
-             f"hidden-hazard frame weight {cfg.hazard_weight}, scenario weights {cfg.scenario_weights}, "
+             f"hidden-hazard frame weight {cfg.hazard_weight}, harmless hidden-agent frame weight "
+             f"{cfg.harmless_weight}, scenario weights {cfg.scenario_weights}, "
              f"turn commands balanced {cfg.balance_turns}, command twins {cfg.command_twins}",
              f"- trajectory tokens relative to {codec.reference} (x {list(codec.x_range)} m, "
              f"y {list(codec.y_range)} m, {codec.bins} bins), waypoints in {codec.order} order, "
@@ -462,7 +463,8 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
 
     sampler = EpochSampler(len(train_ds), cfg.seed, cfg.epoch_fraction, procs.rank, procs.world,
                            weights=pair_weights(train_ds, cfg.pair_weight, cfg.hazard_weight,
-                                                cfg.scenario_weights, cfg.balance_turns))
+                                                cfg.scenario_weights, cfg.balance_turns,
+                                                cfg.harmless_weight))
     steps_per_epoch = math.ceil(len(sampler) / cfg.batch_size)
     schedule_steps = cfg.epochs * steps_per_epoch
     # max_steps stops a run early; it does not reshape the schedule, so a run stopped and

@@ -38,6 +38,9 @@ class SynthConfig:
     conflict_share: float = 0.7  # hidden crossing agents that cross the ego's path (the rest
     #                              stop at their own line or wait at the kerb: no conflict)
     slowdown_share: float = 0.5  # "straight" sequences with a gentle slow-down of no visible cause
+    early_cross_share: float = 0.0  # of the hidden agents that do not conflict, those that cross
+    #                                 the ego's road 1-3 s before the ego gets there instead of
+    #                                 waiting (moving, seen by the roadside camera, no yield)
 
     # -- output format --------------------------------------------------------------------
     layout: str = "spd"  # "spd" (V2X-Seq-SPD) or "c" (DAIR-V2X-C), passed to the writer
@@ -97,7 +100,7 @@ class SynthConfig:
             raise ValueError("image_size and mask_size must be at least 16 x 16")
         if not 1 <= self.jpeg_quality <= 100:
             raise ValueError("jpeg_quality must be in 1..100")
-        for name in ("conflict_share", "slowdown_share"):
+        for name in ("conflict_share", "slowdown_share", "early_cross_share"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
         if self.supersample_width < 1:

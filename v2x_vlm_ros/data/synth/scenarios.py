@@ -17,7 +17,10 @@ hidden. The ground-truth ego is a driver who also sees what the roadside camera 
   ``conflict_share`` of the scenes it crosses the ego's path when the ego would be there,
   and the informed ego brakes (from the moment it needs to for a comfortable stop), waits
   and drives on; otherwise it waits at its own stop line / at the kerb and the ego keeps
-  its speed. Its twin is the same scene without that agent (the ego keeps its speed).
+  its speed, or (``early_cross_share`` of those) crosses the ego's road early enough to be
+  clear of it 1-3 s before the ego gets there, so that a crossing agent in the roadside view
+  does not by itself mean "yield" (its time does). Its twin is the same scene without that
+  agent (the ego keeps its speed).
 - ``hidden_queue`` (paired): a right turn into a queue of stopped cars that the corner
   block hides from the ego until it is in the turn; the informed ego follows the queue's
   tail from the moment the gap asks for it and drives on when the queue moves. Its twin is
@@ -56,6 +59,7 @@ PLAN_LAT_ACCEL = 2.5  # the controller's lateral budget (the hard limit is the c
 HIDDEN_TRIES = 12  # draws of a hidden agent (or queue) before giving up on the checks
 SIGN_RED = (38, 38, 196)  # BGR of the sign plate
 T_START = -0.6  # motion is simulated from here (the ground truth looks back 0.5 s)
+EARLY_CLEAR_S = (1.0, 3.0)  # an early crosser has left the ego's lane this long before the ego is there
 
 
 class BodyMotion:
@@ -214,12 +218,19 @@ def build_scene(rng: np.random.Generator, world: World, scenario: str, cfg: Synt
         free = drive(route, v0, t0, t1, base_policy, limits, cfg.sim_dt_s)
         category = str(rng.choice(list(HIDDEN_AGENTS), p=list(HIDDEN_AGENTS.values())))
         crosses = bool(rng.random() < cfg.conflict_share)
+        # drawn only when asked for, so that worlds without early crossers keep their draws
+        early = (not crosses and cfg.early_cross_share > 0.0
+                 and bool(rng.random() < cfg.early_cross_share))
         ln, wd, ht, colors = sample_look(rng, category)
         info: dict = {}
         traj = free
         for attempt in range(HIDDEN_TRIES):
             key, info, s_stop = _hidden_agent(rng, world, cfg, category, crosses, (ln, wd, ht, colors),
-                                              free, occluder, x_start, limits)
+                                              free, occluder, x_start, limits, early=early)
+            if early and _comes_near(ego_agent(free), key, cfg):
+                info["attempts"] = attempt + 1
+                info["accepted"] = False
+                continue
             if crosses:
                 traj = drive(route, v0, t0, t1, _policy_until(base_policy, s_stop, onset, info["release"]),
                              limits, cfg.sim_dt_s)
@@ -230,7 +241,11 @@ def build_scene(rng: np.random.Generator, world: World, scenario: str, cfg: Synt
                 info["accepted"] = True
                 break
             info["accepted"] = False
-        notes.update(info, hidden_category=category, crosses=crosses)
+        if early and not info.get("accepted", False):  # no early crossing clear of the ego: it waits
+            key, info, s_stop = _hidden_agent(rng, world, cfg, category, False, (ln, wd, ht, colors),
+                                              free, occluder, x_start, limits)
+            early = False
+        notes.update(info, hidden_category=category, crosses=crosses, crosses_early=early)
         hidden = [key]
         conflict = [key] if crosses else []
         ego_paths = [free, traj]
@@ -280,7 +295,8 @@ def build_scene(rng: np.random.Generator, world: World, scenario: str, cfg: Synt
 
 
 def _hidden_agent(rng, world: World, cfg: SynthConfig, category: str, crosses: bool, looks,
-                  free: Trajectory, occluder: Agent, x_start: float, limits: Limits):
+                  free: Trajectory, occluder: Agent, x_start: float, limits: Limits,
+                  early: bool = False):
     """The agent hidden behind the parked truck / the corner block: (agent, timing facts,
     rear-axle route progress where the informed ego stops).
 
@@ -289,7 +305,9 @@ def _hidden_agent(rng, world: World, cfg: SynthConfig, category: str, crosses: b
     not yield, so not yielding is a collision. A pedestrian waits on the sidewalk right
     beside the parked truck (hidden by it), walks along the kerb to the zebra and crosses
     the ego's road there when the ego would reach it. Without a conflict the car / cyclist
-    waits at its own stop line and the pedestrian at the kerb by the zebra."""
+    waits at its own stop line and the pedestrian at the kerb by the zebra; ``early``: it
+    crosses all the same, but has left the ego's lane ``EARLY_CLEAR_S`` before the ego would
+    reach it (so it does not conflict)."""
     ln, wd, ht, colors = looks
     t0, t1 = T_START, cfg.duration_s + 0.6
     release = math.inf
@@ -312,6 +330,15 @@ def _hidden_agent(rng, world: World, cfg: SynthConfig, category: str, crosses: b
             release = _first_time(traj, y_rear >= LANE + 0.5, math.inf) + float(rng.uniform(0.2, 0.7))
             motion = BodyMotion(traj, centre)
             facts = {"t_conflict": t_conflict, "speed": speed}
+        elif early:  # its rear beyond the ego's road's lane that long before the ego is there
+            speed = float(rng.uniform(3.0, 6.0)) * (1.0 if category == "Car" else 0.85)
+            s_centre = 400.0 + EGO_LANE_Y - centre  # its centre on the ego's lane
+            t_clear = t_meet - float(rng.uniform(*EARLY_CLEAR_S))
+            t_centre = t_clear - (LANE + 0.5 - EGO_LANE_Y + ln / 2) / speed
+            traj = drive(cross, speed, t0, t1, lambda t, s, v: 0.0, limits, cfg.sim_dt_s,
+                         s0=s_centre - speed * (t_centre - t0))
+            motion = BodyMotion(traj, centre)
+            facts = {"t_clear": t_clear, "speed": speed}
         else:  # waiting at its own stop line (its front just behind the line)
             s_line = 400.0 - (world.stop_line + 0.4) - ln / 2 - centre
             motion = ConstantSpeed(cross, s_line - float(rng.uniform(0.2, 1.5)) + centre, 0.0)
@@ -337,13 +364,31 @@ def _hidden_agent(rng, world: World, cfg: SynthConfig, category: str, crosses: b
                                   max(t_walk, t0), speed)
             release = t_conflict + (0.5 - EGO_LANE_Y) / speed + float(rng.uniform(0.2, 0.7))
             facts = {"t_conflict": t_conflict, "speed": speed}
+        elif early:  # off the ego's lane (northwards) that long before the ego reaches the zebra
+            speed = float(rng.uniform(1.1, 1.6))
+            s_clear = s_turned + (EGO_LANE_Y + 0.5 * LANE + 0.5 - (y_walk + radius))
+            t_clear = t_meet - float(rng.uniform(*EARLY_CLEAR_S))
+            t_walk = t_clear - (s_clear - s_wait) / speed
+            motion = WaitThenWalk(path, max(s_wait, s_clear - speed * (t_clear - t0)),
+                                  max(t_walk, t0), speed)
+            facts = {"t_clear": t_clear, "speed": speed}
         else:  # standing at the kerb by the zebra
             kerb = s_turned + (-(HALF_WIDTH + 0.3) - (y_walk + radius))
             motion = ConstantSpeed(path, kerb - float(rng.uniform(0.0, 0.4)), 0.0)
         s_stop = -(world.stop_line + 0.4 + 1.0) - FRONT_AHEAD_OF_REAR_AXLE - x_start
     facts.update(t_meet=t_meet, release=release)
-    agent = Agent("1", category, ln, wd, ht, colors, motion, "crossing" if crosses else "waiting")
+    role = "crossing" if crosses else ("passing" if early else "waiting")
+    agent = Agent("1", category, ln, wd, ht, colors, motion, role)
     return agent, facts, s_stop
+
+
+def _comes_near(ego: Agent, agent: Agent, cfg: SynthConfig) -> bool:
+    """Does ``agent`` come near the (uninformed) ego at any time of the sequence? The margins
+    of the background traffic's check (``add_background``): 3 m along the ego, 0.7 m beside
+    it; 1.5 m and 0.4 m around the agent."""
+    times = np.arange(T_START, cfg.duration_s + 0.6, 0.1)
+    grown = inflate(agent.corners(times), 1.5, 0.4)
+    return bool(boxes_overlap(grown, inflate(ego.corners(times), 3.0, 0.7)).any())
 
 
 @dataclass(frozen=True)

@@ -85,6 +85,23 @@ def hidden_hazard_frames(visibility: dict) -> set[tuple[str, str]]:
     return out
 
 
+def harmless_hidden_frames(visibility: dict) -> set[tuple[str, str]]:
+    """{(sequence id, vehicle frame id)} of the sequences whose ground truth yields to none of
+    the agents the twin leaves out (``hidden``; they wait at their line, or cross early) where
+    one of them is seen by the roadside camera, whether the ego camera sees it or not (an
+    early crosser is mostly past the parked truck's shadow): the negatives of ``hidden_hazard_frames``, where the roadside view
+    shows an agent at the junction and the plan is to drive on."""
+    out = set()
+    for seq_id, entry in visibility["sequences"].items():
+        if entry["conflict"]:  # a hidden queue: its cars beyond the tail are no less in the way
+            continue
+        harmless = {str(a) for a in entry.get("hidden", ())}
+        for frame_id, seen in entry["frames"].items():
+            if {str(a) for a in seen.get("roadside", ())} & harmless:
+                out.add((str(seq_id), str(frame_id)))
+    return out
+
+
 def hazard_twin_pairs(visibility: dict) -> dict[tuple[str, str], tuple[str, str]]:
     """{hidden-hazard frame: the frame at the same position in its twin} (``pair``: the same
     scene without the hazard), for the twins of the same length."""
