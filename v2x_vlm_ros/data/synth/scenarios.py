@@ -244,6 +244,7 @@ def build_scene(rng: np.random.Generator, world: World, scenario: str, cfg: Synt
         if early and not info.get("accepted", False):  # no early crossing clear of the ego: it waits
             key, info, s_stop = _hidden_agent(rng, world, cfg, category, False, (ln, wd, ht, colors),
                                               free, occluder, x_start, limits)
+            info.update(attempts=HIDDEN_TRIES + 1, accepted=True)
             early = False
         notes.update(info, hidden_category=category, crosses=crosses, crosses_early=early)
         hidden = [key]
