@@ -59,6 +59,9 @@ PLAN_LAT_ACCEL = 2.5  # the controller's lateral budget (the hard limit is the c
 HIDDEN_TRIES = 12  # draws of a hidden agent (or queue) before giving up on the checks
 SIGN_RED = (38, 38, 196)  # BGR of the sign plate
 T_START = -0.6  # motion is simulated from here (the ground truth looks back 0.5 s)
+# how far other road users keep from the ego (along, beside it) and from each other, in metres
+EGO_CLEARANCE = (3.0, 0.7)
+AGENT_CLEARANCE = (1.5, 0.4)
 EARLY_CLEAR_S = (1.0, 3.0)  # an early crosser has left the ego's lane this long before the ego is there
 
 
@@ -385,11 +388,10 @@ def _hidden_agent(rng, world: World, cfg: SynthConfig, category: str, crosses: b
 
 def _comes_near(ego: Agent, agent: Agent, cfg: SynthConfig) -> bool:
     """Does ``agent`` come near the (uninformed) ego at any time of the sequence? The margins
-    of the background traffic's check (``add_background``): 3 m along the ego, 0.7 m beside
-    it; 1.5 m and 0.4 m around the agent."""
+    of the background traffic's check (``add_background``)."""
     times = np.arange(T_START, cfg.duration_s + 0.6, 0.1)
-    grown = inflate(agent.corners(times), 1.5, 0.4)
-    return bool(boxes_overlap(grown, inflate(ego.corners(times), 3.0, 0.7)).any())
+    grown = inflate(agent.corners(times), *AGENT_CLEARANCE)
+    return bool(boxes_overlap(grown, inflate(ego.corners(times), *EGO_CLEARANCE)).any())
 
 
 @dataclass(frozen=True)
@@ -511,11 +513,11 @@ def add_background(rng, scene: Scene, world: World, cfg: SynthConfig, egos=None)
     (default: the scene's) and of the agents already there."""
     T = cfg.duration_s
     times = np.arange(-0.6, T + 0.6, 0.1)
-    ego_fps = [inflate(e.corners(times), 3.0, 0.7) for e in (egos or [scene.ego])]
+    ego_fps = [inflate(e.corners(times), *EGO_CLEARANCE) for e in (egos or [scene.ego])]
     accepted: list[tuple[Agent, np.ndarray]] = [(a, a.corners(times)) for a in scene.agents]
     next_id = [len(scene.agents) + 1]
 
-    def try_add(make, tries: int = 10, margin=(1.5, 0.4), vs_ego: bool = True) -> None:
+    def try_add(make, tries: int = 10, margin=AGENT_CLEARANCE, vs_ego: bool = True) -> None:
         for _ in range(tries):
             agent = make(str(next_id[0]))
             fp = agent.corners(times)
