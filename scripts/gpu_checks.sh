@@ -12,9 +12,10 @@
 #             each result is recorded into docs/benchmarks.json and docs/BENCHMARKS.md (copied
 #             to $OUT);
 #   tensorrt  bench with TensorRT asked for: its logged fallback where torch_tensorrt is missing;
-#   train     training throughput of the fused student's recipe
-#             (config/train_synthetic_hazard_student.yaml) on cuda against the same machine's
-#             CPUs, on a small world of the training world's kind (PROBE_STEPS, default 300);
+#   train     training throughput of the fused student's recipe from the teacher's layers
+#             (config/train_synthetic_hazard_student_from_teacher.yaml) on cuda against the same
+#             machine's CPUs, on a small world of the training world's kind (PROBE_STEPS,
+#             default 300);
 #   inductor  bench with inductor on cuda (last: its compile at warm-up is the slowest part).
 #
 # It runs with the machine's own python3 and packages (PYTHON to choose another) from this
@@ -61,7 +62,7 @@ sec_tensorrt() {
 }
 
 probe() {  # probe WORLD DEVICE STEPS WORKERS: the fused student's recipe for STEPS steps
-  v2x train config/train_synthetic_hazard_student.yaml --override "data_root=$1" \
+  v2x train config/train_synthetic_hazard_student_from_teacher.yaml --override "data_root=$1" \
     --override student=models/synthetic-teacher --override teacher=models/synthetic-teacher \
     --override codec_order=time --override "device=$2" --override "max_steps=$3" \
     --override "num_workers=$4" --override eval_max_samples=16 --override log_every=50 \

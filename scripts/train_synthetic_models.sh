@@ -9,9 +9,11 @@
 #                                                           # settings (v2x-vlm train --check), run nothing
 #
 # Stages and their cost on a 2-core CPU machine (measured, docs/TRAINING.md):
-#   worlds   the hazard-rich training world (450 sequences, seed 300, 256 x 144), the acceptance
-#            world (`synth` defaults, 30 sequences, seed 2000) and a second held-out world
-#            (10 sequences, seed 3000); about 20 min
+#   worlds   the hazard-rich training world (450 sequences, seed 300, 256 x 144), the fused
+#            student's world with early crossers (600 sequences, seed 300,
+#            config/synth_train_hazard_early.yaml), the acceptance world (`synth` defaults,
+#            30 sequences, seed 2000) and a second held-out world (10 sequences, seed 3000);
+#            about 32 min
 #   vision   the vision encoder pretrained on the dense roadside probe alone; about 25 min
 #   teacher_time  the shipped teacher's text side (as of commit 2cd5127) planning on the frozen
 #            encoder, waypoints in time order, hidden-hazard frames and their twins drawn 8 times
@@ -23,16 +25,20 @@
 #            one's checkpoint (2 epochs at lambda 2 gave a weaker teacher). Adding the probe
 #            before the order was learned gave a teacher worse than constant velocity
 #            (validation L2 5.63 m; docs/TRAINING.md, "Rebuilding")
-#   student  the fused student (config/train_synthetic_hazard_student.yaml): layers 0 and 2 of
-#            the teacher's 3, its frozen encoder, distilled from it, roadside dropout (half of it
-#            as uniform views); 8 epochs of 507 steps, about 40 min
-#   student_ego  the ego-only student, the same recipe without the roadside view
-#            (config/train_synthetic_hazard_student_ego_only.yaml)
+#   student_ego  the ego-only student (config/train_synthetic_hazard_student_ego_only.yaml):
+#            layers 0 and 2 of the teacher's 3, its frozen encoder, distilled from it (the
+#            teacher shown the ego camera only), turns balanced and mirrored with their
+#            command; 8 epochs of 507 steps, about 47 min
+#   student  the fused student (config/train_synthetic_hazard_student.yaml): the ego-only
+#            student given the roadside view and trained on, on the world with early crossers,
+#            distilled from the teacher, roadside dropout (half of it as uniform views), the
+#            hazard probe; 3 epochs of 675 steps, about 25 min
 #   eval     constant velocity and every model on both held-out worlds, the roadside,
 #            description and command ablations of the fused student, the twin test of the
 #            fused student and the teacher; JSON (and each table, .md) in $RUNS/eval, about
 #            25 min; cut off, it resumes at the first evaluation it had not written
 #   ablations  Table 5: the fused student's recipe with one switch off, 8 runs of its length
+#            (each from the ego-only student)
 #            (scene text, alignment, distillation, augmentation, roadside dropout, modality
 #            weights, hazard weighting, hazard probe); $RUNS/ablation-NAME
 #   table5   `v2x-vlm experiments` Tables 1, 5 and 6 on the acceptance world, every ablation
@@ -41,7 +47,7 @@
 # The students, their ablations, eval and table5 read the teacher from $TEACHER (default: the
 # `teacher` stage's $RUNS/teacher/checkpoint/student). The shipped models/synthetic-teacher is
 # that stage's output, so the students can be trained without the teacher stages:
-#   TEACHER=models/synthetic-teacher bash scripts/train_synthetic_models.sh worlds student student_ego
+#   TEACHER=models/synthetic-teacher bash scripts/train_synthetic_models.sh worlds student_ego student
 # and the eval stage scores the students FUSED and EGO_ONLY (default: the student stages' outputs);
 # the shipped models' cards, from a clean clone:
 #   TEACHER=models/synthetic-teacher FUSED=models/synthetic-student \
@@ -71,6 +77,7 @@ read -r -a TRAIN_EXTRA <<< "${TRAIN_ARGS:-}"  # words: overrides hold no spaces
 SYNTH_EXTRA=()
 [ -n "${SYNTH_WORKERS:-}" ] && SYNTH_EXTRA=(--workers "$SYNTH_WORKERS")
 TRAIN_WORLD=$RUNS/synthetic/train_world_hzb
+EARLY_WORLD=$RUNS/synthetic/train_world_early  # the fused student's: early crossers too
 TEST_WORLD=$RUNS/synthetic/test_world
 VAL_WORLD=$RUNS/synthetic/val_world
 
@@ -97,8 +104,9 @@ stage() {  # stage NAME: run stage_NAME unless its stamp exists
 
 stage_worlds() {
   [ "$CHECK" = 1 ] && { echo "(worlds: written by v2x-vlm synth, not checked)"; return; }
-  rm -rf "$TRAIN_WORLD" "$TEST_WORLD" "$VAL_WORLD"  # a world cut off mid-write is written again
+  rm -rf "$TRAIN_WORLD" "$EARLY_WORLD" "$TEST_WORLD" "$VAL_WORLD"  # a world cut off mid-write is written again
   "$V2X_VLM" synth "$TRAIN_WORLD" --config config/synth_train_hazard.yaml --sequences 450 "${SYNTH_EXTRA[@]}" > /dev/null
+  "$V2X_VLM" synth "$EARLY_WORLD" --config config/synth_train_hazard_early.yaml "${SYNTH_EXTRA[@]}" > /dev/null
   "$V2X_VLM" synth "$TEST_WORLD" --config config/synth_test.yaml "${SYNTH_EXTRA[@]}" > /dev/null
   "$V2X_VLM" synth "$VAL_WORLD" --config config/synth_test.yaml --sequences 10 --seed 3000 "${SYNTH_EXTRA[@]}" > /dev/null
 }
@@ -171,17 +179,21 @@ stage_teacher() {
   done
 }
 
-student_inputs=(  # the students' inputs under $RUNS (their configs name the same under runs/)
-  --override "data_root=$TRAIN_WORLD" --override "student=$TEACHER" --override "teacher=$TEACHER"
+# the students' inputs under $RUNS (their configs name the same under runs/): the ego-only
+# student starts from the teacher's layers, the fused one from the ego-only student
+ego_inputs=(--override "data_root=$TRAIN_WORLD" --override "student=$TEACHER" --override "teacher=$TEACHER")
+fused_inputs=(
+  --override "data_root=$EARLY_WORLD" --override "student=$RUNS/student-ego-only/checkpoint/student"
+  --override "teacher=$TEACHER"
 )
 
-stage_student() {
-  train config/train_synthetic_hazard_student.yaml "${student_inputs[@]}" --override "output_dir=$RUNS/student"
+stage_student_ego() {
+  train config/train_synthetic_hazard_student_ego_only.yaml "${ego_inputs[@]}" \
+    --override "output_dir=$RUNS/student-ego-only"
 }
 
-stage_student_ego() {
-  train config/train_synthetic_hazard_student_ego_only.yaml "${student_inputs[@]}" \
-    --override "output_dir=$RUNS/student-ego-only"
+stage_student() {
+  train config/train_synthetic_hazard_student.yaml "${fused_inputs[@]}" --override "output_dir=$RUNS/student"
 }
 
 # Table 5: the fused student's recipe with one switch off each (the overrides of
@@ -208,7 +220,7 @@ stage_ablations() {
     read -r name overrides <<< "$spec"
     local args=()
     for switch in $overrides; do args+=(--override "$switch"); done
-    train config/train_synthetic_hazard_student.yaml "${student_inputs[@]}" "${args[@]}" \
+    train config/train_synthetic_hazard_student.yaml "${fused_inputs[@]}" "${args[@]}" \
       --override "output_dir=$(ablation_dir "$name")"
   done
 }
@@ -280,7 +292,7 @@ stage_eval() {
   done
 }
 
-all=(worlds vision teacher_time teacher_order teacher student student_ego eval ablations table5)
+all=(worlds vision teacher_time teacher_order teacher student_ego student eval ablations table5)
 stages=("$@")
 [ ${#stages[@]} -eq 0 ] && stages=("${all[@]}")
 for name in "${stages[@]}"; do

@@ -21,7 +21,7 @@ def test_the_paper_recipe_keeps_the_paper_defaults():
     assert (cfg.lr, cfg.batch_size, cfg.epochs) == (1e-6, 4, 10)
     assert (cfg.lambda_align, cfg.lambda_kd, cfg.temperature) == (0.1, 0.5, 2.0)
     assert cfg.freeze_vision and cfg.student == "florence-community/Florence-2-base"
-    assert len(CONFIGS) == 8
+    assert len(CONFIGS) == 9
 
 
 def test_the_vision_stage_config_pretrains_the_encoder_for_a_planner():
@@ -54,8 +54,9 @@ def test_the_recipe_scripts_training_stages_are_valid_settings(tmp_path):
     # the time-order run, endpoint first, then the probe ramp's three runs
     teacher = "config/train_synthetic_teacher.yaml"
     student = "config/train_synthetic_hazard_student.yaml"
-    assert checked == ["config/train_synthetic_vision.yaml", *[teacher] * 5, student,
-                       "config/train_synthetic_hazard_student_ego_only.yaml", *[student] * 8]
+    # the ego-only student before the fused one, which starts from it
+    assert checked == ["config/train_synthetic_vision.yaml", *[teacher] * 5,
+                       "config/train_synthetic_hazard_student_ego_only.yaml", student, *[student] * 8]
     assert not (tmp_path / "runs").exists()  # a check writes nothing, no stamps either
 
 
@@ -101,23 +102,24 @@ def test_the_recipe_starts_from_the_pinned_teacher_even_after_another_is_shipped
 
 
 def test_the_students_take_the_teacher_named_by_TEACHER(tmp_path):
-    """TEACHER=DIR makes the students (and their ablations) start from and distil DIR, e.g. the
-    shipped models/synthetic-teacher without the teacher stages: a teacher whose codec the
-    students' settings do not match (1000 bins here) is refused by their check, naming it."""
+    """TEACHER=DIR makes the ego-only student start from and distil DIR and the fused student
+    (and its ablations, which start from the ego-only one) distil DIR, e.g. the shipped
+    models/synthetic-teacher without the teacher stages: a teacher whose codec the students'
+    settings do not match (1000 bins here) is refused by their check, naming it."""
     import json
     import shutil
 
     shipped = ROOT / "models" / "synthetic-teacher"
-    done = _recipe(tmp_path, "student", "student_ego", TEACHER=str(shipped))
+    done = _recipe(tmp_path, "student_ego", "student", TEACHER=str(shipped))
     assert done.returncode == 0, done.stderr
-    ego_only = "config/train_synthetic_hazard_student_ego_only.yaml"
-    assert done.stdout.splitlines()[-1] == f"checked: train {ego_only}"
+    fused = "config/train_synthetic_hazard_student.yaml"
+    assert done.stdout.splitlines()[-1] == f"checked: train {fused}"
     other = tmp_path / "other-teacher"
     shutil.copytree(shipped, other)
     settings = json.loads((other / "v2x_vlm.json").read_text())
     settings["codec"]["bins"] = 1000
     (other / "v2x_vlm.json").write_text(json.dumps(settings))
-    refused = _recipe(tmp_path, "student", TEACHER=str(other))
+    refused = _recipe(tmp_path, "student_ego", TEACHER=str(other))
     assert refused.returncode != 0 and "checked:" not in refused.stdout
     assert str(other) in refused.stderr and "codec_bins" in refused.stderr
     assert not (tmp_path / "runs").exists()
@@ -126,7 +128,7 @@ def test_the_students_take_the_teacher_named_by_TEACHER(tmp_path):
 def test_the_recipe_script_refuses_an_unknown_stage_before_running_any(tmp_path):
     done = _recipe(tmp_path, "vision", "studnet", check=False)
     assert done.returncode == 2
-    stages = "worlds vision teacher_time teacher_order teacher student student_ego eval ablations table5"
+    stages = "worlds vision teacher_time teacher_order teacher student_ego student eval ablations table5"
     assert f"unknown stage 'studnet' (stages: {stages})" in done.stderr
     assert "== vision" not in done.stdout and not (tmp_path / "runs").exists()
 
@@ -170,7 +172,9 @@ def test_the_recipe_scripts_ablations_are_the_commands_experiments_prints(tmp_pa
     names = ["no_scene_text", "no_alignment", "no_distillation", "no_augmentation",
              "no_roadside_dropout", "no_modality_weights", "no_hazard_weight", "no_hazard_probe"]
     assert len(calls) == len(names)
-    inputs = {f"data_root={runs}/synthetic/train_world_hzb", f"student={runs}/teacher/checkpoint/student",
+    # each from the ego-only student, on the world with early crossers, taught by the teacher
+    inputs = {f"data_root={runs}/synthetic/train_world_early",
+              f"student={runs}/student-ego-only/checkpoint/student",
               f"teacher={runs}/teacher/checkpoint/student"}
     for name, call in zip(names, calls):
         assert call[:2] == ["train", config] and call[-1] == "--check"
@@ -288,6 +292,7 @@ def test_the_recipe_script_passes_TRAIN_ARGS_to_every_run_and_SYNTH_WORKERS_to_e
         assert with_args == without[:-1] + extra + ["--check"]
     worlds = calls("worlds", check="0", SYNTH_WORKERS="16")
     assert [c[:2] for c in worlds] == [["synth", str(tmp_path / "runs" / "synthetic" / w)]
-                                       for w in ("train_world_hzb", "test_world", "val_world")]
+                                       for w in ("train_world_hzb", "train_world_early", "test_world",
+                                                 "val_world")]
     assert all(c[-2:] == ["--workers", "16"] for c in worlds)
     assert all("--workers" not in c for c in calls("worlds", check="0"))
