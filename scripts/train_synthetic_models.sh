@@ -37,10 +37,10 @@
 #            description and command ablations of the fused student, the twin test of the
 #            fused student and the teacher; JSON (and each table, .md) in $RUNS/eval, about
 #            25 min; cut off, it resumes at the first evaluation it had not written
-#   ablations  Table 5: the fused student's recipe with one switch off, 8 runs of its length
-#            (each from the ego-only student)
-#            (scene text, alignment, distillation, augmentation, roadside dropout, modality
-#            weights, hazard weighting, hazard probe); $RUNS/ablation-NAME
+#   ablations  Table 5: the fused student's recipe with one switch off, 8 runs of its length,
+#            each from the ego-only student (scene text, alignment, distillation, augmentation,
+#            roadside dropout, modality weights, hazard weighting, hazard probe);
+#            $RUNS/ablation-NAME
 #   table5   `v2x-vlm experiments` Tables 1, 5 and 6 on the acceptance world, every ablation
 #            trained so far next to the full recipe; $RUNS/experiments
 # Outputs go to $RUNS (default runs/, ignored by git). Nothing is written to docs/.
