@@ -37,10 +37,10 @@
 #            description and command ablations of the fused student, the twin test of the
 #            fused student and the teacher; JSON (and each table, .md) in $RUNS/eval, about
 #            25 min; cut off, it resumes at the first evaluation it had not written
-#   ablations  Table 5: the fused student's recipe with one switch off, 8 runs of its length,
-#            each from the ego-only student (scene text, alignment, distillation, augmentation,
-#            roadside dropout, modality weights, hazard weighting, hazard probe);
-#            $RUNS/ablation-NAME
+#   ablations  Table 5: the fused student's recipe with one switch off, 9 runs of its length
+#            (about 25 min each), each from the ego-only student (fusion, hazard probe,
+#            roadside dropout, hazard weighting, distillation, alignment, scene text,
+#            augmentation, modality weights); $RUNS/ablation-NAME
 #   table5   `v2x-vlm experiments` Tables 1, 5 and 6 on the acceptance world, every ablation
 #            trained so far next to the full recipe; $RUNS/experiments
 # Outputs go to $RUNS (default runs/, ignored by git). Nothing is written to docs/.
@@ -48,7 +48,8 @@
 # `teacher` stage's $RUNS/teacher/checkpoint/student). The shipped models/synthetic-teacher is
 # that stage's output, so the students can be trained without the teacher stages:
 #   TEACHER=models/synthetic-teacher bash scripts/train_synthetic_models.sh worlds student_ego student
-# and the eval stage scores the students FUSED and EGO_ONLY (default: the student stages' outputs);
+# and the eval and table5 stages score the students FUSED and EGO_ONLY (default: the student
+# stages' outputs);
 # the shipped models' cards, from a clean clone:
 #   TEACHER=models/synthetic-teacher FUSED=models/synthetic-student \
 #     EGO_ONLY=models/synthetic-student-ego-only bash scripts/train_synthetic_models.sh worlds eval
@@ -197,17 +198,20 @@ stage_student() {
 }
 
 # Table 5: the fused student's recipe with one switch off each (the overrides of
-# eval/experiment_tables.py's OVERRIDES, which `v2x-vlm experiments` prints as commands);
-# no_fusion is the ego-only student.
+# eval/experiment_tables.py's OVERRIDES, which `v2x-vlm experiments` prints as commands),
+# the ones about the roadside view first. no_fusion is the matched control: the ego-only
+# student trained on exactly as the fused one, without the roadside view (and so without the
+# probe that reads it); without its run, Table 5 shows the ego-only student there.
 ablations=(
-  "no_scene_text scene_text=false"
-  "no_alignment alignment=false"
-  "no_distillation distillation=false"
-  "no_augmentation augment_resolution=null augment_jpeg_quality=null"
-  "no_roadside_dropout roadside_dropout=0"
-  "no_modality_weights modality_weights=false"
-  "no_hazard_weight hazard_weight=1"
+  "no_fusion fusion=false lambda_hazard=0"
   "no_hazard_probe lambda_hazard=0"
+  "no_roadside_dropout roadside_dropout=0"
+  "no_hazard_weight hazard_weight=1"
+  "no_distillation distillation=false"
+  "no_alignment alignment=false"
+  "no_scene_text scene_text=false"
+  "no_augmentation augment_resolution=null augment_jpeg_quality=null"
+  "no_modality_weights modality_weights=false"
 )
 
 ablation_dir() {  # ablation_dir NAME: where its run goes (as experiments' commands name it)
@@ -235,8 +239,8 @@ stage_table5() {
     dir=$(ablation_dir "$name")/checkpoint/student
     [ -d "$dir" ] && args+=(--ablation "$name=$dir")
   done
-  "$V2X_VLM" experiments "$TEST_WORLD" --model "$RUNS/student/checkpoint/student" \
-    --teacher "$TEACHER" --ego-only-model "$RUNS/student-ego-only/checkpoint/student" \
+  "$V2X_VLM" experiments "$TEST_WORLD" --model "$FUSED" \
+    --teacher "$TEACHER" --ego-only-model "$EGO_ONLY" \
     "${args[@]}" --train-config config/train_synthetic_hazard_student.yaml --tables 1,5,6 --quiet \
     --out "$RUNS/experiments" > /dev/null
 }

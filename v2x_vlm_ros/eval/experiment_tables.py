@@ -40,7 +40,9 @@ SWITCHES = {"no_fusion": "fusion", "no_scene_text": "scene_text", "no_alignment"
             "no_hazard_probe": "lambda_hazard", "no_objects_probe": "lambda_objects",
             "no_speed_reference": "codec_reference"}
 #: The overrides of switches that are not turned off by ``SWITCH=false``.
-OVERRIDES = {"no_augmentation": ("augment_resolution=null", "augment_jpeg_quality=null"),
+#: (no_fusion: the hazard probe reads the roadside half of the fused image, so it goes too.)
+OVERRIDES = {"no_fusion": ("fusion=false", "lambda_hazard=0"),
+             "no_augmentation": ("augment_resolution=null", "augment_jpeg_quality=null"),
              "no_roadside_dropout": ("roadside_dropout=0",), "no_pair_weight": ("pair_weight=1",),
              "no_hazard_weight": ("hazard_weight=1",), "no_hazard_probe": ("lambda_hazard=0",),
              "no_objects_probe": ("lambda_objects=0",),
