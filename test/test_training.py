@@ -125,6 +125,18 @@ def test_resume_continues_exactly_where_the_run_stopped(tmp_path, tiny_model_dir
     assert steps == list(range(1, 9))  # no step twice, none missing
 
 
+def test_a_finished_run_resumed_again_keeps_its_summary(tmp_path, tiny_model_dir):
+    cfg = config(tmp_path, tiny_model_dir, max_steps=3, val_split="train", eval_max_samples=4)
+    finished = train(cfg, progress=False)
+    written = (tmp_path / "run" / "summary.json").read_text()
+    assert finished["global_step"] == 3 and set(finished["last_losses"]) >= {"loss", "traj", "align"}
+    assert finished["validation"]["num_samples"] == 4
+    again = train(cfg, progress=False)  # nothing left to train
+    assert (tmp_path / "run" / "summary.json").read_text() == written
+    assert again["last_losses"] == json.loads(written)["last_losses"] and again["validation"] is not None
+    assert [int(r["step"]) for r in log_rows(tmp_path / "run")] == [1, 2, 3]
+
+
 def test_a_resumed_run_goes_on_counting_training_time(tmp_path, tiny_model_dir):
     train(config(tmp_path, tiny_model_dir, max_steps=2), progress=False)
     state_file = tmp_path / "run" / "checkpoint" / "state.json"

@@ -482,6 +482,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
         state = load_training_state(out, heads, optimizer, scheduler, hazard_head, objects_head)
         log.info("resumed from %s at epoch %d step %d", out / CHECKPOINT, state["epoch"],
                  state["global_step"])
+    first_step = state["global_step"]
 
     wrapped = module
     if procs.world > 1:
@@ -637,6 +638,12 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
         save(state["epoch"], state["step_in_epoch"])
         procs.barrier()
 
+    if state["global_step"] == first_step and (out / "summary.json").exists():
+        # resumed with nothing left to train: the finished run's summary stands (this
+        # invocation saw no loss, validation or example counts to put in its place)
+        log.info("%s: nothing left to train (step %d of %d); its summary.json is kept", out,
+                 state["global_step"], total_steps)
+        return json.loads((out / "summary.json").read_text())
     summary = {"global_step": state["global_step"], "total_steps": total_steps, "world_size": procs.world,
                "last_losses": last, "validation": val_result, "best_val_l2": state["best_l2"],
                "probe": probe_result,
