@@ -137,7 +137,12 @@ def test_frames_in_plans_out_over_dds_with_rclpy_messages():
         stamp = now_ns()
         feed.frame(stamp, 3)
         wait_until(lambda: len(paths) and len(paths_map) and len(markers) and len(texts), 10, what="outputs")
-        wait_until(lambda: len(diags) >= 1, 3, what="diagnostics")
+        # a status sent before the plan went out has no count.plans_out yet: wait for one after it
+
+        def status():
+            return conv.diagnostic_to_dict(diags.messages[-1])["v2x_vlm_ros: vehicle_node"]["values"] \
+                if diags.messages else {}
+        wait_until(lambda: "count.plans_out" in status(), 5, what="a status counting the plan")
         path = paths.messages[0]
         assert type(path).__module__.startswith("nav_msgs.msg")  # rclpy's generated class
         assert conv.stamp_to_ns(path.header.stamp) == stamp and path.header.frame_id == "test_base"
@@ -145,7 +150,7 @@ def test_frames_in_plans_out_over_dds_with_rclpy_messages():
         assert paths_map.messages[0].header.frame_id == "test_map"
         assert markers.messages[0].markers[0].header.frame_id == "test_base"
         assert texts.messages[0].data == "A car waits at the junction."
-        values = conv.diagnostic_to_dict(diags.messages[-1])["v2x_vlm_ros: vehicle_node"]["values"]
+        values = status()
         assert values["mode"] == "fused" and values["command"] == "LEFT"
         assert values["count.ego_frames_in"] == "1" and values["count.plans_out"] == "1"
 
