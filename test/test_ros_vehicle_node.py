@@ -137,9 +137,8 @@ def test_frames_in_plans_out_over_dds_with_rclpy_messages():
         stamp = now_ns()
         feed.frame(stamp, 3)
         wait_until(lambda: len(paths) and len(paths_map) and len(markers) and len(texts), 10, what="outputs")
-        # a status sent before the plan went out has no count.plans_out yet: wait for one after it
 
-        def status():
+        def status():  # a status sent before the plan went out has no count.plans_out yet
             return conv.diagnostic_to_dict(diags.messages[-1])["v2x_vlm_ros: vehicle_node"]["values"] \
                 if diags.messages else {}
         wait_until(lambda: "count.plans_out" in status(), 5, what="a status counting the plan")
