@@ -348,6 +348,40 @@ def cmd_soak(args) -> int:
     return 0 if result["passed"] else 1
 
 
+def cmd_frames(args) -> int:
+    from v2x_vlm_ros.eval.frames import collisions_by_sequence, format_collision_table, read_frame_records
+
+    if args.names and len(args.names) != len(args.files):
+        raise ConfigError(f"--names gives {len(args.names)} names for {len(args.files)} files")
+    names = args.names or [Path(f).stem for f in args.files]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"run names repeat ({', '.join(names)}): give --names")
+    runs = {}
+    for name, path in zip(names, args.files):
+        try:
+            runs[name] = read_frame_records(path)
+        except OSError as exc:
+            raise ConfigError(f"{path}: {exc.strerror or exc}") from None
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+    try:
+        table = collisions_by_sequence(runs, args.slice)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    if args.slice and not table["total"]["frames"]:
+        raise ConfigError(f"no frame of slice {args.slice!r} in {args.files[0]} (the slices a frame "
+                          "is in are listed in its 'slices')")
+    text = format_collision_table(table)
+    print(text, end="")
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(text, encoding="utf-8")
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(table, indent=2) + "\n", encoding="utf-8")
+    return 0
+
+
 def cmd_table(args) -> int:
     from v2x_vlm_ros.eval.metrics import format_markdown_table
 
@@ -677,6 +711,15 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--slice", help="tabulate this slice's results (e.g. hidden_hazard) instead")
     p.add_argument("--out", help="also write the table to this file")
     p.set_defaults(func=cmd_table)
+
+    p = sub.add_parser("frames", help="where plans collide: per sequence and scenario, from `eval "
+                                      "--frames` files of the same world side by side")
+    p.add_argument("files", nargs="+", help="JSON Lines files written by v2x-vlm eval --frames")
+    p.add_argument("--names", nargs="+", help="column names (default: each file's stem)")
+    p.add_argument("--slice", help="only the frames of this slice (e.g. hidden_hazard)")
+    p.add_argument("--out", help="also write the Markdown table to this file")
+    p.add_argument("--json", help="also write the numbers to this JSON file")
+    p.set_defaults(func=cmd_frames)
 
     p = sub.add_parser("describe", help="caption each ego image with a Florence-2 (training descriptions)")
     _dataset_args(p)

@@ -60,7 +60,107 @@ class FrameRecords:
         self._file.close()
 
 
+REQUIRED_KEYS = ("sequence_id", "sample_id", "scenario", "slices", "l2", "collision")
+
+
 def read_frame_records(path) -> list[dict]:
-    """The records a ``FrameRecords`` wrote."""
+    """The records a ``FrameRecords`` wrote; ``ValueError`` naming the file and line of one
+    that is not such a record."""
+    records = []
     with Path(path).open(encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
+        for number, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"{path}:{number}: not JSON ({exc.msg})") from None
+            missing = [k for k in REQUIRED_KEYS if not isinstance(record, dict) or k not in record]
+            if missing:
+                raise ValueError(f"{path}:{number}: not a frame record of `v2x-vlm eval --frames` "
+                                 f"(missing {', '.join(missing)})")
+            records.append(record)
+    return records
+
+
+def collisions_by_sequence(runs: dict[str, list[dict]], slice_name: str | None = None) -> dict:
+    """Where the plans collide, for several runs over the same frames (one planner each, or
+    one planner with and without an ablation), on the frames of ``slice_name`` (all frames
+    when None).
+
+    Per sequence (in id order), per scenario and in total: ``frames``, and per run
+    ``colliding_steps`` (the ``collision`` flags summed over the horizons and frames: the
+    numerator of the collision rate), ``colliding_frames`` (frames with at least one) and
+    ``l2`` (the mean over the valid horizon steps; null when none is valid). A rate decided by
+    a few sequences shows as such; two runs that differ by whole sequences too.
+
+    ``ValueError`` when the runs do not hold the same frames of the slice (different worlds,
+    slices or scenario filters), naming the runs and a frame one of them lacks."""
+    if not runs:
+        raise ValueError("no runs to compare")
+    selected = {}
+    for name, records in runs.items():
+        chosen = [r for r in records if slice_name is None or slice_name in r["slices"]]
+        selected[name] = {(str(r["sequence_id"]), str(r["sample_id"])): r for r in chosen}
+    names = list(selected)
+    first = selected[names[0]]
+    for name in names[1:]:
+        if selected[name].keys() != first.keys():
+            lacking = sorted(first.keys() ^ selected[name].keys())[0]
+            holder = names[0] if lacking in first else name
+            other = name if holder == names[0] else names[0]
+            raise ValueError(f"runs {names[0]!r} and {name!r} do not hold the same frames"
+                             f"{'' if slice_name is None else f' of slice {slice_name!r}'} "
+                             f"({len(first)} and {len(selected[name])}; frame {lacking[1]} of "
+                             f"sequence {lacking[0]} is in {holder!r}, not in {other!r})")
+
+    def summary(keys) -> dict:
+        out = {"frames": len(keys), "runs": {}}
+        for name in names:
+            steps = frames = 0
+            errors = []
+            for key in keys:
+                record = selected[name][key]
+                flags = [bool(v) for v in record["collision"].values()]
+                steps += sum(flags)
+                frames += any(flags)
+                errors += [float(v) for v in record["l2"].values() if v is not None]
+            out["runs"][name] = {"colliding_steps": steps, "colliding_frames": frames,
+                                 "l2": sum(errors) / len(errors) if errors else None}
+        return out
+
+    by_sequence, by_scenario = {}, {}
+    for key, record in first.items():
+        by_sequence.setdefault(key[0], (record["scenario"], []))[1].append(key)
+        by_scenario.setdefault(str(record["scenario"]), []).append(key)
+    return {
+        "runs": names,
+        "slice": slice_name,
+        "sequences": [{"sequence_id": seq, "scenario": scenario, **summary(keys)}
+                      for seq, (scenario, keys) in sorted(by_sequence.items())],
+        "by_scenario": {scenario: summary(keys) for scenario, keys in sorted(by_scenario.items())},
+        "total": summary(list(first)),
+    }
+
+
+def format_collision_table(table: dict) -> str:
+    """``collisions_by_sequence``'s result as one Markdown table: a row per sequence, then per
+    scenario and the total; per run its colliding plan steps (frames with one) and mean L2."""
+    names = table["runs"]
+    head = ["sequence", "scenario", "frames"]
+    for name in names:
+        head += [f"{name}: colliding steps (frames)", f"{name}: L2 (m)"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+
+    def row(label, scenario, entry):
+        cells = [label, str(scenario), str(entry["frames"])]
+        for name in names:
+            run = entry["runs"][name]
+            cells += [f"{run['colliding_steps']} ({run['colliding_frames']})",
+                      "-" if run["l2"] is None else f"{run['l2']:.2f}"]
+        return "| " + " | ".join(cells) + " |"
+
+    lines += [row(s["sequence_id"], s["scenario"], s) for s in table["sequences"]]
+    lines += [row("all", scenario, entry) for scenario, entry in table["by_scenario"].items()]
+    lines.append(row("all", "all", table["total"]))
+    return "\n".join(lines) + "\n"
