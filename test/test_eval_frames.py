@@ -153,6 +153,12 @@ def test_frames_names_the_file_and_line_of_a_bad_record(tmp_path, capsys):
     assert main(["frames", str(fused), str(ego)]) == 2
     assert f"{fused}:2: not a frame record of `v2x-vlm eval --frames` (missing collision)" in \
         capsys.readouterr().err
+    record = json.loads(lines[1])
+    record["collision"], record["slices"] = [True, False, False], "hidden_hazard"
+    fused.write_text("\n".join([lines[0], json.dumps(record)] + lines[2:]) + "\n")
+    assert main(["frames", str(fused), str(ego)]) == 2
+    assert (f"{fused}:2: not a frame record of `v2x-vlm eval --frames` (slices is not a list, "
+            "collision is not a dict)") in capsys.readouterr().err
     assert main(["frames", str(tmp_path / "absent.jsonl")]) == 2
     assert "absent.jsonl" in capsys.readouterr().err
     assert main(["frames", str(ego), str(ego)]) == 2  # two columns of one name

@@ -79,6 +79,11 @@ def read_frame_records(path) -> list[dict]:
             if missing:
                 raise ValueError(f"{path}:{number}: not a frame record of `v2x-vlm eval --frames` "
                                  f"(missing {', '.join(missing)})")
+            shapes = {"slices": list, "l2": dict, "collision": dict}
+            wrong = [k for k, kind in shapes.items() if not isinstance(record[k], kind)]
+            if wrong:
+                raise ValueError(f"{path}:{number}: not a frame record of `v2x-vlm eval --frames` "
+                                 f"({', '.join(f'{k} is not a {shapes[k].__name__}' for k in wrong)})")
             records.append(record)
     return records
 
