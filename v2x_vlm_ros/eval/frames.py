@@ -11,6 +11,9 @@ and ``ground_truth`` (10 x 2 waypoints in the ego frame; a ground-truth step pas
 sequence's end is null), and ``l2`` / ``collision`` at each horizon as ``PlanningMetrics``
 scores them (``l2`` null at a masked step), so summing a slice's ``collision`` flags gives
 that slice's ``collision_counts``.
+
+``collisions_by_sequence`` (``v2x-vlm frames A.jsonl B.jsonl ...``) sums them per sequence and
+scenario for several runs over the same frames, side by side.
 """
 
 from __future__ import annotations
