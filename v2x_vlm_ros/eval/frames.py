@@ -115,8 +115,7 @@ def collisions_by_sequence(runs: dict[str, list[dict]], slice_name: str | None =
     for name in names[1:]:
         if selected[name].keys() != first.keys():
             lacking = sorted(first.keys() ^ selected[name].keys())[0]
-            holder = names[0] if lacking in first else name
-            other = name if holder == names[0] else names[0]
+            holder, other = (names[0], name) if lacking in first else (name, names[0])
             raise ValueError(f"runs {names[0]!r} and {name!r} do not hold the same frames"
                              f"{'' if slice_name is None else f' of slice {slice_name!r}'} "
                              f"({len(first)} and {len(selected[name])}; frame {lacking[1]} of "
