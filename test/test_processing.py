@@ -1,5 +1,7 @@
 """Model inputs: fused pixels against transformers' Florence-2 processor, and the prompt."""
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -8,7 +10,7 @@ from PIL import Image
 from v2x_vlm_ros.data.records import Command, EgoMotion
 from v2x_vlm_ros.model.configuration import ModelSettings
 from v2x_vlm_ros.model.processing import (COMMAND_TEXT, TASK_TEXT, ImagePreprocessor, PromptEncoder,
-                                          clean_description, florence2_processor)
+                                          clean_description, crop_slices, florence2_processor)
 
 SETTINGS = ModelSettings(image_size=(96, 256))
 LEVEL = 1.0 / 255.0
@@ -164,3 +166,77 @@ def test_a_repeated_description_is_tokenized_once_and_the_cache_is_bounded(tiny_
     for i in range(100):
         enc.encode(f"Description number {i}.", motion, Command.FORWARD)
     assert len(enc._description_cache) == 64
+
+
+# -- the roadside crop (ModelSettings.roadside_crop) --------------------------------------
+
+CROP = (0.25, 0.0, 0.75, 0.6)
+
+
+def test_crop_slices_round_outwards_to_whole_pixels():
+    assert crop_slices(1080, 1920, None) == (slice(None), slice(None))
+    assert crop_slices(1080, 1920, (0.0, 0.0, 1.0, 0.6)) == (slice(0, 648), slice(0, 1920))
+    assert crop_slices(216, 384, CROP) == (slice(0, 130), slice(96, 288))  # 0.6 * 216 = 129.6
+    assert crop_slices(10, 10, (0.33, 0.5, 0.34, 0.5001)) == (slice(5, 6), slice(3, 4))
+    assert crop_slices(10, 10, (0.99, 0.999, 1.0, 1.0)) == (slice(9, 10), slice(9, 10))
+
+
+def test_the_crop_is_pillows_bicubic_of_the_box_at_the_whole_images_size():
+    ego, road = scene(216, 384, 0), scene(216, 384, 1)
+    prep = ImagePreprocessor(ModelSettings(image_size=(96, 256), roadside_crop=CROP))
+    box = Image.fromarray(road[0:130, 96:288][..., ::-1].copy())  # the box, cut by hand
+    pil = np.asarray(box.resize((384, 216), Image.BICUBIC)).astype(np.float32)
+    u8 = prep.fuse_u8(ego, road, bgr=True)
+    assert u8.shape == (216, 768, 3)
+    assert np.array_equal(u8[:, :384], ego)  # the ego half is untouched
+    assert np.abs(u8[:, 384:][..., ::-1].astype(np.float32) - pil).max() <= 1.0
+    as_float = [torch.from_numpy(x[..., ::-1].copy()).permute(2, 0, 1).float() for x in (ego, road)]
+    fl = prep.fuse(*as_float)  # the device path: float, rounded between its two passes
+    diff = np.abs(fl[:, :, 384:].permute(1, 2, 0).numpy() - pil)
+    assert diff.max() <= 2.0 and (diff > 1.0).mean() < 1e-4  # stretching, a level more at an edge
+    # the model inputs of both paths agree, also for a roadside image at another size
+    for r in (road, scene(108, 192, 2)):
+        tensors = [torch.from_numpy(x[..., ::-1].copy()).permute(2, 0, 1) for x in (ego, r)]
+        assert in_levels(prep([(ego, r)]), prep([tuple(tensors)])) <= 1.0 + 1e-4
+
+
+def test_the_crop_keeps_only_its_box_of_the_roadside_view():
+    road = np.zeros((216, 384, 3), np.uint8)
+    road[:130] = (0, 0, 255)  # red (BGR) where the box is
+    road[130:] = (255, 0, 0)  # blue below it
+    ego = scene(216, 384, 3)
+    cropped = ImagePreprocessor(ModelSettings(image_size=(96, 256), roadside_crop=(0.0, 0.0, 1.0, 0.6)))
+    right = cropped.fuse_u8(ego, road, bgr=True)[:, 384:]
+    assert (right == (0, 0, 255)).all()  # every pixel red: the blue rows are gone
+    whole = ImagePreprocessor(SETTINGS).fuse_u8(ego, road, bgr=True)[:, 384:]
+    assert (whole == (255, 0, 0)).all(axis=-1).sum() == 86 * 384
+    # without fusion the crop changes nothing: the roadside half is the mean colour
+    off = ImagePreprocessor(ModelSettings(image_size=(96, 256), fusion=False, roadside_crop=CROP))
+    plain = ImagePreprocessor(ModelSettings(image_size=(96, 256), fusion=False))
+    assert torch.equal(off([(ego, road)]), plain([(ego, road)]))
+
+
+def test_the_crop_is_stored_with_the_settings_and_omitted_when_unset(tmp_path):
+    settings = ModelSettings(image_size=(96, 256), roadside_crop=[0, 0, 1, 0.6])
+    assert settings.roadside_crop == (0.0, 0.0, 1.0, 0.6)
+    settings.save(tmp_path)
+    assert ModelSettings.load(tmp_path).roadside_crop == (0.0, 0.0, 1.0, 0.6)
+    assert json.loads((tmp_path / "v2x_vlm.json").read_text())["roadside_crop"] == [0.0, 0.0, 1.0, 0.6]
+    assert "roadside_crop" not in json.loads(ModelSettings(image_size=(96, 256)).to_json())
+
+
+@pytest.mark.parametrize("crop, message", [
+    ([0, 0, 1], "roadside_crop must be four numbers [x0, y0, x1, y1], got [0, 0, 1]"),
+    ("abcd", "roadside_crop must be four numbers [x0, y0, x1, y1], got 'abcd'"),
+    ([True, 0, 1, 1], "roadside_crop must be four numbers [x0, y0, x1, y1], got [True, 0, 1, 1]"),
+    ([0.5, 0, 0.4, 1], "roadside_crop must be fractions of the image with 0 <= x0 < x1 <= 1 and "
+                       "0 <= y0 < y1 <= 1, got [0.5, 0.0, 0.4, 1.0]"),
+    ([0, 0, 1, 1.2], "roadside_crop must be fractions of the image with 0 <= x0 < x1 <= 1 and "
+                     "0 <= y0 < y1 <= 1, got [0.0, 0.0, 1.0, 1.2]"),
+    ([0, float("nan"), 1, 1], "roadside_crop must be fractions of the image with 0 <= x0 < x1 <= 1 and "
+                              "0 <= y0 < y1 <= 1, got [0.0, nan, 1.0, 1.0]"),
+])
+def test_bad_crops_are_refused_naming_the_setting(crop, message):
+    with pytest.raises(ValueError) as err:
+        ModelSettings(image_size=(96, 256), roadside_crop=crop)
+    assert str(err.value) == message

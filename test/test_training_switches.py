@@ -269,3 +269,45 @@ def test_decision_weight_config_errors(value, message):
         TrainConfig(data_root=SAMPLE, decision_weight=value)
     assert str(err.value) == message
     assert TrainConfig(data_root=SAMPLE, decision_weight=4).decision_weight == 4.0
+
+
+def test_a_roadside_crop_is_trained_stored_and_on_the_card(tmp_path, tiny_model_dir):
+    train(train_config(tmp_path, tiny_model_dir, max_steps=2, roadside_crop=[0, 0, 1, 0.6]), progress=False)
+    model = tmp_path / "run" / "model"
+    assert json.loads((model / "v2x_vlm.json").read_text())["roadside_crop"] == [0.0, 0.0, 1.0, 0.6]
+    assert load_model(model).settings.roadside_crop == (0.0, 0.0, 1.0, 0.6)
+    assert "roadside crop (0.0, 0.0, 1.0, 0.6)" in (model / "README.md").read_text()
+    # without it the model sees the whole image and its settings say nothing of a crop
+    train(train_config(tmp_path / "plain", tiny_model_dir, max_steps=1), progress=False)
+    plain = tmp_path / "plain" / "run" / "model" / "v2x_vlm.json"
+    assert "roadside_crop" not in json.loads(plain.read_text())
+
+
+def test_a_teacher_without_the_students_crop_gets_its_own_inputs(tiny_model_dir):
+    """The teacher was trained on the whole roadside image: a cropping student's batch is
+    not the teacher's input."""
+    from v2x_vlm_ros.training.trainer import teacher_needs_own_inputs
+
+    teacher, student = load_model(tiny_model_dir), load_model(tiny_model_dir)
+    assert not teacher_needs_own_inputs(teacher, student)
+    student.settings.roadside_crop = (0.0, 0.0, 1.0, 0.6)
+    assert teacher_needs_own_inputs(teacher, student)
+    student.settings.roadside_crop = None
+    student.settings.image_size = (96, 256)
+    assert teacher_needs_own_inputs(teacher, student)
+
+
+@pytest.mark.parametrize("changes, message", [
+    (dict(roadside_crop=[0, 0, 1, 0.6], fusion=False),
+     "roadside_crop needs fusion: without it the model sees no roadside image"),
+    (dict(roadside_crop=[0, 0, 1, 0.6], lambda_objects=1.0),
+     "roadside_crop and lambda_objects > 0 do not go together: the dense probe's boxes are fractions "
+     "of the whole roadside image"),
+    (dict(roadside_crop=[0, 0.7, 1, 0.6]),
+     "roadside_crop must be fractions of the image with 0 <= x0 < x1 <= 1 and 0 <= y0 < y1 <= 1, "
+     "got [0.0, 0.7, 1.0, 0.6]"),
+])
+def test_roadside_crop_config_errors(changes, message):
+    with pytest.raises(ValueError) as err:
+        TrainConfig(**changes)
+    assert str(err.value) == message

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,6 +29,24 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 SETTINGS_FILE = "v2x_vlm.json"
 #: Total stride of the DaViT vision tower: each image token covers 32 x 32 input pixels.
 VISION_STRIDE = 32
+
+
+def check_crop(box, name: str) -> tuple[float, float, float, float]:
+    """``box`` as four floats (x0, y0, x1, y1), fractions with 0 <= x0 < x1 <= 1 and
+    0 <= y0 < y1 <= 1; a ValueError naming ``name`` otherwise."""
+    try:
+        values = tuple(float(v) for v in box)
+        if any(isinstance(v, bool) for v in box):
+            raise TypeError
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be four numbers [x0, y0, x1, y1], got {box!r}") from None
+    if len(values) != 4:
+        raise ValueError(f"{name} must be four numbers [x0, y0, x1, y1], got {box!r}")
+    x0, y0, x1, y1 = values
+    if not all(math.isfinite(v) for v in values) or not (0 <= x0 < x1 <= 1 and 0 <= y0 < y1 <= 1):
+        raise ValueError(f"{name} must be fractions of the image with 0 <= x0 < x1 <= 1 and "
+                         f"0 <= y0 < y1 <= 1, got {list(values)}")
+    return values
 
 
 @dataclass
@@ -55,6 +74,13 @@ class ModelSettings:
     #: How location tokens are chosen when planning (``TOKEN_CHOICES``); the vehicle, replay
     #: and eval all read it from here. Training does not use it (teacher forcing).
     token_choice: str = "greedy"
+    #: The part of the roadside image the model sees, (x0, y0, x1, y1) as fractions of its
+    #: width and height (x1, y1 exclusive), or None for all of it. The box is cut out and
+    #: resized to the roadside half's usual size, so the canvas keeps its layout and a
+    #: road user inside the box gets more pixels: a roadside camera's region of interest
+    #: (a fixed pole sees the same junction in every frame; its near-field road matters less
+    #: than the far lanes where hidden road users come from).
+    roadside_crop: tuple[float, float, float, float] | None = None
 
     def __post_init__(self):
         if isinstance(self.codec, dict):
@@ -74,6 +100,8 @@ class ModelSettings:
                 raise ValueError(f"modality_weights must be three positive numbers, "
                                  f"got {self.modality_weights}")
         check_token_choice(self.token_choice)
+        if self.roadside_crop is not None:
+            self.roadside_crop = check_crop(self.roadside_crop, "roadside_crop")
 
     @property
     def num_image_tokens(self) -> int:
@@ -87,6 +115,8 @@ class ModelSettings:
             del data["modality_weights"]
         if data["token_choice"] == "greedy":  # the same: a model that decodes greedily stays loadable
             del data["token_choice"]
+        if data["roadside_crop"] is None:  # the same: a model that sees the whole roadside image
+            del data["roadside_crop"]
         return json.dumps(data, indent=2) + "\n"
 
     def save(self, directory) -> None:

@@ -10,7 +10,9 @@ each with antialiasing and rounded to 8 bits in between; done that way the pixel
 match the processor's within one uint8 level (a single float resize differs by up to 24
 levels on sharp content). With ``fusion`` off (the ego-only ablation) the roadside half
 of the canvas is filled with the normalisation mean colour (8-bit), nearly zero once
-normalised, whatever the roadside camera saw.
+normalised, whatever the roadside camera saw. With ``roadside_crop`` set, only that box of
+the roadside image is used, resized to the width and height the whole image would have
+taken (the canvas keeps its layout; the box's content gets more pixels).
 
 Prompt. ``<image>`` x n, then ``<s>`` description, ego state, navigation command, planning
 task ``</s>``: the paper's scene description + planning basis + task (REFERENCE §1), plus
@@ -90,6 +92,23 @@ def _resize_u8(image: torch.Tensor, height: int, width: int) -> torch.Tensor:
     return F.interpolate(image, size=(height, width), mode="bicubic", antialias=True, align_corners=False)
 
 
+def roadside_width(roadside_h: int, roadside_w: int, ego_h: int) -> int:
+    """Width of the roadside part of the canvas: the whole roadside image at the ego's
+    height, aspect kept (a crop is resized to the same width, so the layout stays)."""
+    return max(1, round(roadside_w * ego_h / roadside_h))
+
+
+def crop_slices(height: int, width: int, crop) -> tuple[slice, slice]:
+    """Row and column slices of ``ModelSettings.roadside_crop`` in an image of this size:
+    the box's fractions rounded outwards to whole pixels, at least one pixel each way."""
+    if crop is None:
+        return slice(None), slice(None)
+    x0, y0, x1, y1 = crop
+    c0, r0 = min(int(math.floor(x0 * width)), width - 1), min(int(math.floor(y0 * height)), height - 1)
+    c1, r1 = max(int(math.ceil(x1 * width)), c0 + 1), max(int(math.ceil(y1 * height)), r0 + 1)
+    return slice(r0, min(r1, height)), slice(c0, min(c1, width))
+
+
 class ImagePreprocessor:
     """Ego + roadside images -> (B, 3, H, W) pixel values on ``device``.
 
@@ -111,8 +130,10 @@ class ImagePreprocessor:
             # ego only: the roadside slot (ego-sized) holds the mean colour
             blank = self.mean.view(3, 1, 1).expand(3, h, w)
             return torch.cat([ego, blank.round()], dim=-1)
-        if roadside.shape[-2] != h:
-            new_w = max(1, round(roadside.shape[-1] * h / roadside.shape[-2]))
+        new_w = roadside_width(roadside.shape[-2], roadside.shape[-1], h)
+        rows, cols = crop_slices(roadside.shape[-2], roadside.shape[-1], self.settings.roadside_crop)
+        roadside = roadside[:, rows, cols]
+        if tuple(roadside.shape[-2:]) != (h, new_w):
             roadside = _pil_resize(roadside[None], h, new_w)[0]
         return torch.cat([ego, roadside], dim=-1)
 
@@ -122,11 +143,13 @@ class ImagePreprocessor:
         if not self.settings.fusion or roadside is None:
             colour = self._mean_u8[::-1] if bgr else self._mean_u8
             right = np.broadcast_to(colour, (h, w, 3))
-        elif roadside.shape[0] != h:
-            new_w = max(1, round(roadside.shape[1] * h / roadside.shape[0]))
-            right = _resize_u8(_nchw_view(roadside), h, new_w)[0].permute(1, 2, 0).numpy()
         else:
-            right = roadside
+            new_w = roadside_width(roadside.shape[0], roadside.shape[1], h)
+            rows, cols = crop_slices(roadside.shape[0], roadside.shape[1], self.settings.roadside_crop)
+            right = roadside[rows, cols]
+            if right.shape[:2] != (h, new_w):
+                right = np.ascontiguousarray(right)  # a crop is a strided view
+                right = _resize_u8(_nchw_view(right), h, new_w)[0].permute(1, 2, 0).numpy()
         return np.concatenate([ego, right], axis=1)
 
     def __call__(self, pairs, bgr: bool = True) -> torch.Tensor:

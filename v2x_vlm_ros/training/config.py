@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from v2x_vlm_ros.model.codec import ORDERS, REFERENCES, CodecConfig
-from v2x_vlm_ros.model.configuration import PRESETS, SETTINGS_FILE, ModelSettings
+from v2x_vlm_ros.model.configuration import PRESETS, SETTINGS_FILE, ModelSettings, check_crop
 
 
 @dataclass
@@ -148,6 +148,11 @@ class TrainConfig:
     #: the ego image, roadside image and text features before the decoder, logged in
     #: train_log.csv and stored with the model.
     modality_weights: bool = False
+    #: The part of the roadside image the student sees (``ModelSettings.roadside_crop``:
+    #: [x0, y0, x1, y1] fractions, resized to the roadside half's usual size), stored with
+    #: the model so the vehicle, replay and eval crop alike; null: all of it. The teacher
+    #: keeps its own input (it was trained on the whole image).
+    roadside_crop: tuple[float, float, float, float] | None = None
     #: Spread of the trajectory tokens' targets over neighbouring location bins, in bins
     #: (``losses.BinLabelSmoothing``, HL-Gauss; 0: one-hot, the paper's): neighbouring bins
     #: share what they learn. Tried at 3 bins, no better on the acceptance world (TRAINING.md).
@@ -276,6 +281,13 @@ class TrainConfig:
         for name in ("augment_p", "roadside_dropout", "roadside_dropout_uniform", "command_twins"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
+        if self.roadside_crop is not None:
+            self.roadside_crop = check_crop(self.roadside_crop, "roadside_crop")
+            if not self.fusion:
+                raise ValueError("roadside_crop needs fusion: without it the model sees no roadside image")
+            if self.lambda_objects > 0:
+                raise ValueError("roadside_crop and lambda_objects > 0 do not go together: the dense "
+                                 "probe's boxes are fractions of the whole roadside image")
         for name in ("lambda_hazard", "lambda_objects"):
             if getattr(self, name) > 0 and not self.fusion:
                 raise ValueError(f"{name} needs fusion: the probe reads the roadside half of the "

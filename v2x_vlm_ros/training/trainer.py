@@ -297,6 +297,7 @@ def build_student(cfg: TrainConfig, train_ds: DairV2XDataset, descriptions) -> L
         _copy_vision_tower(loaded.model, cfg.init_vision_from)
     loaded.settings.fusion = cfg.fusion
     loaded.settings.scene_text = cfg.scene_text
+    loaded.settings.roadside_crop = cfg.roadside_crop
     return loaded
 
 
@@ -318,6 +319,15 @@ def load_teacher(cfg: TrainConfig, student: LoadedModel, device) -> LoadedModel:
     teacher.settings.scene_text = cfg.scene_text
     teacher.model.requires_grad_(False).eval()
     return teacher
+
+
+def teacher_needs_own_inputs(teacher: LoadedModel, student: LoadedModel) -> bool:
+    """Whether the teacher's batch must be built with its own settings: another input size,
+    another roadside crop (the teacher was trained on the whole roadside image) or another
+    image token."""
+    return (teacher.settings.image_size != student.settings.image_size
+            or teacher.settings.roadside_crop != student.settings.roadside_crop
+            or teacher.model.config.image_token_id != student.model.config.image_token_id)
 
 
 def _builder(loaded: LoadedModel) -> BatchBuilder:
@@ -374,7 +384,8 @@ def model_card(cfg: TrainConfig, val: dict | None, steps: int, seconds: float, c
              f"- resolution augmentation {cfg.augment_resolution}, JPEG-quality augmentation "
              f"{cfg.augment_jpeg_quality} (p {cfg.augment_p}), roadside dropout {cfg.roadside_dropout} "
              f"(uniform {cfg.roadside_dropout_uniform}), "
-             f"modality-weighted fusion {cfg.modality_weights}, paired-scene weight {cfg.pair_weight}, "
+             f"modality-weighted fusion {cfg.modality_weights}, roadside crop {cfg.roadside_crop}, "
+             f"paired-scene weight {cfg.pair_weight}, "
              f"hidden-hazard frame weight {cfg.hazard_weight}, harmless hidden-agent frame weight "
              f"{cfg.harmless_weight}, scenario weights {cfg.scenario_weights}, "
              f"turn commands balanced {cfg.balance_turns}, command twins {cfg.command_twins}",
@@ -420,6 +431,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
     if resume:
         student = load_model(out / CHECKPOINT / "student")
         student.settings.fusion, student.settings.scene_text = cfg.fusion, cfg.scene_text
+        student.settings.roadside_crop = cfg.roadside_crop
     else:
         student = build_student(cfg, train_ds, descriptions)
     teacher = load_teacher(cfg, student, procs.device) if cfg.uses_teacher else None
@@ -491,9 +503,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
     weights = LossWeights(cfg.lambda_align if cfg.alignment else 0.0, cfg.lambda_kd if teacher else 0.0,
                           cfg.lambda_hazard, cfg.lambda_objects)
     collate = PairedCollate(_builder(student), None, distill=teacher is not None)
-    teacher_inputs_differ = teacher is not None and (
-        teacher.settings.image_size != student.settings.image_size
-        or teacher.model.config.image_token_id != student.model.config.image_token_id)
+    teacher_inputs_differ = teacher is not None and teacher_needs_own_inputs(teacher, student)
     if teacher_inputs_differ:
         collate.teacher = _builder(teacher)
     teacher_features = None
