@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from v2x_vlm_ros.data.records import Command, EgoMotion
-from v2x_vlm_ros.model.processing import valid_utf8
+from v2x_vlm_ros.model.processing import roadside_width, valid_utf8
 from v2x_vlm_ros.preprocessing.blank_image import is_blank_image
 from v2x_vlm_ros.preprocessing.image_codec import ImageDecodeError, decode_image
 from v2x_vlm_ros.runtime.describer import DescriptionCache
@@ -96,7 +96,7 @@ def _fused_pixels(ego_shape, roadside_shape) -> int:
     """Pixels of the fused canvas: the roadside image is resized to the ego's height
     (``ImagePreprocessor.fuse``), so a thin strip next to a tall image can be huge."""
     h, w = ego_shape[:2]
-    return h * (w + max(1, round(roadside_shape[1] * h / roadside_shape[0])))
+    return h * (w + roadside_width(roadside_shape[0], roadside_shape[1], h))
 
 
 class VehicleService:
