@@ -44,6 +44,19 @@ def test_pictures_are_not_blank_even_dark_or_flat():
     assert is_blank_image(frame)
 
 
+@pytest.mark.parametrize("channel", [0, 1, 2])
+def test_each_channel_is_judged_alone_also_in_strided_views(channel):
+    # a camera-sized frame, seen through a view that is not contiguous (a crop, every other
+    # column): the spread is per channel, wherever the odd pixel lies
+    frame = np.empty((1080, 1920, 3), np.uint8)
+    frame[:] = (10, 128, 250)
+    view = frame[100:900, ::2]
+    assert is_blank_image(view)
+    frame[537, 1002, channel] += BLANK_SPREAD + 1  # off the coarse grid, inside the view
+    assert not is_blank_image(view) and not is_blank_image(frame)
+    assert is_blank_image(frame[:, :1000])  # the view that leaves it out
+
+
 @pytest.mark.parametrize("shape", [(0, 4, 3), (4, 0), (2, 2, 2, 3), (5,)])
 def test_bad_shapes_are_named(shape):
     with pytest.raises(ValueError, match=r"expected an HxW or HxWxC image, got shape"):

@@ -24,13 +24,24 @@ BLANK_SPREAD = 2
 _GRID = 16
 
 
+def _channel_spread(view: np.ndarray) -> np.ndarray:
+    """Per channel, max - min over an HxWxC view. Reduced over rows first (one contiguous,
+    vectorised pass over the image), then over the W*C column values: a reduction straight
+    over (H*W, C) runs an inner loop of C elements and took 57 ms on a 1920x1080 frame where
+    this takes under 1 ms (why ``eval --roadside grey``, all blank frames, ran twice as long)."""
+    channels = view.shape[2]
+    rows = view.reshape(view.shape[0], -1)
+    high = rows.max(axis=0).reshape(-1, channels).max(axis=0)
+    low = rows.min(axis=0).reshape(-1, channels).min(axis=0)
+    return high.astype(np.int32) - low
+
+
 def is_blank_image(image: np.ndarray, spread: int = BLANK_SPREAD) -> bool:
     """Whether ``image`` (HxW or HxWxC, 8-bit) is one colour: per channel, max - min <= spread."""
     if image.ndim not in (2, 3) or image.size == 0:
         raise ValueError(f"expected an HxW or HxWxC image, got shape {image.shape}")
     channels = image.reshape(image.shape[0], image.shape[1], -1)
     for view in (channels[::_GRID, ::_GRID], channels):  # cheap rejection first
-        flat = view.reshape(-1, channels.shape[2])
-        if np.any(flat.max(axis=0).astype(np.int32) - flat.min(axis=0) > spread):
+        if np.any(_channel_spread(view) > spread):
             return False
     return True
