@@ -30,17 +30,17 @@
 #            teacher shown the ego camera only), turns balanced and mirrored with their
 #            command; 8 epochs of 507 steps, about 47 min
 #   student  the fused student (config/train_synthetic_hazard_student.yaml): the ego-only
-#            student given the roadside view and trained on, on the world with early crossers,
-#            distilled from the teacher, roadside dropout (half of it as uniform views), the
-#            hazard probe; 3 epochs of 675 steps, about 25 min
+#            student given the roadside view (rows 10-60 % of it) and trained on, on the world
+#            with early crossers, distilled from the teacher, roadside dropout (half of it as
+#            uniform views), the hazard probe; 3 epochs of 675 steps, about 33 min
 #   eval     constant velocity and every model on both held-out worlds, the roadside,
 #            description and command ablations of the fused student, the twin test of the
 #            fused student and the teacher; JSON (and each table, .md) in $RUNS/eval, about
 #            25 min; cut off, it resumes at the first evaluation it had not written
-#   ablations  Table 5: the fused student's recipe with one switch off, 9 runs of its length
-#            (about 25 min each), each from the ego-only student (fusion, hazard probe,
+#   ablations  Table 5: the fused student's recipe with one switch off, 10 runs of its length
+#            (about 33 min each), each from the ego-only student (fusion, hazard probe,
 #            roadside dropout, hazard weighting, distillation, alignment, scene text,
-#            augmentation, modality weights); $RUNS/ablation-NAME
+#            augmentation, modality weights, roadside crop); $RUNS/ablation-NAME
 #   table5   `v2x-vlm experiments` Tables 1, 5 and 6 on the acceptance world, every ablation
 #            trained so far next to the full recipe; $RUNS/experiments
 # Outputs go to $RUNS (default runs/, ignored by git). Nothing is written to docs/.
@@ -203,7 +203,7 @@ stage_student() {
 # student trained on exactly as the fused one, without the roadside view (and so without the
 # probe that reads it); without its run, Table 5 shows the ego-only student there.
 ablations=(
-  "no_fusion fusion=false lambda_hazard=0"
+  "no_fusion fusion=false lambda_hazard=0 roadside_crop=null"
   "no_hazard_probe lambda_hazard=0"
   "no_roadside_dropout roadside_dropout=0"
   "no_hazard_weight hazard_weight=1"
@@ -212,6 +212,7 @@ ablations=(
   "no_scene_text scene_text=false"
   "no_augmentation augment_resolution=null augment_jpeg_quality=null"
   "no_modality_weights modality_weights=false"
+  "no_roadside_crop roadside_crop=null"
 )
 
 ablation_dir() {  # ablation_dir NAME: where its run goes (as experiments' commands name it)

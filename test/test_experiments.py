@@ -163,7 +163,8 @@ def test_table5_lists_missing_ablations_with_their_command(full_run):
     rows = {r["name"]: r for r in t5["rows"]}
     assert list(rows) == ["no_fusion", "no_scene_text", "no_alignment", "no_distillation", "no_augmentation",
                           "no_roadside_dropout", "no_modality_weights", "no_pair_weight",
-                          "no_hazard_weight", "no_hazard_probe", "no_objects_probe", "no_speed_reference"]
+                          "no_hazard_weight", "no_hazard_probe", "no_objects_probe", "no_speed_reference",
+                          "no_roadside_crop"]
     assert "--override hazard_weight=1 " in rows["no_hazard_weight"]["command"]
     assert "--override lambda_hazard=0 " in rows["no_hazard_probe"]["command"]
     assert "--override lambda_objects=0 " in rows["no_objects_probe"]["command"]
@@ -171,6 +172,7 @@ def test_table5_lists_missing_ablations_with_their_command(full_run):
         rows["no_augmentation"]["command"]
     assert "--override roadside_dropout=0 " in rows["no_roadside_dropout"]["command"]
     assert "--override modality_weights=false" in rows["no_modality_weights"]["command"]
+    assert "--override roadside_crop=null " in rows["no_roadside_crop"]["command"]
     assert "--override codec_reference=none --override codec_x_range=[-10,80] --override codec_bins=400 " \
         "--override distillation=false " in rows["no_speed_reference"]["command"]
     assert rows["no_scene_text"]["status"] == "evaluated" and rows["no_scene_text"]["num_samples"] == MAX

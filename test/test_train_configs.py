@@ -56,7 +56,7 @@ def test_the_recipe_scripts_training_stages_are_valid_settings(tmp_path):
     student = "config/train_synthetic_hazard_student.yaml"
     # the ego-only student before the fused one, which starts from it
     assert checked == ["config/train_synthetic_vision.yaml", *[teacher] * 5,
-                       "config/train_synthetic_hazard_student_ego_only.yaml", student, *[student] * 9]
+                       "config/train_synthetic_hazard_student_ego_only.yaml", student, *[student] * 10]
     assert not (tmp_path / "runs").exists()  # a check writes nothing, no stamps either
 
 
@@ -171,7 +171,7 @@ def test_the_recipe_scripts_ablations_are_the_commands_experiments_prints(tmp_pa
     config = "config/train_synthetic_hazard_student.yaml"
     names = ["no_fusion", "no_hazard_probe", "no_roadside_dropout", "no_hazard_weight",
              "no_distillation", "no_alignment", "no_scene_text", "no_augmentation",
-             "no_modality_weights"]
+             "no_modality_weights", "no_roadside_crop"]
     assert len(calls) == len(names)
     # each from the ego-only student, on the world with early crossers, taught by the teacher
     inputs = {f"data_root={runs}/synthetic/train_world_early",
@@ -288,7 +288,7 @@ def test_the_recipe_script_passes_TRAIN_ARGS_to_every_run_and_SYNTH_WORKERS_to_e
     extra = ["--override", "device=cuda", "--override", "num_workers=8"]
     trained = calls("student", "ablations", check="1", TRAIN_ARGS=" ".join(extra))
     plain = calls("student", "ablations", check="1")
-    assert len(trained) == len(plain) == 10
+    assert len(trained) == len(plain) == 11
     for with_args, without in zip(trained, plain):
         assert with_args == without[:-1] + extra + ["--check"]
     worlds = calls("worlds", check="0", SYNTH_WORKERS="16")

@@ -38,14 +38,17 @@ SWITCHES = {"no_fusion": "fusion", "no_scene_text": "scene_text", "no_alignment"
             "no_roadside_dropout": "roadside_dropout", "no_modality_weights": "modality_weights",
             "no_pair_weight": "pair_weight", "no_hazard_weight": "hazard_weight",
             "no_hazard_probe": "lambda_hazard", "no_objects_probe": "lambda_objects",
-            "no_speed_reference": "codec_reference"}
+            "no_speed_reference": "codec_reference", "no_roadside_crop": "roadside_crop"}
 #: The overrides of switches that are not turned off by ``SWITCH=false``.
-#: (no_fusion: the hazard probe reads the roadside half of the fused image, so it goes too.)
-OVERRIDES = {"no_fusion": ("fusion=false", "lambda_hazard=0"),
+#: (no_fusion: the hazard probe reads the roadside half of the fused image, so it goes too, and
+#: so does the roadside crop, which a model without the roadside view refuses.)
+OVERRIDES = {"no_fusion": ("fusion=false", "lambda_hazard=0", "roadside_crop=null"),
              "no_augmentation": ("augment_resolution=null", "augment_jpeg_quality=null"),
              "no_roadside_dropout": ("roadside_dropout=0",), "no_pair_weight": ("pair_weight=1",),
              "no_hazard_weight": ("hazard_weight=1",), "no_hazard_probe": ("lambda_hazard=0",),
              "no_objects_probe": ("lambda_objects=0",),
+             # the whole roadside image instead of the recipe's box of it
+             "no_roadside_crop": ("roadside_crop=null",),
              # absolute waypoints (the paper's tokens) in the previous codec's range; the
              # teacher writes speed-relative tokens, so this row trains without distillation:
              # compare it with no_distillation
