@@ -74,3 +74,28 @@ def test_cli_bench_writes_json_and_needs_exactly_one_model_source(tmp_path, caps
     r = json.loads(out.read_text())
     assert np.isfinite(r["fast"]["p50_ms"]) and "speed-up" in capsys.readouterr().out
     assert main(["bench", "--image-size", "96x54"]) != 0
+
+
+@pytest.mark.parametrize("crop", [None, (0.0, 0.1, 1.0, 0.6), (0.25, 0.0, 0.75, 0.5)])
+def test_the_baselines_pillow_canvas_is_the_fast_paths_canvas(crop):
+    """The baseline fuses in Pillow what ImagePreprocessor fuses in torch (its uint8 kernel, a
+    port of Pillow's bicubic): the same canvas within one level, the roadside crop included."""
+    from dataclasses import replace
+
+    from PIL import Image
+
+    from v2x_vlm_ros.model.configuration import ModelSettings
+    from v2x_vlm_ros.model.processing import ImagePreprocessor
+    from v2x_vlm_ros.tools.bench import _pillow_canvas
+
+    rng = np.random.default_rng(3)
+    ego = rng.integers(0, 256, (72, 128, 3), dtype=np.uint8)
+    # smooth roadside content, so that a crop misplaced by a row shows
+    yy, xx = np.mgrid[0:90, 0:160]
+    road = np.stack([yy * 2, xx, (yy + xx) % 256], axis=-1).astype(np.uint8)
+    settings = replace(ModelSettings(), roadside_crop=crop)
+    fast = ImagePreprocessor(settings).fuse_u8(ego, road, bgr=False)
+    slow = np.asarray(_pillow_canvas(Image.fromarray(ego), Image.fromarray(road), settings))
+    assert slow.shape == fast.shape == (72, 128 + 128, 3)  # 160 x 90 at height 72
+    assert np.array_equal(slow[:, :128], ego)
+    assert np.abs(slow.astype(int) - fast.astype(int)).max() <= 1

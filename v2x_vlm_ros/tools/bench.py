@@ -36,7 +36,8 @@ import torch
 from v2x_vlm_ros.data.records import Command, EgoMotion
 from v2x_vlm_ros.model.configuration import PRESETS, ModelSettings
 from v2x_vlm_ros.model.modeling import LoadedModel, build_model, load_model
-from v2x_vlm_ros.model.processing import COMMAND_TEXT, TASK_TEXT, florence2_processor, state_text
+from v2x_vlm_ros.model.processing import (COMMAND_TEXT, TASK_TEXT, crop_slices, florence2_processor,
+                                          roadside_width, state_text)
 from v2x_vlm_ros.model.tokenizer import build_tokenizer
 from v2x_vlm_ros.preprocessing.image_codec import decode_image
 from v2x_vlm_ros.runtime.engine import PlanInput, PlannerEngine
@@ -140,6 +141,24 @@ def run_fast(
     return _summary(totals, stages, batch, device)
 
 
+def _pillow_canvas(ego, road, settings: ModelSettings):
+    """The baseline's fused image, in Pillow: the roadside image (its ``roadside_crop`` box,
+    if the model has one) resized with Pillow's bicubic to the ego's height, aspect of the
+    whole image kept, and pasted beside the ego image, as ``ImagePreprocessor`` fuses them."""
+    from PIL import Image
+
+    width = roadside_width(road.height, road.width, ego.height)
+    rows, cols = crop_slices(road.height, road.width, settings.roadside_crop)
+    if settings.roadside_crop is not None:
+        road = road.crop((cols.start, rows.start, cols.stop, rows.stop))
+    if road.size != (width, ego.height):
+        road = road.resize((width, ego.height), Image.BICUBIC)
+    fused = Image.new("RGB", (ego.width + width, ego.height))
+    fused.paste(ego, (0, 0))
+    fused.paste(road, (ego.width, 0))
+    return fused
+
+
 def run_baseline(
     loaded: LoadedModel,
     frames,
@@ -167,10 +186,7 @@ def run_baseline(
         for ego_bytes, road_bytes in chunk:
             ego = Image.open(io.BytesIO(ego_bytes)).convert("RGB")
             road = Image.open(io.BytesIO(road_bytes)).convert("RGB")
-            fused = Image.new("RGB", (ego.width + road.width, ego.height))
-            fused.paste(ego, (0, 0))
-            fused.paste(road, (ego.width, 0))
-            images.append(fused)
+            images.append(_pillow_canvas(ego, road, loaded.settings))
         inputs = processor(images=images, text=[prompt] * batch, return_tensors="pt", padding=True).to(
             device
         )
