@@ -36,7 +36,7 @@
 #   eval     constant velocity and every model on both held-out worlds, the roadside,
 #            description and command ablations of the fused student, the twin test of the
 #            fused student and the teacher; JSON (and each table, .md) in $RUNS/eval, about
-#            25 min; cut off, it resumes at the first evaluation it had not written
+#            20 min (2026-12-06); cut off, it resumes at the first evaluation it had not written
 #   ablations  Table 5: the fused student's recipe with one switch off, 10 runs of its length
 #            (about 33 min each), each from the ego-only student (fusion, hazard probe,
 #            roadside dropout, hazard weighting, distillation, alignment, scene text,
