@@ -161,6 +161,11 @@ def cmd_eval(args) -> int:
     if args.planner == "model":
         result["model"] = str(args.model)
         result["token_choice"] = token_choice  # the model's own or --token-choice
+        result["token_choice_given"] = args.token_choice
+        # how it was run, so that `experiments --ablation NAME=FILE.json` can check the file
+        # was scored as its own runs are
+        result["refine"] = not args.no_refine
+        result["batch_size"] = args.batch_size
         result["ablation"] = {"roadside": args.roadside, "description": args.description,
                               "command": args.command, "keep_blank_roadside": args.keep_blank_roadside}
     table = format_markdown_table({planner.name: result})
@@ -643,8 +648,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ego-only-model",
                    help="ego-only model directory (default: <model>-ego-only when it exists, else the "
                         "model with the roadside half blanked)")
-    p.add_argument("--ablation", action="append", default=[], metavar="NAME=DIR",
-                   help="Table 5 checkpoint, e.g. no_scene_text=runs/ablation-no-scene-text/model "
+    p.add_argument("--ablation", action="append", default=[], metavar="NAME=DIR|FILE.json",
+                   help="Table 5 checkpoint, e.g. no_scene_text=runs/ablation-no-scene-text/model, or its "
+                        "`v2x-vlm eval --planner model --json` result on the same frames (checked) "
                         "(repeatable)")
     p.add_argument("--out", default="out/experiments",
                    help="output directory (tables.md, results.json, l2_vs_bandwidth.png)")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from tqdm import tqdm
 
 from v2x_vlm_ros.data.dair import DairV2XDataset
+from v2x_vlm_ros.eval.fingerprint import SampleFingerprint
 from v2x_vlm_ros.eval.frames import FrameRecords
 from v2x_vlm_ros.eval.metrics import PlanningMetrics
 from v2x_vlm_ros.eval.slices import SliceScores, dataset_slices
@@ -57,24 +58,28 @@ def evaluate(dataset: DairV2XDataset, planner, collision: str = "univ2x",
              progress: bool = True, batch_size: int = 32, samples=None, frames_path=None) -> dict:
     """Metrics of ``planner`` on every sample of ``dataset`` (see ``score``). The result holds
     the keys of ``PlanningMetrics.result()`` plus ``planner``, ``transmission`` (what the
-    planner's roadside stream costs), ``dataset`` (where the samples came from, and what was
-    skipped while reading them), ``by_scenario`` and ``slices`` (``eval.slices``: the
-    hidden-hazard slice when the dataset has the visibility sidecar, else empty).
+    planner's roadside stream costs), ``dataset`` (where the samples came from, what was
+    skipped while reading them, and their ``eval.fingerprint``), ``by_scenario`` and ``slices``
+    (``eval.slices``: the hidden-hazard slice when the dataset has the visibility sidecar,
+    else empty).
     ``samples``: the dataset's samples already read (default: read them from ``dataset``).
     ``frames_path``: also write every frame's plan and scores there (``eval.frames``), and
     its line count as ``frames_written``."""
     frame_slices = dataset_slices(dataset.root)
     slices = SliceScores(frame_slices, collision, protocol=dataset.protocol)
-    observers = [slices]
+    fingerprint = SampleFingerprint()
+    observers = [slices, fingerprint]
+    records = None
     if frames_path is not None:
-        observers.append(FrameRecords(frames_path, frame_slices, collision, protocol=dataset.protocol))
+        records = FrameRecords(frames_path, frame_slices, collision, protocol=dataset.protocol)
+        observers.append(records)
     try:
         overall, per_scenario = score(dataset if samples is None else samples, planner, collision,
                                       progress, batch_size, total=len(dataset), observers=observers,
                                       protocol=dataset.protocol)
     finally:
-        for observer in observers[1:]:
-            observer.close()
+        if records is not None:
+            records.close()
     result = overall.result()
     result.update(dataset_report(dataset))  # protocol, and whether the result is comparable
     result["planner"] = planner.name
@@ -87,6 +92,9 @@ def evaluate(dataset: DairV2XDataset, planner, collision: str = "univ2x",
         "protocol": dataset.protocol,
         "scenario": dataset.scenario,
         "skipped": dataset.skips.counts,
+        # which frames with which ground truth (eval.fingerprint): results with the same one
+        # scored the same frames, whatever directory the data was read from
+        "fingerprint": fingerprint.hexdigest(),
     }
     if hasattr(planner, "decode_failures"):
         result["decode_failures"] = planner.decode_failures
@@ -96,7 +104,7 @@ def evaluate(dataset: DairV2XDataset, planner, collision: str = "univ2x",
     for sub in result["by_scenario"].values():
         sub["comparability"] = result["comparability"]
     if frames_path is not None:
-        result["frames_written"] = {"path": str(frames_path), "count": observers[1].count}
+        result["frames_written"] = {"path": str(frames_path), "count": records.count}
     result["slices"] = slices.result()
     for sub in result["slices"].values():
         sub["comparability"] = result["comparability"]

@@ -224,9 +224,13 @@ def table5(ex) -> dict:
         row = {"name": name, "switch": SWITCHES.get(name), "command": train_command(name, opts.train_config),
                "use": None if name not in SWITCHES else f"--ablation {name}={ablation_model_dir(name)}"}
         directory = opts.ablations.get(name)
-        if directory is not None:
-            planner = ExperimentPlanner(ex.model(f"ablation_{name}", directory), name)
-            key = f"ablation_{name}"
+        key = f"ablation_{name}"
+        if directory is not None and directory.endswith(".json"):  # scored earlier by `v2x-vlm eval`
+            result = ex.imported(key, directory)
+            row.update(status=f"evaluated earlier ({directory})", model_dir=result["model"], run=key,
+                       **compact(result), hidden_hazard=_hidden(result))
+        elif directory is not None:
+            planner = ExperimentPlanner(ex.model(key, directory), name)
             result = ex.evaluate(key, planner)
             row.update(status="evaluated", model_dir=directory, run=key, **compact(result),
                        hidden_hazard=_hidden(result))

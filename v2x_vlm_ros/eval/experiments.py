@@ -13,6 +13,9 @@ or what its inputs go through (``eval.perturb``):
 - Table 3: roadside Gaussian noise, description-word perturbation, both.
 - Table 4: the engine's stage times of the Table 1 model run.
 - Table 5: the ``--ablation NAME=DIR`` checkpoints, and the training command of each switch.
+  A row may also be given as ``NAME=FILE.json``, the ``v2x-vlm eval --planner model --json``
+  result of its checkpoint, checked to have scored the same frames (``eval.fingerprint``) the
+  same way: ten 33-minute trainings do not fit one session, their results do.
 - Table 6: the inference-time ablations (roadside grey / another sequence's / none, empty
   description) next to the full model, overall and on the hidden-hazard slice.
 
@@ -43,6 +46,7 @@ from v2x_vlm_ros.eval import experiment_tables
 from v2x_vlm_ros.eval.evaluate import ROADSIDE_RATE_HZ, score
 from v2x_vlm_ros.eval.experiment_planners import ExperimentPlanner, StageRecorder, latency_summary
 from v2x_vlm_ros.eval.experiment_tables import SCALES, SWITCHES, train_command
+from v2x_vlm_ros.eval.fingerprint import fingerprint
 from v2x_vlm_ros.eval.metrics import HORIZONS, L2_CONVENTION
 from v2x_vlm_ros.eval.perturb import BlankRoadside, description_vocabulary, sample_key
 from v2x_vlm_ros.eval.slices import SliceScores, dataset_slices
@@ -215,6 +219,7 @@ class Experiments:
             "description_vocabulary": len(self.vocabulary),
             "skipped": ds.skips.counts, "sample_keys": [sample_key(s) for s in self.samples],
             "slices": {sl.name: sum(s in sl for s in self.samples) for sl in self.slices},
+            "fingerprint": fingerprint(self.samples),
         }
 
     @property
@@ -272,6 +277,46 @@ class Experiments:
         self.timings["runs_s"][key] = time.perf_counter() - t0
         return result
 
+    def imported(self, key: str, path: str) -> dict:
+        """The result in ``path``, a ``v2x-vlm eval --json`` file, as the run ``key`` (a Table 5
+        row trained and scored in another session or on another machine), once checked to be
+        what these experiments would have computed: a model's plan, not ablated at inference,
+        scored on the same frames (``dataset.fingerprint``) under the same protocol, collision
+        test, refinement and token choice."""
+        if key in self._runs:
+            return self._runs[key]
+        try:
+            result = json.loads(Path(path).read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise ExperimentError(f"{path}: not a readable eval JSON ({exc})") from None
+        needed = ("num_samples", "l2", "collision", "slices", "dataset", "model", "refine")
+        missing = [k for k in needed if not isinstance(result, dict) or k not in result]
+        if missing:
+            raise ExperimentError(f"{path}: not the JSON of `v2x-vlm eval --planner model ... --json` "
+                                  f"(missing {', '.join(missing)})")
+        opts = self.options
+        checks = [
+            ("dataset.fingerprint", (result["dataset"] or {}).get("fingerprint"),
+             self.dataset_info["fingerprint"],
+             f"scored on other frames than the {len(self.samples)} of {opts.root}"),
+            ("protocol", result.get("protocol"), self.dataset.protocol, "another protocol"),
+            ("collision_method", result.get("collision_method"), opts.collision, "another collision test"),
+            ("refine", result["refine"], opts.refine, "refinement set otherwise"),
+            ("token_choice_given", result.get("token_choice_given"), None,
+             "--token-choice given (the experiments read each model as it decodes)"),
+        ]
+        for field_name, got, want, why in checks:
+            if got != want:
+                raise ExperimentError(f"{path}: {why} ({field_name} {got!r}, these experiments {want!r})")
+        ablated = {k: v for k, v in (result.get("ablation") or {}).items() if v}
+        if ablated:
+            raise ExperimentError(f"{path}: planned with inputs ablated at inference ({ablated}); "
+                                  "a Table 5 row is the model as it is")
+        result = {**result, "imported_from": str(path)}
+        self._runs[key] = result
+        self.sources[key] = str(result["model"])
+        return result
+
     def clean(self) -> dict:
         base = self.model("model", self.options.model)
         return self.evaluate("model", ExperimentPlanner(base, "model"))
@@ -305,6 +350,10 @@ class Experiments:
         t_start = time.perf_counter()
         created = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
         self.open()
+        if 5 in self.options.tables:  # a Table 5 file that does not fit fails now, not after the runs
+            for name, path in self.options.ablations.items():
+                if path.endswith(".json"):
+                    self.imported(f"ablation_{name}", path)
         tables = {}
         for number in tqdm(self.options.tables, desc="tables", unit="table", disable=not self.progress):
             t0 = time.perf_counter()
