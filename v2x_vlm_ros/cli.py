@@ -150,7 +150,8 @@ def cmd_eval(args) -> int:
         if args.roadside == "swap":
             samples = [ds[i] for i in range(len(ds))]
         try:
-            transforms = ablation_transforms(args.roadside, args.description, samples or (), args.command)
+            transforms = ablation_transforms(args.roadside, args.description, samples or (), args.command,
+                                             motion_s=planner.engine.roadside_motion_s)
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
         label = ", ".join(t.label for t in transforms)

@@ -48,7 +48,7 @@ from v2x_vlm_ros.data.errors import DatasetError, SkipLog, relpath
 from v2x_vlm_ros.data.images import load_image, quick_check
 from v2x_vlm_ros.data.labels import (LabelledFrame, LabelUpdate, dedupe_by_token, interpolate_hidden_boxes,
                                      parse_objects, read_label_file, transform_boxes)
-from v2x_vlm_ros.data.records import AgentBox, Command, CooperativeSample
+from v2x_vlm_ros.data.records import ROADSIDE_HISTORY_S, AgentBox, Command, CooperativeSample
 from v2x_vlm_ros.data.splits import (UNIV2X_LABEL_UPDATE_FILE, UNIV2X_SPLIT_FILE, SplitSelection,
                                      find_split_file, load_split, resolve_file)
 from v2x_vlm_ros.data.writer import DESCRIPTIONS_FILE, SCENARIOS_FILE
@@ -249,6 +249,8 @@ class DairV2XDataset:
                                                                UNIV2X_LABEL_UPDATE_FILE))
         self._scene_labels_cache: OrderedDict[str, dict] = OrderedDict()
         self.sequences = self._read_vehicle_side(veh)
+        self._infra_sequence_of: dict[Path, str] = {}  # roadside image -> its sequence
+        self._infra_frames: dict[str, list[tuple[int, Path]]] = {}  # sequence -> (stamp, path), in time
         self._infra = self._read_infra_side(inf)
         self._coop_labels: dict[str, Path] = {}
         self._univ2x_rows: list[_Univ2xRow] = []  # the evaluated 2 Hz rows (occupancy frames)
@@ -421,7 +423,21 @@ class DairV2XDataset:
             else:
                 key = "infrastructure-side/" + rec["image_path"]
             out[key] = (stamp, side / rec["image_path"])
+            sequence = rec.get("sequence_id", rec.get("batch_id"))
+            if isinstance(sequence, (str, int)):  # the roadside camera's sequence: its earlier frames
+                self._infra_sequence_of[out[key][1]] = str(sequence)
+                self._infra_frames.setdefault(str(sequence), []).append(out[key])
+        for frames in self._infra_frames.values():
+            frames.sort(key=lambda entry: entry[0])
         return out
+
+    def _roadside_history(self, image: Path, stamp_us: int) -> tuple[tuple[int, Path], ...]:
+        """The roadside frames of ``image``'s sequence in the ``ROADSIDE_HISTORY_S`` before it."""
+        frames = self._infra_frames.get(self._infra_sequence_of.get(image), [])
+        stamps = [entry[0] for entry in frames]
+        lo = bisect.bisect_left(stamps, stamp_us - int(ROADSIDE_HISTORY_S * 1e6))
+        hi = bisect.bisect_left(stamps, stamp_us)
+        return tuple(frames[lo:hi])
 
     def _valid_rows(self, rows: list):
         """The cooperative rows whose vehicle and roadside frames are usable, as
@@ -715,6 +731,7 @@ class DairV2XDataset:
             description=self.descriptions.get(frame.frame_id),
             scenario=self.scenarios.get(seq.sequence_id), frame_index=pos,
             ego_lidar_to_camera_path=frame.lidar_to_camera, ego_intrinsics_path=frame.intrinsics,
+            roadside_history=self._roadside_history(entry.infra_image, int(entry.infra_stamp_us)),
         )
 
     def sample_sequences(self) -> list:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from v2x_vlm_ros.data.records import roadside_before
 from v2x_vlm_ros.preprocessing.image_codec import ImageDecodeError, decode_image
 
 _JPEG_SOI = b"\xff\xd8"
@@ -52,3 +53,13 @@ def load_image(path: Path) -> np.ndarray:
     except OSError as exc:
         raise ImageDecodeError(str(path), f"cannot read: {exc.strerror or exc}") from None
     return decode_image(data, str(path))
+
+
+def earlier_roadside_image(sample, seconds: float | None) -> np.ndarray | None:
+    """A sample's roadside frame taken ``seconds`` before its own (``records.roadside_before``),
+    decoded; None when ``seconds`` is None (a model that reads one frame) or the dataset has
+    no such frame (a sequence's start, a gap)."""
+    if seconds is None:
+        return None
+    earlier = roadside_before(sample, seconds)
+    return None if earlier is None else load_image(earlier[1])

@@ -105,3 +105,25 @@ class CooperativeSample:
     frame_index: int = 0  # position of the frame in its sequence
     ego_lidar_to_camera_path: Path | None = None  # calibration, for drawing on the ego image
     ego_intrinsics_path: Path | None = None
+    #: The roadside camera's earlier frames of the same infrastructure sequence, (stamp in
+    #: microseconds, path) in time order, the last ``ROADSIDE_HISTORY_S`` before this sample's
+    #: roadside frame (empty where the dataset has no roadside sequences): what a planner that
+    #: reads motion from two roadside frames (``roadside_before``) picks its earlier one from.
+    roadside_history: tuple[tuple[int, Path], ...] = ()
+
+
+#: How far back ``CooperativeSample.roadside_history`` reaches: the longest
+#: ``ModelSettings.roadside_motion_s`` (2 s) and ``roadside_before``'s tolerance, with room.
+ROADSIDE_HISTORY_S = 2.5
+
+
+def roadside_before(sample: CooperativeSample, seconds: float,
+                    tolerance_s: float = 0.1) -> tuple[int, Path] | None:
+    """The roadside frame of ``sample.roadside_history`` taken nearest ``seconds`` before its
+    roadside frame, as (stamp us, path), or None when none lies within ``tolerance_s`` of that
+    time (the sequence's start, a gap)."""
+    target = int(sample.roadside_timestamp_us) - seconds * 1e6
+    best = min(sample.roadside_history, key=lambda entry: abs(entry[0] - target), default=None)
+    if best is None or abs(best[0] - target) > tolerance_s * 1e6:
+        return None
+    return best

@@ -100,6 +100,8 @@ def evaluate(dataset: DairV2XDataset, planner, collision: str = "univ2x",
         result["decode_failures"] = planner.decode_failures
     if hasattr(planner, "roadside_blank"):
         result["roadside_blank"] = planner.roadside_blank
+    if getattr(planner, "roadside_previous_missing", 0):  # only a model that reads motion counts them
+        result["roadside_previous_missing"] = planner.roadside_previous_missing
     result["by_scenario"] = {name: m.result() for name, m in sorted(per_scenario.items())}
     for sub in result["by_scenario"].values():
         sub["comparability"] = result["comparability"]

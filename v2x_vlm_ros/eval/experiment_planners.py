@@ -57,6 +57,7 @@ class ExperimentPlanner:
         self.uses_roadside = base.uses_roadside if uses_roadside is None else bool(uses_roadside)
         self.decode_failures = 0
         self.roadside_blank = 0
+        self.roadside_previous_missing = 0
         self.read_ms: list[float] = []
 
     def inputs(self, samples) -> list:

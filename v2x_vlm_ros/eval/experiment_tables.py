@@ -271,7 +271,8 @@ def table6(ex) -> dict:
         for name, spec in INPUT_ABLATIONS:
             transform = {"roadside=grey": GreyRoadside, "roadside=grey-kept": GreyRoadside,
                          "roadside=none": BlankRoadside, "description=empty": EmptyDescription}.get(spec)
-            transform = transform() if transform is not None else SwapRoadside(ex.samples)
+            transform = transform() if transform is not None else SwapRoadside(
+                ex.samples, base.engine.roadside_motion_s)
             kept = spec == "roadside=grey-kept"
             run = f"{key}:{spec}"
             planner = ExperimentPlanner(base, f"{label}, {transform.label}{', kept' if kept else ''}",

@@ -271,6 +271,8 @@ class Experiments:
         if isinstance(planner, ExperimentPlanner):
             result["decode_failures"] = planner.decode_failures
             result["roadside_blank"] = planner.roadside_blank
+            if planner.roadside_previous_missing:  # a model that reads motion, at sequences' starts
+                result["roadside_previous_missing"] = planner.roadside_previous_missing
             result["model_dir"] = self.sources.get(key.split(":")[0])
             result["latency"] = planner.latency()
         self._runs[key] = result

@@ -53,9 +53,9 @@ from dataclasses import replace
 import numpy as np
 
 from v2x_vlm_ros.data.images import load_image
-from v2x_vlm_ros.data.records import Command
+from v2x_vlm_ros.data.records import Command, roadside_before
 from v2x_vlm_ros.eval.transmission import formula_bps
-from v2x_vlm_ros.preprocessing.image_codec import decode_image
+from v2x_vlm_ros.preprocessing.image_codec import decode_image, downsample, encode_image
 from v2x_vlm_ros.runtime.engine import PlanInput
 from v2x_vlm_ros.runtime.roadside import RoadsideConfig, RoadsideService
 
@@ -131,7 +131,7 @@ class BlankRoadside:
     label = "roadside blanked"
 
     def __call__(self, sample, frame: PlanInput) -> PlanInput:
-        return replace(frame, roadside=None)
+        return replace(frame, roadside=None, roadside_previous=None)
 
 
 GREY = 128
@@ -145,35 +145,48 @@ class GreyRoadside:
     def __call__(self, sample, frame: PlanInput) -> PlanInput:
         if frame.roadside is None:
             return frame
-        return replace(frame, roadside=np.full_like(frame.roadside, GREY))
+        previous = None if frame.roadside_previous is None else np.full_like(frame.roadside_previous, GREY)
+        return replace(frame, roadside=np.full_like(frame.roadside, GREY), roadside_previous=previous)
 
 
 class SwapRoadside:
     """The roadside image of another sequence (see the module docstring) from ``samples``:
     an iterable of objects with ``sequence_id``, ``frame_index`` and ``roadside_image_path``
-    (dataset samples), covering every sequence that will be planned."""
+    (dataset samples), covering every sequence that will be planned. For a model that reads
+    motion (``motion_s``: its ``roadside_motion_s``), the earlier frame is the other
+    sequence's too (``data.records.roadside_before`` of the sample swapped in)."""
 
     label = "roadside swapped"
 
-    def __init__(self, samples):
+    def __init__(self, samples, motion_s: float | None = None):
         frames: dict[str, dict[int, object]] = {}
         for s in samples:
-            frames.setdefault(str(s.sequence_id), {})[int(s.frame_index)] = s.roadside_image_path
+            frames.setdefault(str(s.sequence_id), {})[int(s.frame_index)] = s
         if len(frames) < 2:
             raise ValueError(f"--roadside swap needs at least two sequences, got {len(frames)}")
         order = sorted(frames)
         self._other = {seq: order[(i + 1) % len(order)] for i, seq in enumerate(order)}
-        self._frames = {seq: [paths[k] for k in sorted(paths)] for seq, paths in frames.items()}
+        self._frames = {seq: [by_index[k] for k in sorted(by_index)] for seq, by_index in frames.items()}
+        self.motion_s = motion_s
+
+    def source_sample(self, sample):
+        """The sample whose roadside view replaces ``sample``'s."""
+        other = self._frames[self._other[str(sample.sequence_id)]]
+        return other[min(int(sample.frame_index), len(other) - 1)]
 
     def source(self, sample):
         """The roadside image path that replaces ``sample``'s."""
-        other = self._frames[self._other[str(sample.sequence_id)]]
-        return other[min(int(sample.frame_index), len(other) - 1)]
+        return self.source_sample(sample).roadside_image_path
 
     def __call__(self, sample, frame: PlanInput) -> PlanInput:
         if frame.roadside is None:
             return frame
-        return replace(frame, roadside=load_image(self.source(sample)))
+        other = self.source_sample(sample)
+        previous = None
+        if frame.roadside_previous is not None and self.motion_s is not None:
+            earlier = roadside_before(other, self.motion_s)
+            previous = None if earlier is None else load_image(earlier[1])
+        return replace(frame, roadside=load_image(other.roadside_image_path), roadside_previous=previous)
 
 
 class EmptyDescription:
@@ -201,14 +214,14 @@ COMMAND_ABLATIONS = ("swap",)
 
 
 def ablation_transforms(roadside: str | None, description: str | None, samples=(),
-                        command: str | None = None) -> list:
+                        command: str | None = None, motion_s: float | None = None) -> list:
     """The input transforms of the inference-time ablations (``samples``: what
-    ``SwapRoadside`` draws from)."""
+    ``SwapRoadside`` draws from; ``motion_s``: the planned model's ``roadside_motion_s``)."""
     out = []
     if roadside == "grey":
         out.append(GreyRoadside())
     elif roadside == "swap":
-        out.append(SwapRoadside(samples))
+        out.append(SwapRoadside(samples, motion_s))
     elif roadside == "none":
         out.append(BlankRoadside())
     elif roadside is not None:
@@ -236,7 +249,12 @@ class RoadsideNoise:
         if frame.roadside is None or self.std == 0:
             return frame
         rng = sample_rng(self.seed, "roadside-noise", sample_key(sample))
-        return replace(frame, roadside=gaussian_noise(frame.roadside, self.std, rng))
+        previous = frame.roadside_previous
+        if previous is not None:  # its own draw: the two frames' noise is independent
+            previous = gaussian_noise(previous, self.std,
+                                      sample_rng(self.seed, "roadside-noise-previous", sample_key(sample)))
+        return replace(frame, roadside=gaussian_noise(frame.roadside, self.std, rng),
+                       roadside_previous=previous)
 
 
 class DescriptionPerturbation:
@@ -293,7 +311,12 @@ class RoadsideLink:
         h, w = image.shape[:2]
         self._formula.append(formula_bps(self.scale, w, h, image.shape[2], self.rate_hz))
         self._original_size, self._sent_size = (w, h), (sent.width, sent.height)
-        return replace(frame, roadside=received)
+        previous = frame.roadside_previous
+        if previous is not None:  # a model that reads motion: the earlier frame as the link delivered it
+            cfg = self.service.config  # sent earlier: its bytes are the earlier message's, not counted twice
+            data = encode_image(downsample(previous, cfg.scale), cfg.codec, cfg.quality)
+            previous = decode_image(data, f"roadside link (s = {self.scale:g}), earlier frame")
+        return replace(frame, roadside=received, roadside_previous=previous)
 
     def cost(self) -> dict:
         """The stream's cost at ``rate_hz``: the paper's formula on the original size, and

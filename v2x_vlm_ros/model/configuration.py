@@ -31,6 +31,18 @@ SETTINGS_FILE = "v2x_vlm.json"
 VISION_STRIDE = 32
 
 
+#: The earliest roadside frame a model may ask for (within ``data.records.ROADSIDE_HISTORY_S``).
+MAX_ROADSIDE_MOTION_S = 2.0
+
+
+def check_motion_s(value, name: str) -> float:
+    """``value`` as seconds in (0, MAX_ROADSIDE_MOTION_S]; a ValueError naming ``name`` otherwise."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+            or not 0 < value <= MAX_ROADSIDE_MOTION_S:
+        raise ValueError(f"{name} must be seconds in (0, {MAX_ROADSIDE_MOTION_S:g}], got {value!r}")
+    return float(value)
+
+
 def check_crop(box, name: str) -> tuple[float, float, float, float]:
     """``box`` as four floats (x0, y0, x1, y1), fractions with 0 <= x0 < x1 <= 1 and
     0 <= y0 < y1 <= 1; a ValueError naming ``name`` otherwise."""
@@ -81,6 +93,12 @@ class ModelSettings:
     #: (a fixed pole sees the same junction in every frame; its near-field road matters less
     #: than the far lanes where hidden road users come from).
     roadside_crop: tuple[float, float, float, float] | None = None
+    #: Motion in the roadside view: with a number of seconds here, the roadside part of the
+    #: canvas holds two roadside frames, the one taken that long before the current one above
+    #: the current one (each its ``roadside_crop`` box, stacked, then resized to the part's
+    #: usual size), so that the model sees which way and how fast road users move: one frame
+    #: cannot tell a car that will stop at its line from one that will cross. None: one frame.
+    roadside_motion_s: float | None = None
 
     def __post_init__(self):
         if isinstance(self.codec, dict):
@@ -102,6 +120,8 @@ class ModelSettings:
         check_token_choice(self.token_choice)
         if self.roadside_crop is not None:
             self.roadside_crop = check_crop(self.roadside_crop, "roadside_crop")
+        if self.roadside_motion_s is not None:
+            self.roadside_motion_s = check_motion_s(self.roadside_motion_s, "roadside_motion_s")
 
     @property
     def num_image_tokens(self) -> int:
@@ -117,6 +137,8 @@ class ModelSettings:
             del data["token_choice"]
         if data["roadside_crop"] is None:  # the same: a model that sees the whole roadside image
             del data["roadside_crop"]
+        if data["roadside_motion_s"] is None:  # the same: a model that sees one roadside frame
+            del data["roadside_motion_s"]
         return json.dumps(data, indent=2) + "\n"
 
     def save(self, directory) -> None:

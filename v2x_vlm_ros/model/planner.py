@@ -5,14 +5,16 @@ same planning step the vehicle service and replay run (preprocessing, constraine
 ``generate``, decoding, refinement), so that what eval scores is what the vehicle does.
 Malformed model output (possible with the text codec) falls back to constant velocity
 and is counted in ``decode_failures``; a blank roadside image (a dead camera) is planned as
-none and counted in ``roadside_blank``.
+none and counted in ``roadside_blank``. A model that reads motion gets each sample's earlier
+roadside frame from the dataset's history; where there is none (a sequence's first frames)
+it plans on the current one twice, counted in ``roadside_previous_missing``.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from v2x_vlm_ros.data.images import load_image
+from v2x_vlm_ros.data.images import earlier_roadside_image, load_image
 from v2x_vlm_ros.data.records import CooperativeSample
 from v2x_vlm_ros.model.modeling import LoadedModel, load_model
 from v2x_vlm_ros.runtime.engine import PlanInput, PlannerEngine
@@ -27,6 +29,7 @@ def plan_in_batches(planner, samples) -> list[np.ndarray]:
         for result in planner.engine.plan(planner.inputs(samples[start: start + planner.batch_size])):
             planner.decode_failures += int(result.decode_failed)
             planner.roadside_blank += int(result.roadside_blank)
+            planner.roadside_previous_missing += int(result.roadside_previous_missing)
             out.append(result.xy)
     return out
 
@@ -44,6 +47,7 @@ class ModelPlanner:
         self.batch_size = batch_size
         self.decode_failures = 0
         self.roadside_blank = 0  # roadside images planned as none: blank (engine.roadside_views)
+        self.roadside_previous_missing = 0  # frames a model that reads motion saw without an earlier one
 
     @property
     def uses_roadside(self) -> bool:
@@ -52,7 +56,9 @@ class ModelPlanner:
     def inputs(self, samples: list[CooperativeSample]) -> list[PlanInput]:
         return [PlanInput(load_image(s.ego_image_path),
                           load_image(s.roadside_image_path) if self.uses_roadside else None,
-                          s.description, s.motion, s.command) for s in samples]
+                          s.description, s.motion, s.command,
+                          roadside_previous=earlier_roadside_image(s, self.engine.roadside_motion_s))
+                for s in samples]
 
     def model_inputs(self, samples: list[CooperativeSample]) -> dict:
         return self.engine.encode(self.inputs(samples))[0]

@@ -12,7 +12,9 @@ levels on sharp content). With ``fusion`` off (the ego-only ablation) the roadsi
 of the canvas is filled with the normalisation mean colour (8-bit), nearly zero once
 normalised, whatever the roadside camera saw. With ``roadside_crop`` set, only that box of
 the roadside image is used, resized to the width and height the whole image would have
-taken (the canvas keeps its layout; the box's content gets more pixels).
+taken (the canvas keeps its layout; the box's content gets more pixels). With
+``roadside_motion_s`` set, an earlier roadside frame's box is stacked above the current
+one's before that resize (the earlier frame missing: the current one twice, no motion).
 
 Prompt. ``<image>`` x n, then ``<s>`` description, ego state, navigation command, planning
 task ``</s>``: the paper's scene description + planning basis + task (REFERENCE §1), plus
@@ -123,7 +125,13 @@ class ImagePreprocessor:
         self.std = torch.tensor(settings.image_std, device=self.device).view(1, 3, 1, 1) * 255.0
         self._mean_u8 = np.round(np.array(settings.image_mean) * 255.0).astype(np.uint8)
 
-    def fuse(self, ego: torch.Tensor, roadside: torch.Tensor | None) -> torch.Tensor:
+    @property
+    def motion(self) -> bool:
+        """Whether the roadside part holds two frames (``ModelSettings.roadside_motion_s``)."""
+        return self.settings.roadside_motion_s is not None
+
+    def fuse(self, ego: torch.Tensor, roadside: torch.Tensor | None,
+             previous: torch.Tensor | None = None) -> torch.Tensor:
         """The fused (3, H_v, W_v + W_i') canvas of 0..255 floats."""
         h, w = ego.shape[-2:]
         if not self.settings.fusion or roadside is None:
@@ -133,11 +141,36 @@ class ImagePreprocessor:
         new_w = roadside_width(roadside.shape[-2], roadside.shape[-1], h)
         rows, cols = crop_slices(roadside.shape[-2], roadside.shape[-1], self.settings.roadside_crop)
         roadside = roadside[:, rows, cols]
+        if self.motion:
+            roadside = torch.cat([self._earlier(previous, roadside), roadside], dim=-2)
         if tuple(roadside.shape[-2:]) != (h, new_w):
             roadside = _pil_resize(roadside[None], h, new_w)[0]
         return torch.cat([ego, roadside], dim=-1)
 
-    def fuse_u8(self, ego: np.ndarray, roadside: np.ndarray | None, bgr: bool) -> np.ndarray:
+    def _earlier(self, previous: torch.Tensor | None, current: torch.Tensor) -> torch.Tensor:
+        """The earlier roadside frame's box at the size of the current frame's box (``current``);
+        ``current`` itself when there is no earlier frame."""
+        if previous is None:
+            return current
+        rows, cols = crop_slices(previous.shape[-2], previous.shape[-1], self.settings.roadside_crop)
+        box = previous[:, rows, cols]
+        if box.shape[-2:] != current.shape[-2:]:
+            box = _pil_resize(box[None], current.shape[-2], current.shape[-1])[0]
+        return box
+
+    def _earlier_u8(self, previous: np.ndarray | None, current: np.ndarray) -> np.ndarray:
+        """``_earlier`` on 8-bit HxWx3 arrays."""
+        if previous is None:
+            return current
+        rows, cols = crop_slices(previous.shape[0], previous.shape[1], self.settings.roadside_crop)
+        box = previous[rows, cols]
+        if box.shape[:2] != current.shape[:2]:
+            box = _resize_u8(_nchw_view(np.ascontiguousarray(box)), current.shape[0], current.shape[1])
+            box = box.contiguous(memory_format=torch.channels_last)[0].permute(1, 2, 0).numpy()
+        return box
+
+    def fuse_u8(self, ego: np.ndarray, roadside: np.ndarray | None, bgr: bool,
+                previous: np.ndarray | None = None) -> np.ndarray:
         """The fused HxWx3 8-bit canvas, in the input's channel order."""
         h, w = ego.shape[:2]
         if not self.settings.fusion or roadside is None:
@@ -147,6 +180,8 @@ class ImagePreprocessor:
             new_w = roadside_width(roadside.shape[0], roadside.shape[1], h)
             rows, cols = crop_slices(roadside.shape[0], roadside.shape[1], self.settings.roadside_crop)
             right = roadside[rows, cols]
+            if self.motion:
+                right = np.concatenate([self._earlier_u8(previous, right), right], axis=0)
             if right.shape[:2] != (h, new_w):
                 right = np.ascontiguousarray(right)  # a crop is a strided view
                 right = _resize_u8(_nchw_view(right), h, new_w)
@@ -158,20 +193,27 @@ class ImagePreprocessor:
 
     def __call__(self, pairs, bgr: bool = True) -> torch.Tensor:
         """``pairs``: iterable of (ego, roadside) images (roadside may be None without
-        fusion). Returns normalised pixel values, float32 (B, 3, H, W)."""
+        fusion), or (ego, roadside, earlier roadside frame or None) for a model that reads
+        motion (the third is ignored by one that does not). Returns normalised pixel values,
+        float32 (B, 3, H, W)."""
         height, width = self.settings.image_size
         out = []
-        for ego, roadside in pairs:
+        for ego, roadside, *rest in pairs:
             use_roadside = roadside is not None and self.settings.fusion
-            if self.device.type == "cpu" and not isinstance(ego, torch.Tensor) and not (
-                    use_roadside and isinstance(roadside, torch.Tensor)):
-                fused = self.fuse_u8(_checked(ego), _checked(roadside) if use_roadside else None, bgr)
+            # the earlier roadside frame, when the model reads motion and one was given
+            previous = rest[0] if rest and use_roadside and self.motion else None
+            tensors = isinstance(ego, torch.Tensor) or isinstance(previous, torch.Tensor) or (
+                use_roadside and isinstance(roadside, torch.Tensor))
+            if self.device.type == "cpu" and not tensors:
+                fused = self.fuse_u8(_checked(ego), _checked(roadside) if use_roadside else None, bgr,
+                                     None if previous is None else _checked(previous))
                 small = _resize_u8(_nchw_view(fused), height, width).float()
                 out.append(small.flip(1) if bgr else small)
                 continue
             e = as_chw(ego, self.device, bgr)
             r = as_chw(roadside, self.device, bgr) if use_roadside else None
-            out.append(_pil_resize(self.fuse(e, r)[None], height, width))
+            p = None if previous is None else as_chw(previous, self.device, bgr)
+            out.append(_pil_resize(self.fuse(e, r, p)[None], height, width))
         pixels = torch.cat(out, dim=0)
         return (pixels - self.mean) / self.std
 

@@ -71,6 +71,10 @@ class PlanInput:
     description: str | None
     motion: EgoMotion
     command: Command
+    #: For a model that reads motion (``ModelSettings.roadside_motion_s``): the roadside frame
+    #: taken that long before ``roadside``; None: not there (the current frame is shown twice,
+    #: no motion, and the output says so). Ignored by a model that reads one frame.
+    roadside_previous: np.ndarray | None = None
 
 
 @dataclass
@@ -82,6 +86,7 @@ class PlanOutput:
     stage_ms: dict = field(default_factory=dict)
     truncated_prompt: bool = False
     roadside_blank: bool = False  # a blank roadside image, planned as none (roadside_views)
+    roadside_previous_missing: bool = False  # a model that reads motion got no earlier frame
 
 
 class PlannerEngine:
@@ -175,6 +180,12 @@ class PlannerEngine:
     def uses_roadside(self) -> bool:
         return self.settings.fusion
 
+    @property
+    def roadside_motion_s(self) -> float | None:
+        """How long before the current roadside frame the model's earlier one was taken
+        (``PlanInput.roadside_previous``); None: the model reads one frame."""
+        return self.settings.roadside_motion_s if self.uses_roadside else None
+
     def roadside_views(self, inputs: list[PlanInput]) -> tuple[list, list[bool]]:
         """The roadside image each frame is planned with, and which were blank: a blank one
         (one colour, ``preprocessing.blank_image``: a dead camera) carries no information and
@@ -192,7 +203,8 @@ class PlannerEngine:
         ``roadside``: the images to fuse (``roadside_views``; computed when None)."""
         if roadside is None:
             roadside = self.roadside_views(inputs)[0]
-        pixels = self.images([(f.ego, r) for f, r in zip(inputs, roadside)])
+        pixels = self.images([(f.ego, r, None if r is None else f.roadside_previous)
+                              for f, r in zip(inputs, roadside)])
         prompts = [self.prompts.encode(f.description, f.motion, f.command) for f in inputs]
         width = self.fixed_length or max(len(p.input_ids) for p in prompts)
         if self.graphs is not None and not self.fixed_length:
@@ -267,13 +279,16 @@ class PlannerEngine:
         rows, model_s = self.tokens(batch)
         t2 = time.perf_counter()
         outputs = []
-        for frame, body, cut, was_blank in zip(inputs, rows, truncated, blank):
+        motion = self.roadside_motion_s is not None
+        for frame, view, body, cut, was_blank in zip(inputs, roadside, rows, truncated, blank):
             try:
                 xy, failed = self.decode_tokens(body, frame.motion.speed_mps), False
             except TrajectoryDecodeError:
                 xy, failed = self.fallback.plan_from_speed(frame.motion.speed_mps), True
             outputs.append(PlanOutput(xy=xy, raw_xy=xy, decode_failed=failed, truncated_prompt=cut,
-                                      roadside_blank=was_blank))
+                                      roadside_blank=was_blank,
+                                      roadside_previous_missing=motion and view is not None
+                                      and frame.roadside_previous is None))
         t3 = time.perf_counter()
         if self.refiner is not None:
             for frame, out in zip(inputs, outputs):

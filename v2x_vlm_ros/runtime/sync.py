@@ -46,6 +46,17 @@ def pick_roadside(ego_stamp_ns: int, candidates, slop_s: float, max_age_s: float
     return best
 
 
+def pick_earlier(stamp_ns: int, candidates, seconds: float, tolerance_s: float):
+    """The candidate (``Stamped``) taken nearest ``seconds`` before ``stamp_ns``, or None when
+    none lies within ``tolerance_s`` of that time (a model reading motion from two roadside
+    frames, ``ModelSettings.roadside_motion_s``)."""
+    target = stamp_ns - seconds * 1e9
+    best = min(candidates, key=lambda frame: abs(frame.stamp_ns - target), default=None)
+    if best is None or abs(best.stamp_ns - target) > tolerance_s * 1e9:
+        return None
+    return best
+
+
 class FrameBuffer(Generic[T]):
     """Bounded, stamp-ordered buffer of one input stream with counted drops."""
 

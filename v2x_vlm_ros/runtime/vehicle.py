@@ -37,7 +37,7 @@ from v2x_vlm_ros.preprocessing.blank_image import is_blank_image
 from v2x_vlm_ros.preprocessing.image_codec import ImageDecodeError, decode_image
 from v2x_vlm_ros.runtime.describer import DescriptionCache
 from v2x_vlm_ros.runtime.engine import PlanInput
-from v2x_vlm_ros.runtime.sync import FrameBuffer, pick_roadside
+from v2x_vlm_ros.runtime.sync import FrameBuffer, pick_earlier, pick_roadside
 from v2x_vlm_ros.runtime.vehicle_config import VehicleConfig  # noqa: F401 (its home for most callers)
 
 MODES = ("fused", "ego_only")
@@ -90,6 +90,11 @@ def _checked_pixels(pixels, source: str, max_pixels: int) -> np.ndarray:
     if pixels.shape[0] * pixels.shape[1] > max_pixels:
         raise ImageDecodeError(source, f"{pixels.shape[1]}x{pixels.shape[0]} pixels, more than {max_pixels}")
     return pixels
+
+
+#: How far from ``roadside_motion_s`` before the paired roadside frame the earlier one may
+#: have been taken (the dataset's rule, ``data.records.roadside_before``).
+ROADSIDE_PREVIOUS_TOLERANCE_S = 0.1
 
 
 def _fused_pixels(ego_shape, roadside_shape) -> int:
@@ -211,6 +216,7 @@ class VehicleService:
             return None
         self.last_ego = ego
         roadside, road_frame = self._roadside_for(frame.stamp_ns, ego.shape, roadside_frames, config)
+        previous = None if roadside is None else self._earlier_roadside(road_frame, roadside_frames, config)
         mode = "fused" if roadside is not None else "ego_only"
         text, state, age = self.descriptions.get(frame.stamp_ns)
         notes = [f"description_{state}"]
@@ -229,7 +235,8 @@ class VehicleService:
                 self.counts[name] += 1
         decode_ms = 1000.0 * (time.perf_counter() - t0)
         try:
-            out = self.engine.plan([PlanInput(ego, roadside, text, motion, command)])[0]
+            out = self.engine.plan([PlanInput(ego, roadside, text, motion, command,
+                                              roadside_previous=previous)])[0]
         except Exception as exc:  # the model failing (CUDA out of memory, ...) must not stop the service
             with self._lock:
                 self.drops["plan_failed"] += 1
@@ -273,6 +280,28 @@ class VehicleService:
             self._discard_roadside(frame, "roadside_canvas_too_large")
             return None, None
         return image, frame
+
+    def _earlier_roadside(self, road_frame, candidates, config: VehicleConfig) -> np.ndarray | None:
+        """For a model that reads motion (``engine.roadside_motion_s``): the roadside frame
+        taken that long before the paired one, decoded, from the same snapshot of the buffer;
+        None when there is none (the stream's start, a dropped message: the model then sees
+        the current frame twice, counted as ``roadside_previous_missing``)."""
+        seconds = getattr(self.engine, "roadside_motion_s", None)  # engines without it read one frame
+        if seconds is None:
+            return None
+        earlier = pick_earlier(road_frame.stamp_ns, [f for f in candidates if f is not road_frame], seconds,
+                               ROADSIDE_PREVIOUS_TOLERANCE_S)
+        image = None
+        if earlier is not None:
+            try:
+                image = earlier.value.decode(config.max_image_pixels)
+            except ImageDecodeError:
+                image = None
+            if image is not None and is_blank_image(image):
+                image = None
+        if image is None:
+            self.count("roadside_previous_missing")
+        return image
 
     def _discard_roadside(self, frame, cause: str) -> None:
         with self._lock:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from v2x_vlm_ros.model.codec import ORDERS, REFERENCES, CodecConfig
-from v2x_vlm_ros.model.configuration import PRESETS, SETTINGS_FILE, ModelSettings, check_crop
+from v2x_vlm_ros.model.configuration import PRESETS, SETTINGS_FILE, ModelSettings, check_crop, check_motion_s
 
 
 @dataclass
@@ -153,6 +153,11 @@ class TrainConfig:
     #: the model so the vehicle, replay and eval crop alike; null: all of it. The teacher
     #: keeps its own input (it was trained on the whole image).
     roadside_crop: tuple[float, float, float, float] | None = None
+    #: Motion in the roadside view (``ModelSettings.roadside_motion_s``): the student also sees
+    #: the roadside frame taken this many seconds before the current one, stacked above it in
+    #: the roadside part of the canvas; stored with the model. null: one frame (the paper's).
+    #: The teacher keeps its own input.
+    roadside_motion_s: float | None = None
     #: Spread of the trajectory tokens' targets over neighbouring location bins, in bins
     #: (``losses.BinLabelSmoothing``, HL-Gauss; 0: one-hot, the paper's): neighbouring bins
     #: share what they learn. Tried at 3 bins, no better on the acceptance world (TRAINING.md).
@@ -288,6 +293,14 @@ class TrainConfig:
             if self.lambda_objects > 0:
                 raise ValueError("roadside_crop and lambda_objects > 0 do not go together: the dense "
                                  "probe's boxes are fractions of the whole roadside image")
+        if self.roadside_motion_s is not None:
+            self.roadside_motion_s = check_motion_s(self.roadside_motion_s, "roadside_motion_s")
+            if not self.fusion:
+                raise ValueError("roadside_motion_s needs fusion: without it the model sees no roadside "
+                                 "image")
+            if self.lambda_objects > 0:
+                raise ValueError("roadside_motion_s and lambda_objects > 0 do not go together: the dense "
+                                 "probe's boxes are fractions of one roadside frame")
         for name in ("lambda_hazard", "lambda_objects"):
             if getattr(self, name) > 0 and not self.fusion:
                 raise ValueError(f"{name} needs fusion: the probe reads the roadside half of the "

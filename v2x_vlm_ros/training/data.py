@@ -20,6 +20,7 @@ that never stopped.
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 from dataclasses import dataclass
@@ -30,7 +31,7 @@ import numpy as np
 import torch
 
 from v2x_vlm_ros.data.dair import DairV2XDataset
-from v2x_vlm_ros.data.images import load_image
+from v2x_vlm_ros.data.images import earlier_roadside_image, load_image
 from v2x_vlm_ros.data.records import Command
 from v2x_vlm_ros.model.codec import LocTokenCodec
 from v2x_vlm_ros.model.processing import ImagePreprocessor, PromptEncoder
@@ -90,8 +91,12 @@ class PlanningExamples(torch.utils.data.Dataset):
                  fusion: bool = True, augment: Augmentation | None = None, roadside_dropout: float = 0.0,
                  roadside_dropout_uniform: float = 0.0, seed: int = 0, hazard_labels: list[int] | None = None,
                  roadside_boxes: list[list[list[float]] | None] | None = None,
-                 command_twins: float = 0.0, command_twin_ok: list[bool] | None = None):
+                 command_twins: float = 0.0, command_twin_ok: list[bool] | None = None,
+                 motion_s: float | None = None):
         self.dataset = dataset
+        # ModelSettings.roadside_motion_s: also the roadside frame taken this long before
+        self.motion_s = motion_s if fusion else None
+        self.previous_missing = 0  # examples with no earlier roadside frame (sequences' starts)
         self.hazard_labels = hazard_labels  # per sample: 1 / 0, -1 unknown (roadside_hazard_labels)
         self.roadside_boxes = roadside_boxes  # per sample: boxes or None unknown (roadside_object_boxes)
         self.descriptions = descriptions
@@ -122,6 +127,10 @@ class PlanningExamples(torch.utils.data.Dataset):
             description = self.descriptions.get(s.vehicle_frame, "")
         ego = load_image(s.ego_image_path)
         roadside = load_image(s.roadside_image_path) if self.fusion else None
+        previous = None
+        if self.motion_s is not None:
+            previous = earlier_roadside_image(s, self.motion_s)
+            self.previous_missing += previous is None
         blank = False  # the roadside image replaced by a uniform one
         if self.augment is not None or self.roadside_dropout > 0:
             rng = np.random.default_rng([self.seed, self.epoch, int(i), 11])
@@ -131,13 +140,18 @@ class PlanningExamples(torch.utils.data.Dataset):
                 # runs without it see the inputs they saw before the option existed
                 if self.roadside_dropout_uniform > 0 and rng.random() < self.roadside_dropout_uniform:
                     roadside = np.full_like(roadside, int(rng.integers(0, 256)))
+                    previous = None if previous is None else np.full_like(previous, int(roadside.flat[0]))
                     self.uniform += 1
                     blank = True
                 else:
-                    roadside = None
+                    roadside = previous = None
             if self.augment is not None:
                 ego = self.augment(ego, rng)
-                roadside = None if roadside is None or blank else self.augment(roadside, rng)
+                if roadside is not None and not blank:
+                    # the earlier frame goes through the same resolution and quality as the current
+                    same = copy.deepcopy(rng) if previous is not None else None
+                    roadside = self.augment(roadside, rng)
+                    previous = None if previous is None else self.augment(previous, same)
         command, future_xy = s.command, s.future_xy
         if self.command_twins > 0 and self.command_twin_ok[i] \
                 and np.random.default_rng([self.seed, self.epoch, int(i), 13]).random() < self.command_twins:
@@ -150,7 +164,7 @@ class PlanningExamples(torch.utils.data.Dataset):
                 and _same_aspect(ego, roadside):
             boxes = self.roadside_boxes[i]
         return {
-            "ego": ego, "roadside": roadside,
+            "ego": ego, "roadside": roadside, "roadside_previous": previous,
             "description": description, "motion": s.motion, "command": command,
             "future_xy": future_xy, "future_mask": s.future_mask, "roadside_hazard": hazard,
             "roadside_boxes": boxes, "roadside_blank": blank, "command_twin": command != s.command,
@@ -230,7 +244,8 @@ class BatchBuilder:
         # where one side was rare, plans both commands alike (docs/TRAINING.md)
         traj_mask[[bool(e.get("command_twin")) for e in examples]] = False
         return {
-            "pixel_values": self.images([(e["ego"], e["roadside"]) for e in examples]),
+            "pixel_values": self.images([(e["ego"], e["roadside"], e.get("roadside_previous"))
+                                         for e in examples]),
             "input_ids": input_ids, "attention_mask": attention,
             "text_ids": text_ids, "text_mask": text_mask,
             "labels": labels, "traj_mask": traj_mask,
@@ -280,7 +295,8 @@ class PairedCollate:
         if not self.distill:
             return batch
         blank = any(e.get("roadside_blank") for e in examples)
-        seen = [dict(e, roadside=None) if e.get("roadside_blank") else e for e in examples]
+        seen = [dict(e, roadside=None, roadside_previous=None) if e.get("roadside_blank") else e
+                for e in examples]
         if self.teacher is not None:
             batch["teacher"] = self.teacher(seen)
         elif blank:

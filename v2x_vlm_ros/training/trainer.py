@@ -298,6 +298,7 @@ def build_student(cfg: TrainConfig, train_ds: DairV2XDataset, descriptions) -> L
     loaded.settings.fusion = cfg.fusion
     loaded.settings.scene_text = cfg.scene_text
     loaded.settings.roadside_crop = cfg.roadside_crop
+    loaded.settings.roadside_motion_s = cfg.roadside_motion_s
     return loaded
 
 
@@ -327,6 +328,7 @@ def teacher_needs_own_inputs(teacher: LoadedModel, student: LoadedModel) -> bool
     image token."""
     return (teacher.settings.image_size != student.settings.image_size
             or teacher.settings.roadside_crop != student.settings.roadside_crop
+            or teacher.settings.roadside_motion_s != student.settings.roadside_motion_s
             or teacher.model.config.image_token_id != student.model.config.image_token_id)
 
 
@@ -385,6 +387,7 @@ def model_card(cfg: TrainConfig, val: dict | None, steps: int, seconds: float, c
              f"{cfg.augment_jpeg_quality} (p {cfg.augment_p}), roadside dropout {cfg.roadside_dropout} "
              f"(uniform {cfg.roadside_dropout_uniform}), "
              f"modality-weighted fusion {cfg.modality_weights}, roadside crop {cfg.roadside_crop}, "
+             f"roadside motion {'off' if cfg.roadside_motion_s is None else f'{cfg.roadside_motion_s:g} s'}, "
              f"paired-scene weight {cfg.pair_weight}, "
              f"hidden-hazard frame weight {cfg.hazard_weight}, harmless hidden-agent frame weight "
              f"{cfg.harmless_weight}, scenario weights {cfg.scenario_weights}, "
@@ -517,7 +520,8 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
                                 roadside_dropout_uniform=cfg.roadside_dropout_uniform,
                                 hazard_labels=hazard_labels, roadside_boxes=object_boxes,
                                 command_twins=cfg.command_twins,
-                                command_twin_ok=command_twin_frames(train_ds) if cfg.command_twins else None)
+                                command_twin_ok=command_twin_frames(train_ds) if cfg.command_twins else None,
+                                motion_s=cfg.roadside_motion_s)
     train_log = eval_log = probe_log = None
     probe_examples = None
     if vision_stage and val_ds is not None and len(val_ds):
