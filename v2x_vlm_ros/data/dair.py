@@ -251,6 +251,7 @@ class DairV2XDataset:
         self.sequences = self._read_vehicle_side(veh)
         self._infra_sequence_of: dict[Path, str] = {}  # roadside image -> its sequence
         self._infra_frames: dict[str, list[tuple[int, Path]]] = {}  # sequence -> (stamp, path), in time
+        self._infra_stamps: dict[str, list[int]] = {}  # sequence -> the same frames' stamps (bisect)
         self._infra = self._read_infra_side(inf)
         self._coop_labels: dict[str, Path] = {}
         self._univ2x_rows: list[_Univ2xRow] = []  # the evaluated 2 Hz rows (occupancy frames)
@@ -427,14 +428,15 @@ class DairV2XDataset:
             if isinstance(sequence, (str, int)):  # the roadside camera's sequence: its earlier frames
                 self._infra_sequence_of[out[key][1]] = str(sequence)
                 self._infra_frames.setdefault(str(sequence), []).append(out[key])
-        for frames in self._infra_frames.values():
+        for sequence, frames in self._infra_frames.items():
             frames.sort(key=lambda entry: entry[0])
+            self._infra_stamps[sequence] = [entry[0] for entry in frames]
         return out
 
     def _roadside_history(self, image: Path, stamp_us: int) -> tuple[tuple[int, Path], ...]:
         """The roadside frames of ``image``'s sequence in the ``ROADSIDE_HISTORY_S`` before it."""
-        frames = self._infra_frames.get(self._infra_sequence_of.get(image), [])
-        stamps = [entry[0] for entry in frames]
+        sequence = self._infra_sequence_of.get(image)
+        frames, stamps = self._infra_frames.get(sequence, []), self._infra_stamps.get(sequence, [])
         lo = bisect.bisect_left(stamps, stamp_us - int(ROADSIDE_HISTORY_S * 1e6))
         hi = bisect.bisect_left(stamps, stamp_us)
         return tuple(frames[lo:hi])

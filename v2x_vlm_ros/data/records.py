@@ -117,8 +117,13 @@ class CooperativeSample:
 ROADSIDE_HISTORY_S = 2.5
 
 
+#: How far from the asked time an earlier roadside frame may have been taken: the dataset's
+#: (``roadside_before``) and the vehicle service's rule, under half a 10 Hz camera's period.
+ROADSIDE_PREVIOUS_TOLERANCE_S = 0.1
+
+
 def roadside_before(sample: CooperativeSample, seconds: float,
-                    tolerance_s: float = 0.1) -> tuple[int, Path] | None:
+                    tolerance_s: float = ROADSIDE_PREVIOUS_TOLERANCE_S) -> tuple[int, Path] | None:
     """The roadside frame of ``sample.roadside_history`` taken nearest ``seconds`` before its
     roadside frame, as (stamp us, path), or None when none lies within ``tolerance_s`` of that
     time (the sequence's start, a gap)."""

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from v2x_vlm_ros.data.records import Command, EgoMotion
+from v2x_vlm_ros.data.records import ROADSIDE_PREVIOUS_TOLERANCE_S, Command, EgoMotion
 from v2x_vlm_ros.model.processing import roadside_width, valid_utf8
 from v2x_vlm_ros.preprocessing.blank_image import is_blank_image
 from v2x_vlm_ros.preprocessing.image_codec import ImageDecodeError, decode_image
@@ -90,11 +90,6 @@ def _checked_pixels(pixels, source: str, max_pixels: int) -> np.ndarray:
     if pixels.shape[0] * pixels.shape[1] > max_pixels:
         raise ImageDecodeError(source, f"{pixels.shape[1]}x{pixels.shape[0]} pixels, more than {max_pixels}")
     return pixels
-
-
-#: How far from ``roadside_motion_s`` before the paired roadside frame the earlier one may
-#: have been taken (the dataset's rule, ``data.records.roadside_before``).
-ROADSIDE_PREVIOUS_TOLERANCE_S = 0.1
 
 
 def _fused_pixels(ego_shape, roadside_shape) -> int:
