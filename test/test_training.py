@@ -125,6 +125,25 @@ def test_resume_continues_exactly_where_the_run_stopped(tmp_path, tiny_model_dir
     assert steps == list(range(1, 9))  # no step twice, none missing
 
 
+def test_a_resumed_run_drops_the_log_rows_written_after_its_last_checkpoint(tmp_path, tiny_model_dir):
+    """A run killed between checkpoints has logged steps it will train again: the resumed
+    log has each step once, with the resumed run's values (and no half-written line)."""
+    train(config(tmp_path, tiny_model_dir, max_steps=4, val_split="train", eval_max_samples=4),
+          progress=False)
+    run = tmp_path / "run"
+    with open(run / "train_log.csv", "a") as fh:  # as a killed process left it: 5, 6, a cut line
+        fh.write("1,5,99.0,99.0,0,0,0,1.0,,,,,\n1,6,98.0,98.0,0,0,0,2.0,,,,,\n1,7,9")
+    with open(run / "eval_log.csv", "a") as fh:
+        fh.write("1,6,4,9,9,9,9,0,0,0,0\n")
+    train(config(tmp_path, tiny_model_dir, max_steps=8, val_split="train", eval_max_samples=4),
+          progress=False)
+    rows = log_rows(run)
+    assert [int(r["step"]) for r in rows] == list(range(1, 9))
+    assert all(float(r["loss"]) < 90 for r in rows)  # the killed run's 5 and 6 are gone
+    evals = list(csv.DictReader(open(run / "eval_log.csv")))
+    assert [int(r["step"]) for r in evals] == [4, 8] and float(evals[1]["l2_avg"]) != 9.0
+
+
 def test_a_finished_run_resumed_again_keeps_its_summary(tmp_path, tiny_model_dir):
     cfg = config(tmp_path, tiny_model_dir, max_steps=3, val_split="train", eval_max_samples=4)
     finished = train(cfg, progress=False)

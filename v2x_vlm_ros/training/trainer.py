@@ -342,11 +342,24 @@ def _builder(loaded: LoadedModel) -> BatchBuilder:
 
 
 class CsvLog:
-    def __init__(self, path: Path, fields: list[str]):
-        self.path, self.fields = path, fields
+    """A CSV log with a ``step`` column. ``from_step``: the global step training starts from;
+    rows of an earlier run written after it (past its last checkpoint, so about to be
+    trained and written again) are dropped, so a resumed run's log has each step once."""
+
+    def __init__(self, path: Path, fields: list[str], from_step: int = 0):
+        self.path, self.fields, self.dropped = path, fields, 0
         if path.exists():  # a resumed run keeps the columns the file was started with
             with open(path, newline="") as fh:
-                self.fields = next(csv.reader(fh), fields)
+                rows = list(csv.reader(fh))
+            self.fields = rows[0] if rows else fields
+            step = self.fields.index("step") if "step" in self.fields else None
+            kept = [r for r in rows[1:] if step is None or _step_at_most(r, step, from_step)]
+            self.dropped = len(rows) - 1 - len(kept) if rows else 0
+            if self.dropped:
+                log.info("%s: %d rows past step %d (after the last checkpoint) dropped", path,
+                         self.dropped, from_step)
+                with open(path, "w", newline="") as fh:
+                    csv.writer(fh).writerows([self.fields, *kept])
         else:
             with open(path, "w", newline="") as fh:
                 csv.writer(fh).writerow(fields)
@@ -354,6 +367,13 @@ class CsvLog:
     def write(self, row: dict) -> None:
         with open(self.path, "a", newline="") as fh:
             csv.writer(fh).writerow([row.get(f, "") for f in self.fields])
+
+
+def _step_at_most(row: list[str], column: int, step: int) -> bool:
+    try:
+        return int(float(row[column])) <= step
+    except (IndexError, ValueError):  # a line cut short by the stop: written again
+        return False
 
 
 def _to(batch: dict, device) -> dict:
@@ -530,12 +550,12 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict:
     if procs.main:
         train_log = CsvLog(out / "train_log.csv",
                            ["epoch", "step", "loss", "traj", "align", "kd", "lr", "seconds",
-                            "w_ego", "w_roadside", "w_text", "hazard", "objects"])
-        probe_log = CsvLog(out / "probe_log.csv", PROBE_FIELDS) if vision_stage else None
+                            "w_ego", "w_roadside", "w_text", "hazard", "objects"], first_step)
+        probe_log = CsvLog(out / "probe_log.csv", PROBE_FIELDS, first_step) if vision_stage else None
         if not vision_stage:  # the vision stage plans nothing: scored in probe_log.csv
             eval_log = CsvLog(out / "eval_log.csv",
                               ["epoch", "step", "samples", *(f"l2_{h}" for h in HORIZON_KEYS),
-                               *(f"col_{h}" for h in HORIZON_KEYS)])
+                               *(f"col_{h}" for h in HORIZON_KEYS)], first_step)
     # training time over every run of this output directory (a resumed run goes on counting)
     began = time.perf_counter() - float(state.get("seconds", 0.0))
 
