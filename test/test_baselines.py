@@ -5,7 +5,7 @@ import pytest
 
 from builders import arc, braking, line, sequence, world_agent, write
 from v2x_vlm_ros.data.dair import DairV2XDataset
-from v2x_vlm_ros.eval.baselines import ConstantVelocityPlanner
+from v2x_vlm_ros.runtime.baselines import ConstantVelocityPlanner
 from v2x_vlm_ros.eval.evaluate import evaluate
 
 

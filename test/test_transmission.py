@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from v2x_vlm_ros.eval.transmission import BandwidthMeter, formula_bps, measure_stream, measured_bps
+from v2x_vlm_ros.runtime.transmission import BandwidthMeter, formula_bps, measure_stream, measured_bps
 
 
 def test_formula_matches_the_paper():

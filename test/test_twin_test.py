@@ -15,7 +15,7 @@ from v2x_vlm_ros.data.images import load_image
 from v2x_vlm_ros.data.synth.visibility import hidden_hazard_frames, read_visibility
 from v2x_vlm_ros.eval.twin_test import first_token_x, same_prompt_pairs, twin_test
 from v2x_vlm_ros.model.configuration import ModelSettings
-from v2x_vlm_ros.model.planner import ModelPlanner
+from v2x_vlm_ros.runtime.planner import ModelPlanner
 
 
 def test_pairs_are_hidden_hazard_frames_and_their_twins_with_the_same_prompt(world):

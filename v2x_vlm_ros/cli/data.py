@@ -29,7 +29,7 @@ def cmd_synth(args) -> int:
 
 
 def cmd_dataset_summary(args) -> int:
-    from v2x_vlm_ros.eval.transmission import stored_stream_cost
+    from v2x_vlm_ros.runtime.transmission import stored_stream_cost
 
     ds = open_dataset(args, check_images=args.check_images)
     summary = ds.summary(progress=not args.quiet)

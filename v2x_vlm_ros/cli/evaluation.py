@@ -12,7 +12,7 @@ from v2x_vlm_ros.cli.common import add_dataset_args, demo_model, open_dataset, w
 
 
 def cmd_eval(args) -> int:
-    from v2x_vlm_ros.eval.baselines import PLANNERS
+    from v2x_vlm_ros.runtime.baselines import PLANNERS
     from v2x_vlm_ros.eval.evaluate import evaluate
     from v2x_vlm_ros.eval.metrics import format_markdown_table
 
@@ -20,7 +20,7 @@ def cmd_eval(args) -> int:
         if not args.model:
             raise ConfigError("--planner model needs --model DIR (a model directory or hub id)")
         from v2x_vlm_ros.model.modeling import ModelLoadError
-        from v2x_vlm_ros.model.planner import ModelPlanner
+        from v2x_vlm_ros.runtime.planner import ModelPlanner
 
         from v2x_vlm_ros.runtime.refine import RefineConfig, Refiner
 

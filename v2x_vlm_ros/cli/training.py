@@ -62,7 +62,7 @@ def cmd_twin_test(args) -> int:
     from v2x_vlm_ros.data.dair import DairV2XDataset
     from v2x_vlm_ros.eval.twin_test import twin_test
     from v2x_vlm_ros.model.modeling import ModelLoadError
-    from v2x_vlm_ros.model.planner import ModelPlanner
+    from v2x_vlm_ros.runtime.planner import ModelPlanner
 
     try:
         dataset = DairV2XDataset(args.data, split=None if args.split == "all" else args.split,

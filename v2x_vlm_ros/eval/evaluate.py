@@ -10,7 +10,7 @@ from v2x_vlm_ros.eval.frames import FrameRecords
 from v2x_vlm_ros.eval.metrics import PlanningMetrics
 from v2x_vlm_ros.eval.slices import SliceScores, dataset_slices
 from v2x_vlm_ros.eval.protocols import dataset_report
-from v2x_vlm_ros.eval.transmission import stored_stream_cost
+from v2x_vlm_ros.runtime.transmission import stored_stream_cost
 
 #: Rate at which the roadside stream is costed (the paper's f = 2 Hz).
 ROADSIDE_RATE_HZ = 2.0

@@ -14,7 +14,7 @@ import time
 
 import numpy as np
 
-from v2x_vlm_ros.model.planner import plan_in_batches
+from v2x_vlm_ros.runtime.planner import plan_in_batches
 
 #: Engine stages in pipeline order (``model`` replaces vision/encoder/decoder with generate).
 STAGES = ("preprocess", "vision", "encoder", "decoder", "model", "decode", "refine")

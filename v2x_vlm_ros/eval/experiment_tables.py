@@ -17,7 +17,7 @@ plain numbers; ``run`` in a row names the full result in results.json's ``runs``
 
 from __future__ import annotations
 
-from v2x_vlm_ros.eval.baselines import ConstantVelocityPlanner
+from v2x_vlm_ros.runtime.baselines import ConstantVelocityPlanner
 from v2x_vlm_ros.eval.evaluate import ROADSIDE_RATE_HZ
 from v2x_vlm_ros.eval.experiment_planners import ExperimentPlanner
 from v2x_vlm_ros.eval.metrics import HORIZONS

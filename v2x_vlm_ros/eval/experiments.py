@@ -50,7 +50,7 @@ from v2x_vlm_ros.eval.fingerprint import fingerprint
 from v2x_vlm_ros.eval.metrics import HORIZONS, L2_CONVENTION
 from v2x_vlm_ros.eval.perturb import BlankRoadside, description_vocabulary, sample_key
 from v2x_vlm_ros.eval.slices import SliceScores, dataset_slices
-from v2x_vlm_ros.eval.transmission import stored_stream_cost
+from v2x_vlm_ros.runtime.transmission import stored_stream_cost
 
 __all__ = ["ExperimentError", "ExperimentOptions", "ExperimentPlanner", "Experiments", "SCALES", "SWITCHES",
            "StageRecorder", "latency_summary", "parse_ablations", "parse_tables", "run_experiments",
@@ -163,9 +163,9 @@ def versions() -> dict:
 def machine() -> dict:
     import torch
 
-    from v2x_vlm_ros.tools.bench import machine as bench_machine
+    from v2x_vlm_ros.eval.machine import machine as base_machine
 
-    return {**bench_machine(), "torch_threads": torch.get_num_threads()}
+    return {**base_machine(), "torch_threads": torch.get_num_threads()}
 
 
 # -- the experiments ----------------------------------------------------------------------------
@@ -237,7 +237,7 @@ class Experiments:
     def model(self, key: str, directory: str):
         """A loaded ``ModelPlanner`` (once per key), warmed up so that timings start clean."""
         if key not in self._planners:
-            from v2x_vlm_ros.model.planner import ModelPlanner
+            from v2x_vlm_ros.runtime.planner import ModelPlanner
             from v2x_vlm_ros.runtime.refine import RefineConfig, Refiner
 
             t0 = time.perf_counter()

@@ -32,7 +32,7 @@ import torch
 from transformers import LogitsProcessorList
 
 from v2x_vlm_ros.data.records import Command, EgoMotion
-from v2x_vlm_ros.eval.baselines import ConstantVelocityPlanner
+from v2x_vlm_ros.runtime.baselines import ConstantVelocityPlanner
 from v2x_vlm_ros.model.codec import LocTokenCodec, TrajectoryDecodeError, build_codec, check_token_choice
 from v2x_vlm_ros.model.grammar import BinChoice, TrajectoryGrammar
 from v2x_vlm_ros.model.modeling import LoadedModel

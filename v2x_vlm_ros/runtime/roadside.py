@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from v2x_vlm_ros.eval.transmission import BandwidthMeter, formula_bps
+from v2x_vlm_ros.runtime.transmission import BandwidthMeter, formula_bps
 from v2x_vlm_ros.preprocessing.image_codec import CODECS, downsample, encode_image
 
 

@@ -23,8 +23,6 @@ from __future__ import annotations
 import datetime
 import io
 import json
-import os
-import platform
 import resource
 import time
 from pathlib import Path
@@ -34,6 +32,7 @@ import numpy as np
 import torch
 
 from v2x_vlm_ros.data.records import Command, EgoMotion
+from v2x_vlm_ros.eval.machine import machine
 from v2x_vlm_ros.model.configuration import PRESETS, ModelSettings
 from v2x_vlm_ros.model.modeling import LoadedModel, build_model, load_model
 from v2x_vlm_ros.model.processing import (COMMAND_TEXT, TASK_TEXT, crop_slices, florence2_processor,
@@ -209,33 +208,6 @@ def run_baseline(
         if i >= warmup:
             totals.append(1000.0 * (t1 - t0))
     return _summary(totals, {}, batch, device)
-
-
-def cpu_name() -> str:
-    """The CPU's model name (``platform.processor()`` is empty on Linux)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def machine() -> dict:
-    info = {
-        "platform": platform.platform(),
-        "cpu": cpu_name(),
-        "cpu_count": os.cpu_count(),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-    }
-    import transformers
-
-    info["transformers"] = transformers.__version__
-    if torch.cuda.is_available():
-        info["gpu"] = torch.cuda.get_device_name(0)
-    return info
 
 
 def bench(

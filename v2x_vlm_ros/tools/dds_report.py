@@ -29,7 +29,7 @@ def report(played: dict, service_latency: dict, frames: dict, setup: dict) -> di
     """The measurement as one JSON-able dict. ``played``: ``v2x-vlm play --out`` JSON;
     ``service_latency``: the vehicle diagnostics' ``latency_ms.<stage>.p50/p99`` values;
     ``frames``: the vehicle's counts and drops at the end of the run."""
-    from v2x_vlm_ros.tools.bench import machine
+    from v2x_vlm_ros.eval.machine import machine
 
     return {
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),

@@ -55,6 +55,7 @@ from tqdm import tqdm
 
 from v2x_vlm_ros.data.errors import DatasetError
 from v2x_vlm_ros.data.records import Command, EgoMotion
+from v2x_vlm_ros.eval.machine import cpu_name
 from v2x_vlm_ros.preprocessing.image_codec import ImageDecodeError, decode_image
 from v2x_vlm_ros.runtime.describer import Description, DescriptionCache
 from v2x_vlm_ros.runtime.factory import default_model_dir, make_engine
@@ -212,13 +213,7 @@ class _Series:
 def machine_info(device: str) -> dict:
     import torch
 
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as fh:
-            cpu = next((line.split(":", 1)[1].strip() for line in fh if line.startswith("model name")), cpu)
-    except OSError:
-        pass
-    info = {"platform": platform.platform(), "python": platform.python_version(), "cpu": cpu,
+    info = {"platform": platform.platform(), "python": platform.python_version(), "cpu": cpu_name(),
             "cpu_count": os.cpu_count(), "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
             "device": str(device), "gpu": None}
     if torch.device(device).type == "cuda" and torch.cuda.is_available():

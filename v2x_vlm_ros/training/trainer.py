@@ -50,7 +50,7 @@ from v2x_vlm_ros.model.configuration import PRESETS, ModelSettings
 from v2x_vlm_ros.model.fusion import ModalityWeights
 from v2x_vlm_ros.model.fusion import install as install_modality_weights
 from v2x_vlm_ros.model.modeling import LoadedModel, build_model, keep_text_layers, load_model, save_model
-from v2x_vlm_ros.model.planner import ModelPlanner
+from v2x_vlm_ros.runtime.planner import ModelPlanner
 from v2x_vlm_ros.model.processing import COMMAND_TEXT, TASK_TEXT, state_text
 from v2x_vlm_ros.model.tokenizer import build_tokenizer, loc_token_ids
 from v2x_vlm_ros.training.checkpoint import CHECKPOINT, has_checkpoint, load_training_state, save_checkpoint
