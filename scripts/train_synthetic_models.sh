@@ -12,8 +12,9 @@
 #   worlds   the hazard-rich training world (450 sequences, seed 300, 256 x 144), the fused
 #            student's world with early crossers (600 sequences, seed 300,
 #            config/synth_train_hazard_early.yaml), the acceptance world (`synth` defaults,
-#            30 sequences, seed 2000) and a second held-out world (10 sequences, seed 3000);
-#            about 32 min
+#            30 sequences, seed 2000), a second held-out world (10 sequences, seed 3000) and
+#            a fresh one of the acceptance world's form (seed 5000, Table 5's second world);
+#            about 33 min
 #   vision   the vision encoder pretrained on the dense roadside probe alone; about 25 min
 #   teacher_time  the shipped teacher's text side (as of commit 2cd5127) planning on the frozen
 #            encoder, waypoints in time order, hidden-hazard frames and their twins drawn 8 times
@@ -40,9 +41,16 @@
 #   ablations  Table 5: the fused student's recipe with one switch off, 10 runs of its length
 #            (about 33 min each), each from the ego-only student (fusion, hazard probe,
 #            roadside dropout, hazard weighting, distillation, alignment, scene text,
-#            augmentation, modality weights, roadside crop); $RUNS/ablation-NAME
-#   table5   `v2x-vlm experiments` Tables 1, 5 and 6 on the acceptance world, every ablation
-#            trained so far next to the full recipe; $RUNS/experiments
+#            augmentation, modality weights, roadside crop); $RUNS/ablation-NAME; each run's
+#            last epoch is then scored on the acceptance and seed-5000 worlds, the eval JSON
+#            in $ABLATION_EVALS (default $RUNS/eval/ablations) as NAME-WORLD.json. A row
+#            whose two JSON files are there already is neither trained nor scored again, so
+#            a table kept between sessions, e.g. the committed one,
+#            ABLATION_EVALS=docs/experiments/ablations/crop-recipe, is completed row by row
+#   table5   `v2x-vlm experiments` Tables 1, 5 and 6 on the acceptance world ($RUNS/experiments)
+#            and Table 5 on the seed-5000 world ($RUNS/experiments-world_s5000): every
+#            ablation scored or trained so far (its JSON from $ABLATION_EVALS where there is
+#            one, else its last epoch) next to the full recipe
 # Outputs go to $RUNS (default runs/, ignored by git). Nothing is written to docs/.
 # The students, their ablations, eval and table5 read the teacher from $TEACHER (default: the
 # `teacher` stage's $RUNS/teacher/checkpoint/student). The shipped models/synthetic-teacher is
@@ -81,6 +89,8 @@ TRAIN_WORLD=$RUNS/synthetic/train_world_hzb
 EARLY_WORLD=$RUNS/synthetic/train_world_early  # the fused student's: early crossers too
 TEST_WORLD=$RUNS/synthetic/test_world
 VAL_WORLD=$RUNS/synthetic/val_world
+FRESH_WORLD=$RUNS/synthetic/world_s5000  # Table 5's second world, of the acceptance world's form
+ABLATION_EVALS=${ABLATION_EVALS:-$RUNS/eval/ablations}
 
 train() {  # train CONFIG OVERRIDES...: the run, or with CHECK=1 its settings checked
   if [ "$CHECK" = 1 ]; then
@@ -105,11 +115,13 @@ stage() {  # stage NAME: run stage_NAME unless its stamp exists
 
 stage_worlds() {
   [ "$CHECK" = 1 ] && { echo "(worlds: written by v2x-vlm synth, not checked)"; return; }
-  rm -rf "$TRAIN_WORLD" "$EARLY_WORLD" "$TEST_WORLD" "$VAL_WORLD"  # a world cut off mid-write is written again
+  # a world cut off mid-write is written again
+  rm -rf "$TRAIN_WORLD" "$EARLY_WORLD" "$TEST_WORLD" "$VAL_WORLD" "$FRESH_WORLD"
   "$V2X_VLM" synth "$TRAIN_WORLD" --config config/synth_train_hazard.yaml --sequences 450 "${SYNTH_EXTRA[@]}" > /dev/null
   "$V2X_VLM" synth "$EARLY_WORLD" --config config/synth_train_hazard_early.yaml "${SYNTH_EXTRA[@]}" > /dev/null
   "$V2X_VLM" synth "$TEST_WORLD" --config config/synth_test.yaml "${SYNTH_EXTRA[@]}" > /dev/null
   "$V2X_VLM" synth "$VAL_WORLD" --config config/synth_test.yaml --sequences 10 --seed 3000 "${SYNTH_EXTRA[@]}" > /dev/null
+  "$V2X_VLM" synth "$FRESH_WORLD" --config config/synth_test.yaml --seed 5000 "${SYNTH_EXTRA[@]}" > /dev/null
 }
 
 stage_vision() {
@@ -219,31 +231,62 @@ ablation_dir() {  # ablation_dir NAME: where its run goes (as experiments' comma
   echo "$RUNS/ablation-${1//_/-}"
 }
 
+ablation_eval() {  # ablation_eval NAME WORLD: where the row's eval JSON on that world goes
+  echo "$ABLATION_EVALS/$1-$(basename "$2").json"
+}
+
+last_epoch() {  # last_epoch RUN: the finished run's last exported epoch (float16, as shipped)
+  if [ ! -f "$1/summary.json" ] || [ ! -d "$1/epochs" ]; then
+    echo "$1: not a finished run with exported epochs" >&2
+    return 1
+  fi
+  find "$1/epochs" -mindepth 1 -maxdepth 1 -name 'epoch-*' | sort -V | tail -n 1
+}
+
 stage_ablations() {
-  local spec name switch overrides
+  local spec name switch overrides world model
   for spec in "${ablations[@]}"; do
     read -r name overrides <<< "$spec"
+    if [ -f "$(ablation_eval "$name" "$TEST_WORLD")" ] && [ -f "$(ablation_eval "$name" "$FRESH_WORLD")" ]; then
+      echo "($name: scored earlier, $ABLATION_EVALS)"
+      continue
+    fi
     local args=()
     for switch in $overrides; do args+=(--override "$switch"); done
     train config/train_synthetic_hazard_student.yaml "${fused_inputs[@]}" "${args[@]}" \
       --override "output_dir=$(ablation_dir "$name")"
+    [ "$CHECK" = 1 ] && continue
+    model=$(last_epoch "$(ablation_dir "$name")")
+    mkdir -p "$ABLATION_EVALS"
+    for world in "$TEST_WORLD" "$FRESH_WORLD"; do
+      evaluate "$(ablation_eval "$name" "$world")" "$world" --planner model --model "$model" --batch-size 8
+    done
   done
 }
 
 stage_table5() {
-  # Tables 1, 5 and 6 on the acceptance world: every trained ablation next to the full recipe
+  # Tables 1, 5 and 6 on the acceptance world, Table 5 on the seed-5000 one: every ablation
+  # scored (its JSON) or trained (its last epoch) so far next to the full recipe
   [ "$CHECK" = 1 ] && { echo "(table5: v2x-vlm experiments, not checked)"; return; }
-  local spec name args=()
-  for spec in "${ablations[@]}"; do
-    read -r name _ <<< "$spec"
-    local dir
-    dir=$(ablation_dir "$name")/checkpoint/student
-    [ -d "$dir" ] && args+=(--ablation "$name=$dir")
+  local spec name world json tables out
+  for world in "$TEST_WORLD" "$FRESH_WORLD"; do
+    local args=()
+    for spec in "${ablations[@]}"; do
+      read -r name _ <<< "$spec"
+      json=$(ablation_eval "$name" "$world")
+      if [ -f "$json" ]; then
+        args+=(--ablation "$name=$json")
+      elif [ -f "$(ablation_dir "$name")/summary.json" ]; then
+        args+=(--ablation "$name=$(last_epoch "$(ablation_dir "$name")")")
+      fi
+    done
+    tables=5 out=$RUNS/experiments-$(basename "$world")
+    [ "$world" = "$TEST_WORLD" ] && tables=1,5,6 out=$RUNS/experiments
+    "$V2X_VLM" experiments "$world" --model "$FUSED" \
+      --teacher "$TEACHER" --ego-only-model "$EGO_ONLY" \
+      "${args[@]}" --train-config config/train_synthetic_hazard_student.yaml --tables "$tables" --quiet \
+      --out "$out" > /dev/null
   done
-  "$V2X_VLM" experiments "$TEST_WORLD" --model "$FUSED" \
-    --teacher "$TEACHER" --ego-only-model "$EGO_ONLY" \
-    "${args[@]}" --train-config config/train_synthetic_hazard_student.yaml --tables 1,5,6 --quiet \
-    --out "$RUNS/experiments" > /dev/null
 }
 
 evaluate() {  # evaluate JSON ARGS...: `v2x-vlm eval ARGS` into JSON (its table beside it, .md),

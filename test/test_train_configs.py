@@ -264,6 +264,81 @@ done
                       ("twin-fused.json.partial", "models/synthetic-student")]
 
 
+def test_the_recipe_scripts_ablations_score_each_run_and_skip_rows_scored_earlier(tmp_path):
+    """Each Table 5 run's last exported epoch is scored on the acceptance and seed-5000 worlds
+    into $ABLATION_EVALS; a row with both files there (a table kept between sessions) is
+    neither trained nor scored again, and table5 passes its files to experiments, the runs'
+    last epochs for rows without files."""
+    import os
+    import shlex
+    import subprocess
+
+    log = tmp_path / "argv.log"
+    stub = tmp_path / "v2x-vlm"
+    # logs its arguments; `train` leaves a finished run with two exported epochs (as the
+    # recipe's export_each_epoch does), `eval` writes its --json file
+    stub.write_text(f'''#!/usr/bin/env bash
+printf "%q " "$@" >> {log}; echo >> {log}
+cmd=$1
+while [ $# -gt 0 ]; do
+  case "$1" in
+    output_dir=*) [ "$cmd" = train ] && mkdir -p "${{1#output_dir=}}/epochs/epoch-2" \\
+        "${{1#output_dir=}}/epochs/epoch-10" && echo '{{}}' > "${{1#output_dir=}}/summary.json";;
+    --json) echo '{{}}' > "$2";;
+  esac
+  shift
+done
+''')
+    stub.chmod(0o755)
+    runs, kept = tmp_path / "runs", tmp_path / "kept"
+    kept.mkdir()
+    for name in ("no_fusion", "no_hazard_probe"):  # scored in an earlier session
+        for world in ("test_world", "world_s5000"):
+            (kept / f"{name}-{world}.json").write_text("{}")
+    (kept / "no_roadside_dropout-test_world.json").write_text("{}")  # one world only: trained again
+
+    def run(*stages):
+        log.write_text("")
+        env = dict(os.environ, V2X_VLM=str(stub), RUNS=str(runs), CHECK="0", ABLATION_EVALS=str(kept))
+        done = subprocess.run(["bash", str(RECIPE), *stages], env=env, capture_output=True, text=True,
+                              timeout=60)
+        assert done.returncode == 0, done.stderr
+        return done.stdout, [shlex.split(line) for line in log.read_text().splitlines()]
+
+    out, calls = run("ablations")
+    assert "(no_fusion: scored earlier" in out and "(no_hazard_probe: scored earlier" in out
+    trained = [c[c.index("--override") + 1:] for c in calls if c[0] == "train"]
+    names = [next(v for v in c if v.startswith("output_dir=")).rsplit("/ablation-", 1)[1] for c in trained]
+    assert names == ["no-roadside-dropout", "no-hazard-weight", "no-distillation", "no-alignment",
+                     "no-scene-text", "no-augmentation", "no-modality-weights", "no-roadside-crop"]
+    evals = [c for c in calls if c[0] == "eval"]
+    # each trained row: its last epoch (10, not 2: numbers sorted as numbers) on both worlds;
+    # no_roadside_dropout's acceptance file is kept, only its other world is scored
+    assert [(Path(c[1]).name, Path(c[c.index("--json") + 1]).name) for c in evals[:3]] == [
+        ("world_s5000", "no_roadside_dropout-world_s5000.json.partial"),
+        ("test_world", "no_hazard_weight-test_world.json.partial"),
+        ("world_s5000", "no_hazard_weight-world_s5000.json.partial")]
+    assert all(c[c.index("--model") + 1].endswith("/epochs/epoch-10") for c in evals)
+    assert all(c[c.index("--batch-size") + 1] == "8" for c in evals)
+    assert len(evals) == 1 + 2 * 7 and not list(kept.glob("*.partial"))
+    assert len(list(kept.glob("*.json"))) == 20
+
+    _, calls = run("ablations")  # every row scored now: nothing trained, nothing scored
+    assert calls == []
+
+    (kept / "no_alignment-world_s5000.json").unlink()
+    _, calls = run("table5")
+    assert [(c[0], Path(c[1]).name) for c in calls] == [
+        ("experiments", "test_world"), ("experiments", "world_s5000")]
+    given = [dict(c[j + 1].split("=", 1) for j, v in enumerate(c) if v == "--ablation") for c in calls]
+    assert [len(g) for g in given] == [10, 10]
+    on_fresh = given[1]
+    assert on_fresh["no_alignment"] == f"{runs}/ablation-no-alignment/epochs/epoch-10"
+    assert on_fresh["no_fusion"] == f"{kept}/no_fusion-world_s5000.json"
+    assert [c[c.index("--tables") + 1] for c in calls] == ["1,5,6", "5"]
+    assert calls[1][calls[1].index("--out") + 1] == f"{runs}/experiments-world_s5000"
+
+
 def test_the_recipe_script_passes_TRAIN_ARGS_to_every_run_and_SYNTH_WORKERS_to_every_world(tmp_path):
     """On a CUDA machine the same stages run with TRAIN_ARGS (e.g. device=cuda) added to each
     training command, after the stage's own overrides, and SYNTH_WORKERS render processes;
@@ -294,6 +369,6 @@ def test_the_recipe_script_passes_TRAIN_ARGS_to_every_run_and_SYNTH_WORKERS_to_e
     worlds = calls("worlds", check="0", SYNTH_WORKERS="16")
     assert [c[:2] for c in worlds] == [["synth", str(tmp_path / "runs" / "synthetic" / w)]
                                        for w in ("train_world_hzb", "train_world_early", "test_world",
-                                                 "val_world")]
+                                                 "val_world", "world_s5000")]
     assert all(c[-2:] == ["--workers", "16"] for c in worlds)
     assert all("--workers" not in c for c in calls("worlds", check="0"))
