@@ -5,8 +5,8 @@ import pytest
 
 from builders import arc, braking, line, sequence, world_agent, write
 from v2x_vlm_ros.data.dair import DairV2XDataset
-from v2x_vlm_ros.runtime.baselines import ConstantVelocityPlanner
 from v2x_vlm_ros.eval.evaluate import evaluate
+from v2x_vlm_ros.runtime.baselines import ConstantVelocityPlanner
 
 
 def test_plan_is_past_half_second_speed_along_current_heading(tmp_path):

@@ -13,8 +13,8 @@ import torch
 
 from v2x_vlm_ros.data.dair import DairV2XDataset
 from v2x_vlm_ros.model.modeling import load_model
-from v2x_vlm_ros.runtime.planner import ModelPlanner
 from v2x_vlm_ros.runtime.fast_decode import StaticDecoder
+from v2x_vlm_ros.runtime.planner import ModelPlanner
 from v2x_vlm_ros.training.config import TrainConfig
 from v2x_vlm_ros.training.trainer import train
 

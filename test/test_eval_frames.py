@@ -8,8 +8,8 @@ import pytest
 from v2x_vlm_ros.cli import main
 from v2x_vlm_ros.data.dair import DairV2XDataset
 from v2x_vlm_ros.data.synth.visibility import hazard_twin_frames, hidden_hazard_frames, read_visibility
-from v2x_vlm_ros.runtime.baselines import ConstantVelocityPlanner
 from v2x_vlm_ros.eval.frames import read_frame_records
+from v2x_vlm_ros.runtime.baselines import ConstantVelocityPlanner
 
 
 def test_frames_file_holds_each_frame_its_plan_its_slices_and_its_scores(world, tmp_path, capsys):

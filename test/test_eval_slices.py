@@ -14,12 +14,12 @@ from v2x_vlm_ros.data.records import Command
 from v2x_vlm_ros.data.synth.visibility import (
     VISIBILITY_FILE, hazard_twin_frames, hidden_hazard_frames,
     hidden_hazard_twin_frames, read_visibility)
-from v2x_vlm_ros.runtime.baselines import ConstantVelocityPlanner
 from v2x_vlm_ros.eval.evaluate import evaluate
 from v2x_vlm_ros.eval.experiment_planners import ExperimentPlanner
 from v2x_vlm_ros.eval.metrics import PlanningMetrics, format_markdown_table
 from v2x_vlm_ros.eval.perturb import GREY, EmptyDescription, GreyRoadside, SwapRoadside, ablation_transforms
 from v2x_vlm_ros.eval.slices import HAZARD_TWIN, HIDDEN_HAZARD, FrameSlice, SliceScores, dataset_slices
+from v2x_vlm_ros.runtime.baselines import ConstantVelocityPlanner
 from v2x_vlm_ros.runtime.planner import ModelPlanner
 
 

@@ -32,10 +32,10 @@ from v2x_vlm_ros.eval.perturb import (
 )
 from v2x_vlm_ros.model.configuration import PRESETS, ModelSettings
 from v2x_vlm_ros.model.modeling import build_model, save_model
-from v2x_vlm_ros.runtime.planner import ModelPlanner
 from v2x_vlm_ros.model.processing import state_text
 from v2x_vlm_ros.preprocessing.image_codec import downsample, encode_image
 from v2x_vlm_ros.runtime.engine import PlanInput
+from v2x_vlm_ros.runtime.planner import ModelPlanner
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "sample"
 MAX = 20

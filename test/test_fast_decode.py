@@ -12,10 +12,10 @@ from v2x_vlm_ros.data.records import Command, EgoMotion
 from v2x_vlm_ros.model.codec import TOKEN_CHOICES
 from v2x_vlm_ros.model.grammar import BinChoice, choose_bins
 from v2x_vlm_ros.model.modeling import build_model, load_model
-from v2x_vlm_ros.runtime.planner import ModelPlanner
 from v2x_vlm_ros.model.tokenizer import loc_token_ids
 from v2x_vlm_ros.runtime.engine import PlanInput, PlannerEngine
 from v2x_vlm_ros.runtime.fast_decode import GraphedDecode, StaticDecoder
+from v2x_vlm_ros.runtime.planner import ModelPlanner
 
 SAMPLE = Path(__file__).resolve().parents[1] / "data" / "sample"
 

@@ -10,11 +10,11 @@ import torch
 
 from v2x_vlm_ros.cli import main
 from v2x_vlm_ros.data.dair import DairV2XDataset
-from v2x_vlm_ros.runtime.baselines import ConstantVelocityPlanner
 from v2x_vlm_ros.model.codec import CodecConfig
 from v2x_vlm_ros.model.modeling import load_model, save_model
-from v2x_vlm_ros.runtime.planner import ModelPlanner
 from v2x_vlm_ros.model.tokenizer import loc_token_ids
+from v2x_vlm_ros.runtime.baselines import ConstantVelocityPlanner
+from v2x_vlm_ros.runtime.planner import ModelPlanner
 
 SAMPLE = Path(__file__).resolve().parents[1] / "data" / "sample"
 

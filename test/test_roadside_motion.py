@@ -17,9 +17,9 @@ from v2x_vlm_ros.data.records import ROADSIDE_HISTORY_S, Command, EgoMotion, roa
 from v2x_vlm_ros.eval.perturb import BlankRoadside, GreyRoadside, SwapRoadside
 from v2x_vlm_ros.model.configuration import PRESETS, ModelSettings
 from v2x_vlm_ros.model.modeling import build_model, save_model
-from v2x_vlm_ros.runtime.planner import ModelPlanner
 from v2x_vlm_ros.model.processing import ImagePreprocessor
 from v2x_vlm_ros.runtime.engine import PlanInput
+from v2x_vlm_ros.runtime.planner import ModelPlanner
 from v2x_vlm_ros.runtime.sync import Stamped, pick_earlier
 from v2x_vlm_ros.training.config import TrainConfig
 from v2x_vlm_ros.training.data import Augmentation, PlanningExamples

@@ -7,8 +7,8 @@ import dataclasses
 import json
 from pathlib import Path
 
-from v2x_vlm_ros.config import ConfigError, load_section
 from v2x_vlm_ros.cli.common import add_dataset_args, image_size_arg, open_dataset, write_json
+from v2x_vlm_ros.config import ConfigError, load_section
 
 
 def cmd_synth(args) -> int:

@@ -6,9 +6,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from v2x_vlm_ros.config import ConfigError
 from v2x_vlm_ros.cli.common import (add_dataset_args, demo_model, image_size_arg, open_dataset,
                                     write_json)
+from v2x_vlm_ros.config import ConfigError
 
 
 def cmd_replay(args) -> int:

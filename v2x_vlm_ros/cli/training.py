@@ -6,8 +6,8 @@ import dataclasses
 import json
 import os
 
-from v2x_vlm_ros.config import ConfigError
 from v2x_vlm_ros.cli.common import print_report
+from v2x_vlm_ros.config import ConfigError
 
 
 def cmd_train(args) -> int:

@@ -8,8 +8,8 @@ from v2x_vlm_ros.data.dair import DairV2XDataset
 from v2x_vlm_ros.eval.fingerprint import SampleFingerprint
 from v2x_vlm_ros.eval.frames import FrameRecords
 from v2x_vlm_ros.eval.metrics import PlanningMetrics
-from v2x_vlm_ros.eval.slices import SliceScores, dataset_slices
 from v2x_vlm_ros.eval.protocols import dataset_report
+from v2x_vlm_ros.eval.slices import SliceScores, dataset_slices
 from v2x_vlm_ros.runtime.transmission import stored_stream_cost
 
 #: Rate at which the roadside stream is costed (the paper's f = 2 Hz).

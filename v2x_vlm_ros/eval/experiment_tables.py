@@ -17,13 +17,13 @@ plain numbers; ``run`` in a row names the full result in results.json's ``runs``
 
 from __future__ import annotations
 
-from v2x_vlm_ros.runtime.baselines import ConstantVelocityPlanner
 from v2x_vlm_ros.eval.evaluate import ROADSIDE_RATE_HZ
 from v2x_vlm_ros.eval.experiment_planners import ExperimentPlanner
 from v2x_vlm_ros.eval.metrics import HORIZONS
 from v2x_vlm_ros.eval.perturb import (BlankRoadside, DescriptionPerturbation, EmptyDescription, GreyRoadside,
                                       RoadsideLink, RoadsideNoise, SwapRoadside)
 from v2x_vlm_ros.eval.slices import HIDDEN_HAZARD
+from v2x_vlm_ros.runtime.baselines import ConstantVelocityPlanner
 
 #: Table 2's roadside downsampling factors (the paper's).
 SCALES = (1.0, 0.5, 0.2, 0.1)

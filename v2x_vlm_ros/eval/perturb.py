@@ -54,10 +54,10 @@ import numpy as np
 
 from v2x_vlm_ros.data.images import load_image
 from v2x_vlm_ros.data.records import Command, roadside_before
-from v2x_vlm_ros.runtime.transmission import formula_bps
 from v2x_vlm_ros.preprocessing.image_codec import decode_image, downsample, encode_image
 from v2x_vlm_ros.runtime.engine import PlanInput
 from v2x_vlm_ros.runtime.roadside import RoadsideConfig, RoadsideService
+from v2x_vlm_ros.runtime.transmission import formula_bps
 
 
 def sample_key(sample) -> str:

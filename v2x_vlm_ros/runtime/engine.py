@@ -32,7 +32,6 @@ import torch
 from transformers import LogitsProcessorList
 
 from v2x_vlm_ros.data.records import Command, EgoMotion
-from v2x_vlm_ros.runtime.baselines import ConstantVelocityPlanner
 from v2x_vlm_ros.model.codec import LocTokenCodec, TrajectoryDecodeError, build_codec, check_token_choice
 from v2x_vlm_ros.model.grammar import BinChoice, TrajectoryGrammar
 from v2x_vlm_ros.model.modeling import LoadedModel
@@ -40,6 +39,7 @@ from v2x_vlm_ros.model.processing import ImagePreprocessor, PromptEncoder
 from v2x_vlm_ros.model.tokenizer import loc_token_ids
 from v2x_vlm_ros.preprocessing.blank_image import is_blank_image
 from v2x_vlm_ros.runtime.backends import BackendReport, choose_backend
+from v2x_vlm_ros.runtime.baselines import ConstantVelocityPlanner
 from v2x_vlm_ros.runtime.fast_decode import GraphedDecode, StaticDecoder, compile_static
 
 DECODERS = ("static", "generate")

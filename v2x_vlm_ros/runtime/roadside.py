@@ -15,8 +15,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from v2x_vlm_ros.runtime.transmission import BandwidthMeter, formula_bps
 from v2x_vlm_ros.preprocessing.image_codec import CODECS, downsample, encode_image
+from v2x_vlm_ros.runtime.transmission import BandwidthMeter, formula_bps
 
 
 @dataclass

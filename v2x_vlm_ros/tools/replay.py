@@ -38,10 +38,10 @@ from tqdm import tqdm
 from v2x_vlm_ros.data.calib import read_intrinsics, read_rigid
 from v2x_vlm_ros.data.errors import DatasetError
 from v2x_vlm_ros.data.records import Command, EgoMotion
-from v2x_vlm_ros.runtime.baselines import ConstantVelocityPlanner
 from v2x_vlm_ros.eval.metrics import PlanningMetrics, format_markdown_table
 from v2x_vlm_ros.eval.slices import SliceScores, dataset_slices
 from v2x_vlm_ros.preprocessing.image_codec import ImageDecodeError, decode_image
+from v2x_vlm_ros.runtime.baselines import ConstantVelocityPlanner
 from v2x_vlm_ros.runtime.describer import ClockedDescriber, Description, DescriptionCache, ThreadedDescriber
 from v2x_vlm_ros.runtime.factory import make_engine
 from v2x_vlm_ros.runtime.refine import RefineConfig

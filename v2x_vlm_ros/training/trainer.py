@@ -50,9 +50,9 @@ from v2x_vlm_ros.model.configuration import PRESETS, ModelSettings
 from v2x_vlm_ros.model.fusion import ModalityWeights
 from v2x_vlm_ros.model.fusion import install as install_modality_weights
 from v2x_vlm_ros.model.modeling import LoadedModel, build_model, keep_text_layers, load_model, save_model
-from v2x_vlm_ros.runtime.planner import ModelPlanner
 from v2x_vlm_ros.model.processing import COMMAND_TEXT, TASK_TEXT, state_text
 from v2x_vlm_ros.model.tokenizer import build_tokenizer, loc_token_ids
+from v2x_vlm_ros.runtime.planner import ModelPlanner
 from v2x_vlm_ros.training.checkpoint import CHECKPOINT, has_checkpoint, load_training_state, save_checkpoint
 from v2x_vlm_ros.training.config import TrainConfig, student_codec_error, student_is_planner
 from v2x_vlm_ros.training.data import (Augmentation, BatchBuilder, EpochSampler, PairedCollate,
@@ -347,17 +347,16 @@ class CsvLog:
     trained and written again) are dropped, so a resumed run's log has each step once."""
 
     def __init__(self, path: Path, fields: list[str], from_step: int = 0):
-        self.path, self.fields, self.dropped = path, fields, 0
+        self.path, self.fields = path, fields
         if path.exists():  # a resumed run keeps the columns the file was started with
             with open(path, newline="") as fh:
                 rows = list(csv.reader(fh))
             self.fields = rows[0] if rows else fields
             step = self.fields.index("step") if "step" in self.fields else None
             kept = [r for r in rows[1:] if step is None or _step_at_most(r, step, from_step)]
-            self.dropped = len(rows) - 1 - len(kept) if rows else 0
-            if self.dropped:
+            if len(kept) < len(rows[1:]):
                 log.info("%s: %d rows past step %d (after the last checkpoint) dropped", path,
-                         self.dropped, from_step)
+                         len(rows) - 1 - len(kept), from_step)
                 with open(path, "w", newline="") as fh:
                     csv.writer(fh).writerows([self.fields, *kept])
         else:
