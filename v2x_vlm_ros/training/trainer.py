@@ -24,7 +24,6 @@ Outputs in ``output_dir``: ``train_log.csv`` (losses every ``log_every`` steps),
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import json
 import logging
@@ -55,6 +54,7 @@ from v2x_vlm_ros.model.tokenizer import build_tokenizer, loc_token_ids
 from v2x_vlm_ros.runtime.planner import ModelPlanner
 from v2x_vlm_ros.training.checkpoint import CHECKPOINT, has_checkpoint, load_training_state, save_checkpoint
 from v2x_vlm_ros.training.config import TrainConfig, student_codec_error, student_is_planner
+from v2x_vlm_ros.training.csv_log import CsvLog
 from v2x_vlm_ros.training.data import (Augmentation, BatchBuilder, EpochSampler, PairedCollate,
                                        PlanningExamples, pair_weights, read_descriptions,
                                        command_twin_frames, roadside_hazard_labels, roadside_object_boxes)
@@ -336,43 +336,6 @@ def _builder(loaded: LoadedModel) -> BatchBuilder:
     codec = build_codec(loaded.settings.codec, loc_token_ids(loaded.tokenizer))
     return BatchBuilder(loaded.tokenizer, loaded.settings,
                         loaded.model.config.text_config.max_position_embeddings, codec)
-
-
-# -- logging -----------------------------------------------------------------------------
-
-
-class CsvLog:
-    """A CSV log with a ``step`` column. ``from_step``: the global step training starts from;
-    rows of an earlier run written after it (past its last checkpoint, so about to be
-    trained and written again) are dropped, so a resumed run's log has each step once."""
-
-    def __init__(self, path: Path, fields: list[str], from_step: int = 0):
-        self.path, self.fields = path, fields
-        if path.exists():  # a resumed run keeps the columns the file was started with
-            with open(path, newline="") as fh:
-                rows = list(csv.reader(fh))
-            self.fields = rows[0] if rows else fields
-            step = self.fields.index("step") if "step" in self.fields else None
-            kept = [r for r in rows[1:] if step is None or _step_at_most(r, step, from_step)]
-            if len(kept) < len(rows[1:]):
-                log.info("%s: %d rows past step %d (after the last checkpoint) dropped", path,
-                         len(rows) - 1 - len(kept), from_step)
-                with open(path, "w", newline="") as fh:
-                    csv.writer(fh).writerows([self.fields, *kept])
-        else:
-            with open(path, "w", newline="") as fh:
-                csv.writer(fh).writerow(fields)
-
-    def write(self, row: dict) -> None:
-        with open(self.path, "a", newline="") as fh:
-            csv.writer(fh).writerow([row.get(f, "") for f in self.fields])
-
-
-def _step_at_most(row: list[str], column: int, step: int) -> bool:
-    try:
-        return int(float(row[column])) <= step
-    except (IndexError, ValueError):  # a line cut short by the stop: written again
-        return False
 
 
 def _to(batch: dict, device) -> dict:
