@@ -28,13 +28,13 @@ Two protocols decide which samples exist and what their ground truth is (README,
   from the k-th next evaluated sample in point-cloud time order within the same sequence
   (``ground_truth.occupancy_future_positions``), moved into the current frame by
   mmdetection3d's float32 transforms; a step without such a frame has no labels (None).
+  Those boxes are ``univ2x_labels.Univ2xLabels``'s work; this reader picks the rows.
 """
 
 from __future__ import annotations
 
 import bisect
 import json
-import math
 from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,11 +46,11 @@ from v2x_vlm_ros.data import ground_truth as gt
 from v2x_vlm_ros.data.calib import load_json, read_lidar_to_novatel, read_rigid
 from v2x_vlm_ros.data.errors import DatasetError, SkipLog, relpath
 from v2x_vlm_ros.data.images import load_image, quick_check
-from v2x_vlm_ros.data.labels import (LabelledFrame, LabelUpdate, dedupe_by_token, interpolate_hidden_boxes,
-                                     parse_objects, read_label_file, transform_boxes)
+from v2x_vlm_ros.data.labels import LabelUpdate, read_label_file, transform_boxes
 from v2x_vlm_ros.data.records import ROADSIDE_HISTORY_S, AgentBox, Command, CooperativeSample
 from v2x_vlm_ros.data.splits import (UNIV2X_LABEL_UPDATE_FILE, UNIV2X_SPLIT_FILE, SplitSelection,
                                      find_split_file, load_split, resolve_file)
+from v2x_vlm_ros.data.univ2x_labels import Univ2xLabels, Univ2xRow
 from v2x_vlm_ros.data.writer import DESCRIPTIONS_FILE, SCENARIOS_FILE
 from v2x_vlm_ros.geometry import invert_pose
 
@@ -132,25 +132,6 @@ class _Sequence:
     poses: np.ndarray  # (n, 4, 4) world <- LiDAR
     index_of: dict[str, int] = field(default_factory=dict)
     calibs: list[gt.FrameCalib] = field(default_factory=list)  # as read, for the univ2x protocol
-
-
-@dataclass
-class _Univ2xRow:
-    """A 2 Hz sample of the univ2x protocol (a cooperative row UniV2X's converter keeps)."""
-
-    sequence: _Sequence  # its vehicle-side sequence (the scene UniV2X splits and tracks by)
-    position: int  # in that sequence's frames
-    coop_sequence: str  # the cooperative vehicle_sequence it was resampled in
-    frame_index: int  # position among that cooperative sequence's 2 Hz samples
-    row: tuple  # (where, roadside frame id, roadside (stamp, path), offset) of the cooperative row
-
-    @property
-    def frame(self) -> _VehicleFrame:
-        return self.sequence.frames[self.position]
-
-    @property
-    def calib(self) -> gt.FrameCalib:
-        return self.sequence.calibs[self.position]
 
 
 @dataclass
@@ -243,24 +224,21 @@ class DairV2XDataset:
                                "DAIR-V2X-C root (use --protocol time)")
         self.split = self._select_split(split, split_file)
         self.univ2x_counts: Counter = Counter()
-        self._label_update = None
+        self._label_cache: OrderedDict[Path, list[AgentBox] | None] = OrderedDict()
+        self._bad_labels: set[Path] = set()  # label files already reported as skips
+        label_update = None
         if self.protocol == "univ2x" and self.config.label_update_file is not None:
-            self._label_update = LabelUpdate.load(resolve_file(self.config.label_update_file,
-                                                               UNIV2X_LABEL_UPDATE_FILE))
-        self._scene_labels_cache: OrderedDict[str, dict] = OrderedDict()
+            label_update = LabelUpdate.load(resolve_file(self.config.label_update_file,
+                                                         UNIV2X_LABEL_UPDATE_FILE))
+        self._univ2x = Univ2xLabels(self.root, label_update, self.univ2x_counts, self.skips, self._bad_labels)
         self.sequences = self._read_vehicle_side(veh)
         self._infra_sequence_of: dict[Path, str] = {}  # roadside image -> its sequence
         self._infra_frames: dict[str, list[tuple[int, Path]]] = {}  # sequence -> (stamp, path), in time
         self._infra_stamps: dict[str, list[int]] = {}  # sequence -> the same frames' stamps (bisect)
         self._infra = self._read_infra_side(inf)
         self._coop_labels: dict[str, Path] = {}
-        self._univ2x_rows: list[_Univ2xRow] = []  # the evaluated 2 Hz rows (occupancy frames)
-        self._univ2x_converted: list[_Univ2xRow] = []  # every 2 Hz row, UniV2X's order
-        self._scenes_counted: set[str] = set()
         self._index = (self._read_cooperative_univ2x(coop) if self.protocol == "univ2x"
                        else self._read_cooperative(coop))
-        self._label_cache: OrderedDict[Path, list[AgentBox] | None] = OrderedDict()
-        self._bad_labels: set[Path] = set()
 
     # -- files --------------------------------------------------------------------------
 
@@ -509,15 +487,15 @@ class DairV2XDataset:
             group["frames"].append(frame_id)
             # gen_example_data keeps one row per vehicle frame: the last one listed
             group["rows"][frame_id] = (seq, (where, infra_frame, infra, offset))
-        converted: list[_Univ2xRow] = []
-        chains: dict[str, list[_Univ2xRow]] = {}
+        converted: list[Univ2xRow] = []
+        chains: dict[str, list[Univ2xRow]] = {}
         rows_in = sum(len(g["frames"]) for g in groups.values())
         for coop_seq in sorted(groups):
             group = groups[coop_seq]
             chain = chains.setdefault(coop_seq, [])
             for frame_id in gt.resample_frames(group["frames"]):
                 seq, row = group["rows"][frame_id]
-                item = _Univ2xRow(seq, seq.index_of[frame_id], coop_seq, len(chain), row)
+                item = Univ2xRow(seq, seq.index_of[frame_id], coop_seq, len(chain), row)
                 chain.append(item)
                 converted.append(item)
         self.univ2x_counts["cooperative_rows"] = rows_in
@@ -530,8 +508,7 @@ class DairV2XDataset:
             not np.array_equal(r.calib.lidar2ego, fixed) for r in converted)
         evaluated = [r for r in converted
                      if self.split is None or self.split.keeps(r.sequence.sequence_id, r.frame.frame_id)]
-        self._univ2x_rows = evaluated
-        self._univ2x_converted = converted
+        self._univ2x.set_rows(converted, evaluated)
         futures = gt.occupancy_future_positions([r.frame.cloud_stamp_us for r in evaluated],
                                                 [r.sequence.sequence_id for r in evaluated],
                                                 self.config.num_waypoints)
@@ -625,82 +602,6 @@ class DairV2XDataset:
             self._label_cache.popitem(last=False)
         return boxes
 
-    # -- labels, univ2x protocol ----------------------------------------------------------
-
-    def _univ2x_frame_labels(self, frame_id: str, count: bool) -> list[AgentBox] | None:
-        """A 2 Hz sample's cooperative boxes after UniV2X's label update (in its own LiDAR
-        frame); None when the file is missing or malformed (counted)."""
-        path = self.root / "cooperative/label" / f"{frame_id}.json"
-        if not path.exists():
-            if count:
-                self.univ2x_counts["label_file_missing"] += 1
-            return None
-        try:
-            objects = load_json(path)
-            if not isinstance(objects, list):
-                raise DatasetError(path, None, "expected a list of objects")
-            if self._label_update is not None:
-                objects, applied, missing = self._label_update.apply(frame_id, objects)
-                if count:
-                    self.univ2x_counts["label_update_applied"] += applied
-                    self.univ2x_counts["label_update_token_not_found"] += missing
-            boxes = parse_objects(objects, path, keep_degenerate=True)
-        except DatasetError as exc:
-            if path not in self._bad_labels:
-                self._bad_labels.add(path)
-                self.skips.add("label_invalid", relpath(path, self.root), exc.field, exc.reason)
-            return None
-        return dedupe_by_token(objects, boxes)
-
-    def _univ2x_scene(self, scene: str) -> dict[str, list[AgentBox] | None]:
-        """Boxes of every 2 Hz sample of a scene (vehicle-side sequence), updated and with
-        hidden objects interpolated, keyed by frame id (a few scenes are cached)."""
-        cache = self._scene_labels_cache
-        if scene in cache:
-            cache.move_to_end(scene)
-            return cache[scene]
-        count = scene not in self._scenes_counted
-        frames = [LabelledFrame(r.frame.frame_id, r.frame_index, r.frame.cloud_stamp_us,
-                                (r.calib.lidar2ego, r.calib.ego2global),
-                                self._univ2x_frame_labels(r.frame.frame_id, count))
-                  for r in self._univ2x_converted if r.sequence.sequence_id == scene]
-        added, counts = interpolate_hidden_boxes(frames)
-        out = {}
-        for f in frames:
-            extra = added.get(f.frame_id, [])
-            if f.boxes is None and extra and count:
-                self.univ2x_counts["interpolated_boxes_on_unlabelled_frames_dropped"] += len(extra)
-            out[f.frame_id] = None if f.boxes is None else f.boxes + extra
-        if count:
-            self.univ2x_counts.update(counts)
-            self._scenes_counted.add(scene)
-        cache[scene] = out
-        if len(cache) > 8:
-            cache.popitem(last=False)
-        return out
-
-    def _univ2x_future(self, entry: _SampleIndex, j: int) -> list[AgentBox] | None:
-        """The boxes of occupancy frame ``j`` (an evaluated row) in the sample's LiDAR frame,
-        moved as occflow_label.py moves them (mmdet3d float32 boxes, bottom centres)."""
-        if j < 0:
-            return None
-        row = self._univ2x_rows[j]
-        boxes = self._univ2x_scene(row.sequence.sequence_id)[row.frame.frame_id]
-        if boxes is None:
-            return None
-        if not boxes:
-            return []
-        f32 = np.float32
-        dims = np.array([[b.width, b.length, b.height] for b in boxes], dtype=np.float32)
-        centre = np.array([[b.x, b.y, b.z] for b in boxes], dtype=np.float32)
-        centre[:, 2] = centre[:, 2] + dims[:, 2] * f32(-0.5)  # origin (0.5, 0.5, 0.5) -> bottom
-        yaw = (-np.array([b.yaw for b in boxes], dtype=np.float64) - np.pi / 2).astype(np.float32)
-        ref = entry.sequence.calibs[entry.position]
-        pts, yaw = gt.reframe_f32(centre, yaw, row.calib, ref, inverse_in_float32=True)
-        return [AgentBox(b.track_id, b.category, float(p[0]), float(p[1]), float(p[2]), float(d[1]),
-                         float(d[0]), float(d[2]), -float(a) - math.pi / 2, b.occluded_state, b.from_side)
-                for b, p, d, a in zip(boxes, pts, dims, yaw)]
-
     # -- public -------------------------------------------------------------------------
 
     def __len__(self) -> int:
@@ -718,7 +619,7 @@ class DairV2XDataset:
         agents: list[list[AgentBox] | None] = []
         for j in entry.future_frames:
             if self.protocol == "univ2x":
-                agents.append(self._univ2x_future(entry, int(j)))
+                agents.append(self._univ2x.future(seq.calibs[pos], int(j)))
                 continue
             world = self._labels_world(seq, int(j)) if j >= 0 else None
             agents.append(None if world is None else transform_boxes(world, current_from_world))
@@ -742,11 +643,7 @@ class DairV2XDataset:
 
     def univ2x_info(self) -> dict:
         """What the univ2x protocol's preparation did (counts grow as labels are read)."""
-        return {
-            "label_update_file": None if self._label_update is None else self._label_update.path,
-            "label_update_entries": 0 if self._label_update is None else self._label_update.size,
-            "counts": dict(sorted(self.univ2x_counts.items())),
-        }
+        return self._univ2x.info()
 
     def time_order(self) -> list[int]:
         """Sample indices sequence by sequence, each in frame order (replay order)."""
