@@ -128,9 +128,6 @@ class RoadsideNode(Node):
         values["silent_inputs"] = ",".join(sorted(silent))
         values.update({f"lost_before_intake.{k}": v for k, v in self.losses.lost.items()})
         values.update({f"link.{k}": v for k, v in self.links.counts.items()})
-        # readers the output's writer has matched: a frame sent before a vehicle's
-        # subscription is matched here never reaches it (what a step play waits on)
-        values["output.subscribers"] = self.pub.get_subscription_count()
         return values, sorted(silent)
 
     def on_diagnostics(self):
