@@ -187,7 +187,7 @@ class Collector:
     def __init__(self, node, msg_type, topic: str, qos=10):
         self.messages: list = []
         self._lock = threading.Lock()
-        node.create_subscription(msg_type, topic, self._on, qos)
+        self.subscription = node.create_subscription(msg_type, topic, self._on, qos)
 
     def _on(self, msg):
         with self._lock:

@@ -17,7 +17,7 @@ require("rclpy")
 
 from v2x_vlm_ros.conversion import messages as conv  # noqa: E402
 from v2x_vlm_ros.ros import vehicle_node as vn  # noqa: E402
-from v2x_vlm_ros.ros.bag_player import BagPlayer, PlayOptions  # noqa: E402
+from v2x_vlm_ros.ros.bag_player import LINK_TOPIC, BagPlayer, PlayOptions  # noqa: E402
 from v2x_vlm_ros.runtime.vehicle import VehicleService  # noqa: E402
 from v2x_vlm_ros.tools import bag as bagfile  # noqa: E402
 
@@ -223,3 +223,38 @@ def test_step_play_publishes_again_what_the_node_did_not_count_in(monkeypatch):
     surplus = counts["descriptions_in"] - 3 + counts["odometry_in"] - 3
     assert counts["descriptions_in"] >= 3 and counts["odometry_in"] >= 3, counts
     assert surplus <= result.resent - 2, (counts, result.resent)
+
+
+def test_the_first_frame_waits_until_roadside_node_has_matched_the_planner():
+    """What a CI run met: the first roadside frame was forwarded 2 s after the planner's link
+    subscription appeared in the graph, before roadside_node's writer had matched it, and
+    the planner never got it (roadside_node forwards each frame once). The player now waits
+    until roadside_node reports as many matched readers as the link has subscribers."""
+    from rclpy.qos import qos_profile_sensor_data
+
+    with ros_session() as session:
+        player = BagPlayer(session.node("player"), PlayOptions(step=True, timeout_s=1.5))
+        t = conv.rclpy_types()
+        session.node("planner").create_subscription(t("sensor_msgs/msg/CompressedImage"), LINK_TOPIC,
+                                                    lambda msg: None, qos_profile_sensor_data)
+        status = session.node("roadside").create_publisher(t("diagnostic_msgs/msg/DiagnosticArray"),
+                                                           "/diagnostics", 10)
+        wait_until(lambda: player.node.count_subscribers(LINK_TOPIC) == 2
+                   and status.get_subscription_count() > 0, 10, what="the link's two readers")
+        seen = [0]
+
+        def report(**values):  # a stand-in roadside_node's status
+            seen[0] += 1
+            status.publish(conv.diagnostic_array(t, 0, "v2x_vlm_ros: roadside_node", 0, "sending",
+                                                 {"n": seen[0], **{k.replace("__", "."): v
+                                                                   for k, v in values.items()}}))
+            wait_until(lambda: (player._roadside_status or {}).get("n") == str(seen[0]), 10,
+                       what="the roadside status")
+
+        assert player.wait_for_link_matched(0.3) is False  # no roadside status yet
+        report(output__subscribers=1)  # ours matched, the planner's not yet
+        assert player.wait_for_link_matched(0.5) is False
+        report(output__subscribers=2)
+        assert player.wait_for_link_matched(0.5) is True
+        report(sent=3)  # a roadside_node that does not report its readers: no wait
+        assert player.wait_for_link_matched(0.5) is True

@@ -43,6 +43,16 @@ vn.make_engine = slow_engine
 sys.exit(vn.main())
 """
 
+STUCK_TEARDOWN = """
+import sys, threading
+from v2x_vlm_ros.ros import roadside_node as rn
+def stuck(self):  # what a DDS teardown that never returns looks like from here
+    print("destroying", file=sys.stderr, flush=True)
+    threading.Event().wait()
+rn.RoadsideNode.destroy_node = stuck
+sys.exit(rn.main())
+"""
+
 
 def start(tmp_path, name: str, code: str | None = None, ros_args=(), ignore_sigint=False) -> NodeProcess:
     args = ["--ros-args", "-p", "warmup_frames:=0"] if name == "vehicle_node" else ["--ros-args"]
@@ -85,6 +95,26 @@ def test_a_signal_during_start_up_ends_the_node_cleanly_once_it_is_up(tmp_path):
         proc.signal(signal.SIGINT)
         proc.signal(signal.SIGTERM)
         assert_clean_exit(proc, proc.wait(60))
+    finally:
+        proc.kill()
+
+
+def test_a_teardown_that_hangs_is_left_after_its_timeout_with_the_exit_code_and_the_stacks(tmp_path):
+    """Once in CI roadside_node never came back from tearing down after Ctrl-C (signals are
+    ignored by then): launch killed it 15 s later. Now the process leaves on its own after
+    TEARDOWN_TIMEOUT_S (3 s), saying where it hung, with every thread's stack on stderr."""
+    proc = start(tmp_path, "roadside_node", STUCK_TEARDOWN)
+    try:
+        proc.signal(signal.SIGINT)
+        proc.wait_for_output("destroying", 15)
+        began = time.monotonic()
+        code = proc.wait(15)
+        waited = time.monotonic() - began
+        out = proc.output()
+        assert code == 0, out
+        assert "teardown stuck in destroy_node for 3 s: leaving without it" in out, out
+        assert 'in stuck' in out and "Thread 0x" in out, out  # faulthandler's dump names the hung frame
+        assert 2.0 < waited < 10.0, (waited, out)  # it waited for the teardown, then left
     finally:
         proc.kill()
 

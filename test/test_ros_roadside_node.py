@@ -110,3 +110,25 @@ def test_raw_codec_sends_raw_images_at_the_scale():
     msg = sent.messages[0]
     assert (msg.height, msg.width, msg.encoding) == (30, 50, "bgr8")
     assert conv.image_msg_to_bgr(msg, "sent").shape == (30, 50, 3)
+
+
+def test_the_diagnostics_report_how_many_readers_the_output_has_matched():
+    """``output.subscribers``: what a step play waits on before its first frame (the node
+    forwards each frame once; one sent before a vehicle's subscription is matched is lost)."""
+    t = conv.rclpy_types()
+    with ros_session() as session:
+        roadside(session)
+        listener = session.node("listener")
+        diags = Collector(listener, t("diagnostic_msgs/msg/DiagnosticArray"), "/diagnostics", 10)
+
+        def last_reported():
+            statuses = [values_of(d) for d in diags.messages[-1:]]
+            return statuses[0].get("output.subscribers") if statuses else None
+
+        wait_until(lambda: last_reported() == "0", 10, what="a status with no reader")
+        nodes = [session.node(name) for name in ("vehicle", "recorder")]
+        readers = [Collector(node, t("sensor_msgs/msg/CompressedImage"), "/roadside_node/output/image",
+                             qos_profile_sensor_data) for node in nodes]
+        wait_until(lambda: last_reported() == "2", 10, what="a status with both readers")
+        nodes[1].destroy_subscription(readers[1].subscription)
+        wait_until(lambda: last_reported() == "1", 10, what="a status after the recorder left")

@@ -37,8 +37,11 @@ Two ways to play:
   counted in after ``resend_s`` are published again (best-effort topics lose a message now
   and then, most often the first after discovery), counted in ``resent`` (a copy of one
   that was only late is taken in twice, and the later, identical one kept); a frame
-  roadside_node forwarded and the link lost is not (the node forwards each stamp once), and
-  before the first sample the player waits for the planner's link subscription.
+  roadside_node forwarded and the link lost is not (the node forwards each stamp once), so
+  before the first sample the player waits until roadside_node's ``/diagnostics`` report
+  its output matched to every subscriber of the link, the planner's included
+  (``output.subscribers``; a CI run sent the first frame 2 s after the planner's
+  subscription appeared, before roadside_node had matched it, and lost it).
   A jump of /clock to a new sequence is followed by a wait until vehicle_node's status is
   stamped at or after it (with ``confirm_intake``; a pause of ``jump_settle_s`` without):
   the node stamps a scene description with its clock when it arrives (std_msgs/String
@@ -66,6 +69,7 @@ PATH_TOPIC = "/v2x/planning/path"
 LINK_TOPIC = "/v2x/roadside/sent"
 CLOCK_RATE_HZ = 100.0
 PLANNER_STATUS = "vehicle_node"  # the end of vehicle_node's DiagnosticStatus name
+ROADSIDE_STATUS = "roadside_node"  # the end of roadside_node's
 #: step mode: the planner's count of each input the player sends it (``count.<name>``)
 INTAKE_COUNTS = {bagfile.DESCRIPTION: "descriptions_in", bagfile.ODOMETRY: "odometry_in",
                  bagfile.COMMAND: "commands_in", bagfile.ROADSIDE_IMAGE: "roadside_frames_in"}
@@ -217,6 +221,7 @@ class BagPlayer:
         self._path_event = threading.Condition(self._lock)
         self._link_seen: set[int] = set()
         self._diagnostics_seen = 0  # vehicle_node statuses received (to wait for a fresh one)
+        self._roadside_status: dict | None = None  # roadside_node's last status values
         self._planner_clock_ns = 0  # the stamp of the last status: the planner's clock then
         self._sent: dict[str, int] = {}  # count name -> how many the planner should have taken in
         self._awaited: dict[str, str] = {}  # status key -> the value once the last message sent is in
@@ -268,6 +273,10 @@ class BagPlayer:
                     self.result.planner_diagnostics = status["values"]
                     self._planner_clock_ns = conv.stamp_to_ns(msg.header.stamp)  # its ROS clock
                     self._diagnostics_seen += 1
+                    self._path_event.notify_all()
+            elif name.endswith(ROADSIDE_STATUS):
+                with self._lock:
+                    self._roadside_status = status["values"]
                     self._path_event.notify_all()
 
     def _wait(self, predicate, timeout_s: float) -> bool:
@@ -328,6 +337,26 @@ class BagPlayer:
             time.sleep(0.05)
         return waiting
 
+    def wait_for_link_matched(self, timeout_s: float) -> bool:
+        """Wait until roadside_node reports its output matched to as many readers as the
+        graph shows on the link topic (ours and the planner's): roadside_node forwards each
+        frame once, and one sent before the planner is matched is lost for good. True once
+        it is, or at once when roadside_node does not report ``output.subscribers``; False
+        when no status says so within ``timeout_s`` (the play goes on, as before)."""
+        def matched():
+            status = self._roadside_status
+            if status is None:
+                return False
+            if "output.subscribers" not in status:  # a roadside_node that does not tell
+                return True
+            return int(status["output.subscribers"]) >= self.node.count_subscribers(self.options.link_topic)
+
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:  # the graph count changes without a status: poll it
+            if self._wait(matched, min(0.2, max(0.0, deadline - time.monotonic()))):
+                return True
+        return False
+
     def play(self, bag_path) -> PlayResult:
         from v2x_vlm_ros.conversion import messages as conv
 
@@ -344,6 +373,7 @@ class BagPlayer:
             deadline = time.monotonic() + opts.timeout_s
             while self.node.count_subscribers(opts.link_topic) < 2 and time.monotonic() < deadline:
                 time.sleep(0.05)
+            self.wait_for_link_matched(max(0.0, deadline - time.monotonic()))
         time.sleep(opts.start_delay_s)  # let the other subscriptions match too
         if opts.step and opts.confirm_intake:
             if not self._wait(lambda: self._diagnostics_seen > 0, opts.timeout_s):

@@ -13,6 +13,13 @@
   a thread of its own; the main thread waits for a signal, then asks the node to close
   (``node.close()``: stop timers, let a plan in progress finish without publishing), lets
   the spinning thread end, and tears everything down in order. Exit code 0.
+- **A stuck teardown.** Destroying the node and shutting rclpy down (DDS entities, the
+  participant) normally takes well under a second, but once in CI roadside_node never
+  left it (Ctrl-C right as vehicle_node's subscriptions were being matched; signals are
+  ignored by then, so launch needed SIGKILL 15 s later). By then the node has stopped and
+  published what it had, so after ``TEARDOWN_TIMEOUT_S`` the process logs which step hung,
+  dumps every thread's stack to stderr (to find out why) and leaves with the exit code it
+  had (``leave_if_stuck``).
 - **Start-up errors** (a parameter the node cannot run with, a model that does not load)
   are one clear log line and exit code 2, not a traceback. An exception escaping a
   callback stops the node with exit code 1 and the error logged.
@@ -20,7 +27,10 @@
 
 from __future__ import annotations
 
+import faulthandler
+import os
 import signal
+import sys
 import threading
 import time
 import traceback
@@ -39,6 +49,9 @@ from v2x_vlm_ros.ros.stop_flag import StopFlag
 EXIT_START_FAILED = 2
 #: How long a closing node waits for a plan in progress before tearing down anyway.
 CLOSE_TIMEOUT_S = 4.0
+#: How long destroying the node and shutting rclpy down may take before the process leaves
+#: without them (under launch's 5 s from SIGINT to SIGTERM, after a normal close).
+TEARDOWN_TIMEOUT_S = 3.0
 
 
 class StartError(RuntimeError):
@@ -117,6 +130,40 @@ def wait_for_stop(stop: StopFlag, alive: Callable[[], bool], period_s: float = 0
             return
 
 
+def leave_if_stuck(stage: list[str], code: int, logger, timeout_s: float) -> threading.Timer:
+    """A started timer that, unless cancelled within ``timeout_s``, logs that teardown is
+    stuck in ``stage[-1]`` (the caller appends each step as it begins), dumps every thread's
+    stack to stderr and ends the process at once with ``code``."""
+    def leave():
+        try:
+            logger.error(f"teardown stuck in {stage[-1]} for {timeout_s:g} s: leaving without it "
+                         f"(every thread's stack follows on stderr)")
+        finally:
+            faulthandler.dump_traceback(all_threads=True)
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(code)
+
+    timer = threading.Timer(timeout_s, leave)
+    timer.daemon = True
+    timer.start()
+    return timer
+
+
+def teardown(node, code: int, logger, timeout_s: float = TEARDOWN_TIMEOUT_S) -> None:
+    """Destroy ``node`` (None: there is none) and shut rclpy down, or leave the process
+    with ``code`` when that hangs for ``timeout_s`` (``leave_if_stuck``)."""
+    stage = ["destroy_node"]
+    watchdog = leave_if_stuck(stage, code, logger, timeout_s)
+    try:
+        if node is not None:
+            node.destroy_node()
+        stage.append("rclpy shutdown")
+        rclpy.try_shutdown()
+    finally:
+        watchdog.cancel()
+
+
 def run(make_node: Callable[[], object], args=None, threads: int = 4, name: str = "node",
         stop: StopFlag | None = None) -> int:
     """Create the node with ``make_node()``, spin it until SIGINT/SIGTERM, close it; the
@@ -132,7 +179,8 @@ def run(make_node: Callable[[], object], args=None, threads: int = 4, name: str 
             node = make_node()
         except (ParameterError, StartError) as exc:
             logger.fatal(str(exc))
-            return EXIT_START_FAILED
+            code = EXIT_START_FAILED
+            return code
         executor = NodeExecutor(num_threads=threads)
         executor.add_node(node)
         failure: list[str] = []
@@ -152,6 +200,4 @@ def run(make_node: Callable[[], object], args=None, threads: int = 4, name: str 
         # from here on a signal changes nothing: the process is already finishing
         for sig in previous:
             signal.signal(sig, signal.SIG_IGN)
-        if node is not None:
-            node.destroy_node()
-        rclpy.try_shutdown()
+        teardown(node, code, logger)
