@@ -13,13 +13,14 @@
   a thread of its own; the main thread waits for a signal, then asks the node to close
   (``node.close()``: stop timers, let a plan in progress finish without publishing), lets
   the spinning thread end, and tears everything down in order. Exit code 0.
-- **A stuck teardown.** Destroying the node and shutting rclpy down (DDS entities, the
-  participant) normally takes well under a second, but once in CI roadside_node never
-  left it (Ctrl-C right as vehicle_node's subscriptions were being matched; signals are
-  ignored by then, so launch needed SIGKILL 15 s later). By then the node has stopped and
-  published what it had, so after ``TEARDOWN_TIMEOUT_S`` the process logs which step hung,
-  dumps every thread's stack to stderr (to find out why) and leaves with the exit code it
-  had (``leave_if_stuck``).
+- **A stuck shutdown.** Closing the node and tearing down its executor, the node and rclpy
+  (DDS entities, the participant) normally takes well under a second, but twice a node
+  never finished it (in CI, roadside_node after a Ctrl-C that came while vehicle_node's
+  subscriptions were being matched; in a local launch test run, vehicle_node at the end
+  of a replay launch; signals are ignored by then, so launch killed them 15 s later).
+  By then the node has stopped and published what it had, so after ``SHUTDOWN_TIMEOUT_S``
+  the process writes which step is stuck and every thread's stack to stderr (to find out
+  why) and leaves with the exit code it had (``ShutdownWatchdog``).
 - **Start-up errors** (a parameter the node cannot run with, a model that does not load)
   are one clear log line and exit code 2, not a traceback. An exception escaping a
   callback stops the node with exit code 1 and the error logged.
@@ -30,7 +31,6 @@ from __future__ import annotations
 import faulthandler
 import os
 import signal
-import sys
 import threading
 import time
 import traceback
@@ -49,9 +49,11 @@ from v2x_vlm_ros.ros.stop_flag import StopFlag
 EXIT_START_FAILED = 2
 #: How long a closing node waits for a plan in progress before tearing down anyway.
 CLOSE_TIMEOUT_S = 4.0
-#: How long destroying the node and shutting rclpy down may take before the process leaves
-#: without them (under launch's 5 s from SIGINT to SIGTERM, after a normal close).
-TEARDOWN_TIMEOUT_S = 3.0
+#: How long shutting down (closing the node, its executor, the node itself, rclpy) may
+#: take before the process leaves without it: past a close's own waits (a plan in progress:
+#: CLOSE_TIMEOUT_S), under the 15 s after which launch kills a node (SIGINT, SIGTERM at 5 s,
+#: SIGKILL 10 s later; the signals are ignored by then).
+SHUTDOWN_TIMEOUT_S = 10.0
 
 
 class StartError(RuntimeError):
@@ -130,38 +132,28 @@ def wait_for_stop(stop: StopFlag, alive: Callable[[], bool], period_s: float = 0
             return
 
 
-def leave_if_stuck(stage: list[str], code: int, logger, timeout_s: float) -> threading.Timer:
-    """A started timer that, unless cancelled within ``timeout_s``, logs that teardown is
-    stuck in ``stage[-1]`` (the caller appends each step as it begins), dumps every thread's
-    stack to stderr and ends the process at once with ``code``."""
-    def leave():
-        try:
-            logger.error(f"teardown stuck in {stage[-1]} for {timeout_s:g} s: leaving without it "
-                         f"(every thread's stack follows on stderr)")
-        finally:
-            faulthandler.dump_traceback(all_threads=True)
-            sys.stdout.flush()
-            sys.stderr.flush()
-            os._exit(code)
+class ShutdownWatchdog:
+    """Ends the process with ``code`` if shutting down is not done within ``timeout_s``
+    (from its creation): writes which step it is stuck in (``stage``, set by the caller as
+    each begins) and every thread's stack to stderr, then ``os._exit``. It writes with
+    ``os.write`` and ``faulthandler`` only: no lock that a stuck thread could hold (the
+    rclpy logger's, Python's stdout buffer)."""
 
-    timer = threading.Timer(timeout_s, leave)
-    timer.daemon = True
-    timer.start()
-    return timer
+    def __init__(self, name: str, code: int, timeout_s: float = SHUTDOWN_TIMEOUT_S):
+        self.name, self.code, self.timeout_s = name, code, timeout_s
+        self.stage = "start"
+        self._timer = threading.Timer(timeout_s, self._leave)
+        self._timer.daemon = True
+        self._timer.start()
 
+    def _leave(self) -> None:
+        os.write(2, (f"[{self.name}] shutdown stuck in {self.stage} for {self.timeout_s:g} s: leaving "
+                     f"without it, exit code {self.code} (every thread's stack follows)\n").encode())
+        faulthandler.dump_traceback(all_threads=True)
+        os._exit(self.code)
 
-def teardown(node, code: int, logger, timeout_s: float = TEARDOWN_TIMEOUT_S) -> None:
-    """Destroy ``node`` (None: there is none) and shut rclpy down, or leave the process
-    with ``code`` when that hangs for ``timeout_s`` (``leave_if_stuck``)."""
-    stage = ["destroy_node"]
-    watchdog = leave_if_stuck(stage, code, logger, timeout_s)
-    try:
-        if node is not None:
-            node.destroy_node()
-        stage.append("rclpy shutdown")
-        rclpy.try_shutdown()
-    finally:
-        watchdog.cancel()
+    def cancel(self) -> None:
+        self._timer.cancel()
 
 
 def run(make_node: Callable[[], object], args=None, threads: int = 4, name: str = "node",
@@ -173,7 +165,7 @@ def run(make_node: Callable[[], object], args=None, threads: int = 4, name: str 
     stop = stop if stop is not None else StopFlag()
     previous = install_stop_handlers(stop)
     logger = get_logger(name)
-    node, code = None, 0
+    node, code, watchdog = None, 0, None
     try:
         try:
             node = make_node()
@@ -191,13 +183,23 @@ def run(make_node: Callable[[], object], args=None, threads: int = 4, name: str 
             logger.error(f"a callback failed, stopping: {failure[0]}")
             code = 1
         node.get_logger().info("shutting down")
+        watchdog = ShutdownWatchdog(name, code)
         if hasattr(node, "close"):
+            watchdog.stage = "node.close"
             node.close(CLOSE_TIMEOUT_S)
+        watchdog.stage = "the executor thread's end"
         spinner.join(CLOSE_TIMEOUT_S)
+        watchdog.stage = "executor.shutdown"
         executor.shutdown(timeout_sec=CLOSE_TIMEOUT_S)
         return code
     finally:
         # from here on a signal changes nothing: the process is already finishing
         for sig in previous:
             signal.signal(sig, signal.SIG_IGN)
-        teardown(node, code, logger)
+        watchdog = watchdog or ShutdownWatchdog(name, code)
+        if node is not None:
+            watchdog.stage = "destroy_node"
+            node.destroy_node()
+        watchdog.stage = "rclpy shutdown"
+        rclpy.try_shutdown()
+        watchdog.cancel()

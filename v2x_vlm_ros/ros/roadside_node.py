@@ -6,7 +6,7 @@
        CompressedImage for jpeg/png, sensor_msgs/Image bgr8 for raw), ``/diagnostics``
        (frames offered / sent / skipped / undecodable / lost before intake, bytes per
        second by formula and measured, silence, link problems, ``output.subscribers``:
-       the readers the output has matched, from the publisher's matched event).
+       the readers the output's writer has matched).
 
 A frame is decoded only when the rate limit will send it. ``scale``, ``quality``,
 ``rate_hz``, ``codec`` (between jpeg and png: raw changes the message type) and
@@ -21,7 +21,6 @@ import time
 import numpy as np
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.clock import Clock, ClockType
-from rclpy.event_handler import PublisherEventCallbacks
 from rclpy.node import Node
 
 from v2x_vlm_ros.conversion import messages as conv
@@ -58,12 +57,8 @@ class RoadsideNode(Node):
             callback_group=intake,
             event_callbacks=self.links.watched_events("image", "~/input/image",
                                                       f"{in_type}, {self.cfg.qos_images}"))
-        # readers the output's writer has matched, from its matched event (DDS matches
-        # after the graph shows a subscription; a frame sent before is lost to that reader)
-        self.output_readers = 0
-        self.pub = self.create_publisher(
-            self.types(self.out_type), "~/output/image", qos(self.cfg.qos_outputs, self.cfg.qos_depth),
-            event_callbacks=PublisherEventCallbacks(matched=self.on_output_matched))
+        self.pub = self.create_publisher(self.types(self.out_type), "~/output/image",
+                                         qos(self.cfg.qos_outputs, self.cfg.qos_depth))
         self.pub_diag = self.create_publisher(self.types("diagnostic_msgs/msg/DiagnosticArray"),
                                               "/diagnostics", qos("reliable", self.cfg.qos_depth))
         self.silence = SilenceMonitor(("camera_image",), self.cfg.input_silence_warn_s, time.monotonic())
@@ -92,9 +87,6 @@ class RoadsideNode(Node):
 
     def close(self, timeout_s: float = 4.0) -> None:
         self.closing = True
-
-    def on_output_matched(self, info) -> None:
-        self.output_readers = info.current_count
 
     def on_image(self, msg, info):  # two parameters: rclpy then passes the MessageInfo
         self.silence.seen("camera_image", time.monotonic())
@@ -137,8 +129,12 @@ class RoadsideNode(Node):
         values["silent_inputs"] = ",".join(sorted(silent))
         values.update({f"lost_before_intake.{k}": v for k, v in self.losses.lost.items()})
         values.update({f"link.{k}": v for k, v in self.links.counts.items()})
-        # what a step play waits on before its first frame (each frame is forwarded once)
-        values["output.subscribers"] = self.output_readers
+        # the readers the output's writer has matched (DDS matches some time after the graph
+        # shows a subscription, and a frame sent before is lost to that reader): what a step
+        # play waits on before its first frame, as each frame is forwarded once. Counted
+        # here rather than from the publisher's matched event, whose handler then fired
+        # during teardown, as the other nodes left, on a destroyed handle.
+        values["output.subscribers"] = self.pub.get_subscription_count()
         return values, sorted(silent)
 
     def on_diagnostics(self):
