@@ -20,7 +20,9 @@
   of a replay launch; signals are ignored by then, so launch killed them 15 s later).
   By then the node has stopped and published what it had, so after ``SHUTDOWN_TIMEOUT_S``
   the process writes which step is stuck and every thread's stack to stderr (to find out
-  why) and leaves with the exit code it had (``ShutdownWatchdog``).
+  why) and leaves with the exit code it had (``ShutdownWatchdog``; armed until the process
+  is gone: the interpreter's exit joins the executor's pool threads, and a callback that
+  never returns would hang it there).
 - **Start-up errors** (a parameter the node cannot run with, a model that does not load)
   are one clear log line and exit code 2, not a traceback. An exception escaping a
   callback stops the node with exit code 1 and the error logged.
@@ -159,8 +161,10 @@ class ShutdownWatchdog:
 def run(make_node: Callable[[], object], args=None, threads: int = 4, name: str = "node",
         stop: StopFlag | None = None) -> int:
     """Create the node with ``make_node()``, spin it until SIGINT/SIGTERM, close it; the
-    process's exit code. ``stop``: the flag the caller's own early signal handlers set
-    (``ros.entry``); a signal that came before the node was up ends it as soon as it is."""
+    process's exit code. A process's main: from "shutting down" on, a ``ShutdownWatchdog``
+    ends the process if it has not ended ``SHUTDOWN_TIMEOUT_S`` later. ``stop``: the flag
+    the caller's own early signal handlers set (``ros.entry``); a signal that came before the
+    node was up ends it as soon as it is."""
     rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
     stop = stop if stop is not None else StopFlag()
     previous = install_stop_handlers(stop)
@@ -202,4 +206,6 @@ def run(make_node: Callable[[], object], args=None, threads: int = 4, name: str 
             node.destroy_node()
         watchdog.stage = "rclpy shutdown"
         rclpy.try_shutdown()
-        watchdog.cancel()
+        # left armed (a daemon thread) through the interpreter's exit, which joins the
+        # executor's pool threads: a callback that never returns would hang it there
+        watchdog.stage = "the interpreter's exit (joining threads)"
