@@ -292,6 +292,34 @@ def test_the_sync_check_detects_diverged_ranks(tmp_path):
         assert json.loads((tmp_path / f"rank{rank}.json").read_text()) == {"equal": True, "diverged": False}
 
 
+def _join_and_leave(rank, world, port, out_dir):
+    os.environ.update(WORLD_SIZE=str(world), RANK=str(rank), LOCAL_RANK=str(rank),
+                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    from v2x_vlm_ros.training.trainer import start_processes
+
+    procs = start_processes("cpu")  # joins the group, as under torchrun
+    joined = (procs.rank, procs.world, procs.owns_group, torch.distributed.is_initialized())
+    procs.close()
+    left = torch.distributed.is_initialized()
+    torch.distributed.init_process_group("gloo", init_method=f"file://{out_dir}/pg2", rank=rank,
+                                         world_size=world)
+    borrowed = start_processes("cpu")  # a group the caller made is the caller's to close
+    borrowed.close()
+    kept = torch.distributed.is_initialized()
+    torch.distributed.destroy_process_group()
+    Path(out_dir, f"rank{rank}.json").write_text(json.dumps([joined, left, borrowed.owns_group, kept]))
+
+
+def test_a_run_leaves_the_process_group_it_joined(tmp_path):
+    """A gloo group alive at exit can abort a finished torchrun worker (SIGABRT after the
+    summary was written); the trainer leaves the group it joined, and only that one."""
+    port = 29900 + os.getpid() % 97
+    torch.multiprocessing.spawn(_join_and_leave, args=(2, port, str(tmp_path)), nprocs=2, join=True)
+    for rank in (0, 1):
+        verdict = json.loads((tmp_path / f"rank{rank}.json").read_text())
+        assert verdict == [[rank, 2, True, True], False, False, True]
+
+
 def test_a_teacher_with_another_codec_is_refused(tmp_path, tiny_model_dir):
     """Distillation compares tokens: a student writing plans relative to its speed cannot
     learn from a teacher writing absolute waypoints (the tiny model's default codec)."""

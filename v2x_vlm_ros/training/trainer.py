@@ -76,6 +76,14 @@ class Processes:
     rank: int = 0
     world: int = 1
     device: torch.device = torch.device("cpu")
+    owns_group: bool = False  # this process joined the group here, so it leaves it here
+
+    def close(self) -> None:
+        """Leave the process group: a gloo group still alive at interpreter exit can abort
+        the process ("terminate called without an active exception") after a finished run."""
+        if self.owns_group and torch_dist.is_initialized():
+            torch_dist.destroy_process_group()
+            self.owns_group = False
 
     @property
     def main(self) -> bool:
@@ -92,12 +100,13 @@ def start_processes(device: str) -> Processes:
     cuda = torch.cuda.is_available() and device != "cpu"
     if world > 1:
         local = int(os.environ.get("LOCAL_RANK", "0"))
-        if not torch_dist.is_initialized():
+        owns_group = not torch_dist.is_initialized()
+        if owns_group:
             torch_dist.init_process_group("nccl" if cuda else "gloo")
         dev = torch.device(f"cuda:{local}") if cuda else torch.device("cpu")
         if cuda:
             torch.cuda.set_device(dev)
-        return Processes(torch_dist.get_rank(), world, dev)
+        return Processes(torch_dist.get_rank(), world, dev, owns_group)
     if device == "auto":
         return Processes(device=torch.device("cuda" if cuda else "cpu"))
     return Processes(device=torch.device(device))
@@ -398,6 +407,13 @@ def model_card(cfg: TrainConfig, val: dict | None, steps: int, seconds: float, c
 def train(cfg: TrainConfig, progress: bool = True) -> dict:
     """Run Algorithm 2; returns a summary (steps, last losses, validation, rank sync)."""
     procs = start_processes(cfg.device)
+    try:
+        return _train(cfg, procs, progress)
+    finally:
+        procs.close()
+
+
+def _train(cfg: TrainConfig, procs: Processes, progress: bool) -> dict:
     torch.manual_seed(cfg.seed)
     out = Path(cfg.output_dir)
     if procs.main:
