@@ -38,14 +38,15 @@
 #            description and command ablations of the fused student, the twin test of the
 #            fused student and the teacher; JSON (and each table, .md) in $RUNS/eval, about
 #            20 min (2026-12-06); cut off, it resumes at the first evaluation it had not written
-#   ablations  Table 5: the fused student's recipe with one switch off, 10 runs of its length
+#   ablations  Table 5: the fused student's recipe with one switch off, 11 runs of its length
 #            (about 33 min each), each from the ego-only student (fusion, hazard probe,
 #            roadside dropout, hazard weighting, distillation, alignment, scene text,
-#            augmentation, modality weights, roadside crop); $RUNS/ablation-NAME; each run's
-#            last epoch is then scored on the acceptance and seed-5000 worlds, the eval JSON
-#            in $ABLATION_EVALS (default $RUNS/eval/ablations) as NAME-WORLD.json. A row
-#            whose two JSON files are there already is neither trained nor scored again, so
-#            a table kept between sessions, e.g. the committed one,
+#            augmentation, modality weights, roadside crop, pair weighting);
+#            $RUNS/ablation-NAME; each run's last epoch is then scored on the acceptance
+#            and seed-5000 worlds, the eval JSON in $ABLATION_EVALS (default
+#            $RUNS/eval/ablations) as NAME-WORLD.json. A row whose two JSON files are there
+#            already is neither trained nor scored again, so a table kept between sessions,
+#            e.g. the committed one,
 #            ABLATION_EVALS=docs/experiments/ablations/crop-recipe, is completed row by row
 #   table5   `v2x-vlm experiments` Tables 1, 5 and 6 on the acceptance world ($RUNS/experiments)
 #            and Table 5 on the seed-5000 world ($RUNS/experiments-world_s5000): every
@@ -225,6 +226,7 @@ ablations=(
   "no_augmentation augment_resolution=null augment_jpeg_quality=null"
   "no_modality_weights modality_weights=false"
   "no_roadside_crop roadside_crop=null"
+  "no_pair_weight pair_weight=1"
 )
 
 ablation_dir() {  # ablation_dir NAME: where its run goes (as experiments' commands name it)
