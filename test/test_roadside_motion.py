@@ -168,6 +168,55 @@ def test_a_missing_earlier_frame_shows_the_current_one_twice_and_one_frame_model
     assert torch.equal(motion([(ego, None, earlier_small)]), one_frame([(ego, None)]))
 
 
+def test_the_blue_layout_gives_the_current_box_the_earlier_boxs_blue_channel():
+    ego = np.full((216, 384, 3), 77, np.uint8)
+    current, earlier = _scene(216, 384, 0), _scene(216, 384, 1)
+    blue = ModelSettings(image_size=(96, 256), roadside_crop=CROP, roadside_motion_s=0.5,
+                         roadside_motion_layout="blue")
+    prep = ImagePreprocessor(blue)
+    u8 = prep.fuse_u8(ego, current, bgr=True, previous=earlier)
+    assert u8.shape == (216, 768, 3) and np.array_equal(u8[:, :384], ego)
+    # the reference, by hand with Pillow: the current box (rows 21-130) at its full scale, its
+    # blue channel (BGR: the first) from the earlier frame's box
+    box = current[21:130].copy()
+    box[..., 0] = earlier[21:130, :, 0]
+    pil = np.asarray(Image.fromarray(box[..., ::-1].copy()).resize((384, 216), Image.BICUBIC))
+    assert np.abs(u8[:, 384:][..., ::-1].astype(np.int16) - pil).max() <= 1
+    # red and green are exactly what a one-frame model with the same crop sees
+    one_frame = ImagePreprocessor(ModelSettings(image_size=(96, 256), roadside_crop=CROP))
+    alone = one_frame.fuse_u8(ego, current, bgr=True)
+    assert np.array_equal(u8[..., 1:], alone[..., 1:]) and not np.array_equal(u8[..., 0], alone[..., 0])
+    # the caller's images are left as they were (the crop is a view of them)
+    assert np.array_equal(current, _scene(216, 384, 0))
+    # the device (float) path agrees with the 8-bit one on the model's input, in RGB order too
+    tensors = [torch.from_numpy(x[..., ::-1].copy()).permute(2, 0, 1) for x in (ego, current, earlier)]
+    std = torch.tensor(blue.image_std).view(1, 3, 1, 1)
+    levels = ((prep([(ego, current, earlier)]) - prep([tuple(tensors)])).abs() * std * 255).max()
+    assert float(levels) <= 1.0 + 1e-3
+    rgb = [np.ascontiguousarray(x[..., ::-1]) for x in (ego, current, earlier)]
+    assert torch.equal(prep([tuple(rgb)], bgr=False), prep([(ego, current, earlier)]))
+    # no earlier frame: the one-frame picture (nothing moved)
+    assert torch.equal(prep([(ego, current, None)]), one_frame([(ego, current)]))
+
+
+def test_the_motion_layout_is_stored_checked_and_needs_motion():
+    settings = ModelSettings(image_size=(96, 256), roadside_motion_s=0.5, roadside_motion_layout="blue")
+    assert json.loads(settings.to_json())["roadside_motion_layout"] == "blue"
+    stacked = json.loads(ModelSettings(image_size=(96, 256), roadside_motion_s=0.5).to_json())
+    assert "roadside_motion_layout" not in stacked  # the default: older readers keep loading it
+    for bad in ("side", "Blue", 1, None):
+        with pytest.raises(ValueError) as err:
+            ModelSettings(image_size=(96, 256), roadside_motion_s=0.5, roadside_motion_layout=bad)
+        assert str(err.value) == f"roadside_motion_layout must be one of stack, blue, got {bad!r}"
+    with pytest.raises(ValueError) as err:
+        TrainConfig(roadside_motion_layout="blue")
+    assert str(err.value) == ("roadside_motion_layout 'blue' needs roadside_motion_s: with one roadside "
+                              "frame there is nothing to lay out")
+    with pytest.raises(ValueError, match="roadside_motion_layout must be one of stack, blue, got 'x'"):
+        TrainConfig(roadside_motion_s=0.5, roadside_motion_layout="x")
+    assert TrainConfig(roadside_motion_s=0.5, roadside_motion_layout="blue").roadside_motion_layout == "blue"
+
+
 # -- planning: the engine, eval and its ablations ---------------------------------------------------
 
 
@@ -335,4 +384,24 @@ def test_a_motion_student_is_trained_stored_and_on_the_card(tmp_path, tiny_model
     student.settings.roadside_crop = None
     assert teacher_needs_own_inputs(teacher, student)
     student.settings.roadside_motion_s = None
+    assert not teacher_needs_own_inputs(teacher, student)
+
+
+def test_a_blue_layout_student_is_trained_stored_and_on_the_card(tmp_path, tiny_model_dir):
+    from v2x_vlm_ros.model.modeling import load_model
+    from v2x_vlm_ros.training.trainer import teacher_needs_own_inputs, train
+
+    from training_support import train_config
+
+    cfg = train_config(tmp_path, tiny_model_dir, max_steps=1, roadside_motion_s=0.5,
+                       roadside_motion_layout="blue")
+    train(cfg, progress=False)
+    model = tmp_path / "run" / "model"
+    assert json.loads((model / "v2x_vlm.json").read_text())["roadside_motion_layout"] == "blue"
+    assert load_model(model).settings.roadside_motion_layout == "blue"
+    assert "roadside motion 0.5 s (blue)" in (model / "README.md").read_text()
+    teacher, student = load_model(tiny_model_dir), load_model(model)
+    student.settings.roadside_motion_s = teacher.settings.roadside_motion_s = 0.5
+    assert teacher_needs_own_inputs(teacher, student)  # the same frames, laid out otherwise
+    student.settings.roadside_motion_layout = "stack"
     assert not teacher_needs_own_inputs(teacher, student)

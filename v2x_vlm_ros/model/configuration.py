@@ -43,6 +43,17 @@ def check_motion_s(value, name: str) -> float:
     return float(value)
 
 
+#: Layouts of the two roadside frames (``ModelSettings.roadside_motion_layout``).
+MOTION_LAYOUTS = ("stack", "blue")
+
+
+def check_motion_layout(value, name: str) -> str:
+    """``value`` if it is one of ``MOTION_LAYOUTS``; a ValueError naming ``name`` otherwise."""
+    if not isinstance(value, str) or value not in MOTION_LAYOUTS:
+        raise ValueError(f"{name} must be one of {', '.join(MOTION_LAYOUTS)}, got {value!r}")
+    return value
+
+
 def check_crop(box, name: str) -> tuple[float, float, float, float]:
     """``box`` as four floats (x0, y0, x1, y1), fractions with 0 <= x0 < x1 <= 1 and
     0 <= y0 < y1 <= 1; a ValueError naming ``name`` otherwise."""
@@ -99,6 +110,12 @@ class ModelSettings:
     #: usual size), so that the model sees which way and how fast road users move: one frame
     #: cannot tell a car that will stop at its line from one that will cross. None: one frame.
     roadside_motion_s: float | None = None
+    #: How the two roadside frames share the roadside part (with ``roadside_motion_s`` set):
+    #: "stack", the earlier box above the current one (each at half its vertical scale);
+    #: "blue", the current box with its blue channel taken from the earlier box, so that
+    #: static content looks as in one frame, what moved shows as a colour fringe, and the box
+    #: keeps its full scale (the stacking gives back what the crop's magnification bought).
+    roadside_motion_layout: str = "stack"
 
     def __post_init__(self):
         if isinstance(self.codec, dict):
@@ -122,6 +139,7 @@ class ModelSettings:
             self.roadside_crop = check_crop(self.roadside_crop, "roadside_crop")
         if self.roadside_motion_s is not None:
             self.roadside_motion_s = check_motion_s(self.roadside_motion_s, "roadside_motion_s")
+        check_motion_layout(self.roadside_motion_layout, "roadside_motion_layout")
 
     @property
     def num_image_tokens(self) -> int:
@@ -139,6 +157,8 @@ class ModelSettings:
             del data["roadside_crop"]
         if data["roadside_motion_s"] is None:  # the same: a model that sees one roadside frame
             del data["roadside_motion_s"]
+        if data["roadside_motion_layout"] == "stack":  # the same: the layout older readers know
+            del data["roadside_motion_layout"]
         return json.dumps(data, indent=2) + "\n"
 
     def save(self, directory) -> None:

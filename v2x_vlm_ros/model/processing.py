@@ -14,7 +14,9 @@ normalised, whatever the roadside camera saw. With ``roadside_crop`` set, only t
 the roadside image is used, resized to the width and height the whole image would have
 taken (the canvas keeps its layout; the box's content gets more pixels). With
 ``roadside_motion_s`` set, an earlier roadside frame's box is stacked above the current
-one's before that resize (the earlier frame missing: the current one twice, no motion).
+one's before that resize (the earlier frame missing: the current one twice, no motion), or,
+with ``roadside_motion_layout`` "blue", gives the current box its blue channel (the earlier
+frame missing: the current box unchanged).
 
 Prompt. ``<image>`` x n, then ``<s>`` description, ego state, navigation command, planning
 task ``</s>``: the paper's scene description + planning basis + task (REFERENCE §1), plus
@@ -141,7 +143,10 @@ class ImagePreprocessor:
         new_w = roadside_width(roadside.shape[-2], roadside.shape[-1], h)
         rows, cols = crop_slices(roadside.shape[-2], roadside.shape[-1], self.settings.roadside_crop)
         roadside = roadside[:, rows, cols]
-        if self.motion:
+        if self.motion and self.settings.roadside_motion_layout == "blue":
+            roadside = roadside.clone()
+            roadside[2] = self._earlier(previous, roadside)[2]  # RGB here: blue is the third
+        elif self.motion:
             roadside = torch.cat([self._earlier(previous, roadside), roadside], dim=-2)
         if tuple(roadside.shape[-2:]) != (h, new_w):
             roadside = _pil_resize(roadside[None], h, new_w)[0]
@@ -180,7 +185,11 @@ class ImagePreprocessor:
             new_w = roadside_width(roadside.shape[0], roadside.shape[1], h)
             rows, cols = crop_slices(roadside.shape[0], roadside.shape[1], self.settings.roadside_crop)
             right = roadside[rows, cols]
-            if self.motion:
+            if self.motion and self.settings.roadside_motion_layout == "blue":
+                right = right.copy()  # a crop is a view of the caller's image
+                blue = 0 if bgr else 2
+                right[..., blue] = self._earlier_u8(previous, right)[..., blue]
+            elif self.motion:
                 right = np.concatenate([self._earlier_u8(previous, right), right], axis=0)
             if right.shape[:2] != (h, new_w):
                 right = np.ascontiguousarray(right)  # a crop is a strided view

@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from v2x_vlm_ros.model.codec import ORDERS, REFERENCES, CodecConfig
-from v2x_vlm_ros.model.configuration import PRESETS, SETTINGS_FILE, ModelSettings, check_crop, check_motion_s
+from v2x_vlm_ros.model.configuration import (PRESETS, SETTINGS_FILE, ModelSettings, check_crop,
+                                             check_motion_layout, check_motion_s)
 
 
 @dataclass
@@ -158,6 +159,10 @@ class TrainConfig:
     #: the roadside part of the canvas; stored with the model. null: one frame (the paper's).
     #: The teacher keeps its own input.
     roadside_motion_s: float | None = None
+    #: How the two frames share the roadside part (``ModelSettings.roadside_motion_layout``):
+    #: "stack" (the earlier box above the current one) or "blue" (the earlier box's blue
+    #: channel in the current box, which keeps its full scale). Needs roadside_motion_s.
+    roadside_motion_layout: str = "stack"
     #: Spread of the trajectory tokens' targets over neighbouring location bins, in bins
     #: (``losses.BinLabelSmoothing``, HL-Gauss; 0: one-hot, the paper's): neighbouring bins
     #: share what they learn. Tried at 3 bins, no better on the acceptance world (TRAINING.md).
@@ -301,6 +306,10 @@ class TrainConfig:
             if self.lambda_objects > 0:
                 raise ValueError("roadside_motion_s and lambda_objects > 0 do not go together: the dense "
                                  "probe's boxes are fractions of one roadside frame")
+        check_motion_layout(self.roadside_motion_layout, "roadside_motion_layout")
+        if self.roadside_motion_layout != "stack" and self.roadside_motion_s is None:
+            raise ValueError(f"roadside_motion_layout {self.roadside_motion_layout!r} needs "
+                             "roadside_motion_s: with one roadside frame there is nothing to lay out")
         for name in ("lambda_hazard", "lambda_objects"):
             if getattr(self, name) > 0 and not self.fusion:
                 raise ValueError(f"{name} needs fusion: the probe reads the roadside half of the "

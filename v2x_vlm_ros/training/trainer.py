@@ -308,6 +308,7 @@ def build_student(cfg: TrainConfig, train_ds: DairV2XDataset, descriptions) -> L
     loaded.settings.scene_text = cfg.scene_text
     loaded.settings.roadside_crop = cfg.roadside_crop
     loaded.settings.roadside_motion_s = cfg.roadside_motion_s
+    loaded.settings.roadside_motion_layout = cfg.roadside_motion_layout
     return loaded
 
 
@@ -338,6 +339,7 @@ def teacher_needs_own_inputs(teacher: LoadedModel, student: LoadedModel) -> bool
     return (teacher.settings.image_size != student.settings.image_size
             or teacher.settings.roadside_crop != student.settings.roadside_crop
             or teacher.settings.roadside_motion_s != student.settings.roadside_motion_s
+            or teacher.settings.roadside_motion_layout != student.settings.roadside_motion_layout
             or teacher.model.config.image_token_id != student.model.config.image_token_id)
 
 
@@ -378,7 +380,8 @@ def model_card(cfg: TrainConfig, val: dict | None, steps: int, seconds: float, c
              f"{cfg.augment_jpeg_quality} (p {cfg.augment_p}), roadside dropout {cfg.roadside_dropout} "
              f"(uniform {cfg.roadside_dropout_uniform}), "
              f"modality-weighted fusion {cfg.modality_weights}, roadside crop {cfg.roadside_crop}, "
-             f"roadside motion {'off' if cfg.roadside_motion_s is None else f'{cfg.roadside_motion_s:g} s'}, "
+             f"roadside motion {'off' if cfg.roadside_motion_s is None else f'{cfg.roadside_motion_s:g} s'}"
+             f"{'' if cfg.roadside_motion_s is None else f' ({cfg.roadside_motion_layout})'}, "
              f"paired-scene weight {cfg.pair_weight}, "
              f"hidden-hazard frame weight {cfg.hazard_weight}, harmless hidden-agent frame weight "
              f"{cfg.harmless_weight}, scenario weights {cfg.scenario_weights}, "
