@@ -105,10 +105,11 @@ class ModelSettings:
     #: than the far lanes where hidden road users come from).
     roadside_crop: tuple[float, float, float, float] | None = None
     #: Motion in the roadside view: with a number of seconds here, the roadside part of the
-    #: canvas holds two roadside frames, the one taken that long before the current one above
-    #: the current one (each its ``roadside_crop`` box, stacked, then resized to the part's
-    #: usual size), so that the model sees which way and how fast road users move: one frame
-    #: cannot tell a car that will stop at its line from one that will cross. None: one frame.
+    #: canvas holds two roadside frames, the one taken that long before and the current one
+    #: (each its ``roadside_crop`` box, laid out as ``roadside_motion_layout`` says, then
+    #: resized to the part's usual size), so that the model sees which way and how fast road
+    #: users move: one frame cannot tell a car that will stop at its line from one that will
+    #: cross. None: one frame.
     roadside_motion_s: float | None = None
     #: How the two roadside frames share the roadside part (with ``roadside_motion_s`` set):
     #: "stack", the earlier box above the current one (each at half its vertical scale);

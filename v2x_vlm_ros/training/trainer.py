@@ -380,8 +380,8 @@ def model_card(cfg: TrainConfig, val: dict | None, steps: int, seconds: float, c
              f"{cfg.augment_jpeg_quality} (p {cfg.augment_p}), roadside dropout {cfg.roadside_dropout} "
              f"(uniform {cfg.roadside_dropout_uniform}), "
              f"modality-weighted fusion {cfg.modality_weights}, roadside crop {cfg.roadside_crop}, "
-             f"roadside motion {'off' if cfg.roadside_motion_s is None else f'{cfg.roadside_motion_s:g} s'}"
-             f"{'' if cfg.roadside_motion_s is None else f' ({cfg.roadside_motion_layout})'}, "
+             "roadside motion " + ('off' if cfg.roadside_motion_s is None
+                                   else f'{cfg.roadside_motion_s:g} s ({cfg.roadside_motion_layout})') + ", "
              f"paired-scene weight {cfg.pair_weight}, "
              f"hidden-hazard frame weight {cfg.hazard_weight}, harmless hidden-agent frame weight "
              f"{cfg.harmless_weight}, scenario weights {cfg.scenario_weights}, "
