@@ -31,23 +31,27 @@
 #            teacher shown the ego camera only), turns balanced and mirrored with their
 #            command; 8 epochs of 507 steps, about 47 min
 #   student  the fused student (config/train_synthetic_hazard_student.yaml): the ego-only
-#            student given the roadside view (rows 10-60 % of it) and trained on, on the world
+#            student given the roadside view (rows 10-60 % of it, and in its blue channel the
+#            same box 0.5 s earlier) and trained on, vision encoder included, on the world
 #            with early crossers, distilled from the teacher, roadside dropout (half of it as
-#            uniform views), the hazard probe; 3 epochs of 675 steps, about 33 min
+#            uniform views), the hazard probe; 3 epochs of 675 steps, about 52 min
 #   eval     constant velocity and every model on both held-out worlds, the roadside,
 #            description and command ablations of the fused student, the twin test of the
 #            fused student and the teacher; JSON (and each table, .md) in $RUNS/eval, about
 #            20 min (2026-12-06); cut off, it resumes at the first evaluation it had not written
-#   ablations  Table 5: the fused student's recipe with one switch off, 11 runs of its length
-#            (about 33 min each), each from the ego-only student (fusion, hazard probe,
+#   ablations  Table 5: the fused student's recipe with one switch off, 13 runs of its length
+#            (about 52 min each), each from the ego-only student (fusion, hazard probe,
 #            roadside dropout, hazard weighting, distillation, alignment, scene text,
-#            augmentation, modality weights, roadside crop, pair weighting);
+#            augmentation, modality weights, roadside crop, pair weighting, roadside motion,
+#            vision training);
 #            $RUNS/ablation-NAME; each run's last epoch is then scored on the acceptance
 #            and seed-5000 worlds, the eval JSON in $ABLATION_EVALS (default
 #            $RUNS/eval/ablations) as NAME-WORLD.json. A row whose two JSON files are there
 #            already is neither trained nor scored again, so a table kept between sessions,
 #            e.g. the committed one,
-#            ABLATION_EVALS=docs/experiments/ablations/crop-recipe, is completed row by row
+#            ABLATION_EVALS=docs/experiments/ablations/motion-recipe, is completed row by row
+#            (docs/experiments/ablations/crop-recipe: the 11 rows of the recipe before
+#            roadside motion and vision training were added to it)
 #   table5   `v2x-vlm experiments` Tables 1, 5 and 6 on the acceptance world ($RUNS/experiments)
 #            and Table 5 on the seed-5000 world ($RUNS/experiments-world_s5000): every
 #            ablation scored or trained so far (its JSON from $ABLATION_EVALS where there is
@@ -216,7 +220,7 @@ stage_student() {
 # student trained on exactly as the fused one, without the roadside view (and so without the
 # probe that reads it); without its run, Table 5 shows the ego-only student there.
 ablations=(
-  "no_fusion fusion=false lambda_hazard=0 roadside_crop=null"
+  "no_fusion fusion=false lambda_hazard=0 roadside_crop=null roadside_motion_s=null roadside_motion_layout=stack"
   "no_hazard_probe lambda_hazard=0"
   "no_roadside_dropout roadside_dropout=0"
   "no_hazard_weight hazard_weight=1"
@@ -227,6 +231,8 @@ ablations=(
   "no_modality_weights modality_weights=false"
   "no_roadside_crop roadside_crop=null"
   "no_pair_weight pair_weight=1"
+  "no_roadside_motion roadside_motion_s=null roadside_motion_layout=stack"
+  "no_vision_training freeze_vision=true"
 )
 
 ablation_dir() {  # ablation_dir NAME: where its run goes (as experiments' commands name it)

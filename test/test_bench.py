@@ -99,3 +99,63 @@ def test_the_baselines_pillow_canvas_is_the_fast_paths_canvas(crop):
     assert slow.shape == fast.shape == (72, 128 + 128, 3)  # 160 x 90 at height 72
     assert np.array_equal(slow[:, :128], ego)
     assert np.abs(slow.astype(int) - fast.astype(int)).max() <= 1
+
+
+@pytest.mark.parametrize("layout", ["blue", "stack"])
+def test_the_baselines_pillow_canvas_reads_motion_as_the_fast_path_does(layout):
+    """A model that reads motion: the earlier roadside image in the box's blue channel (or
+    stacked above it), in Pillow as in ImagePreprocessor; without an earlier image, the
+    current box alone (blue) or twice (stack)."""
+    from PIL import Image
+
+    from v2x_vlm_ros.model.configuration import ModelSettings
+    from v2x_vlm_ros.model.processing import ImagePreprocessor
+    from v2x_vlm_ros.tools.bench import _pillow_canvas
+
+    rng = np.random.default_rng(4)
+    ego = rng.integers(0, 256, (72, 128, 3), dtype=np.uint8)
+    yy, xx = np.mgrid[0:90, 0:160]
+    road = np.stack([yy * 2, xx, (yy + xx) % 256], axis=-1).astype(np.uint8)
+    earlier = np.stack([xx, yy * 2, (3 * yy + xx) % 256], axis=-1).astype(np.uint8)
+    settings = ModelSettings(image_size=(96, 256), roadside_crop=(0.0, 0.1, 1.0, 0.6), roadside_motion_s=0.5,
+                             roadside_motion_layout=layout)
+    prep = ImagePreprocessor(settings)
+    pil = [Image.fromarray(a) for a in (ego, road, earlier)]
+    with_earlier = np.asarray(_pillow_canvas(pil[0], pil[1], settings, pil[2]))
+    fast = prep.fuse_u8(ego, road, bgr=False, previous=earlier)
+    assert np.abs(with_earlier.astype(int) - fast.astype(int)).max() <= 1
+    without = np.asarray(_pillow_canvas(pil[0], pil[1], settings))
+    assert np.abs(without.astype(int) - prep.fuse_u8(ego, road, bgr=False).astype(int)).max() <= 1
+    assert np.abs(with_earlier.astype(int) - without.astype(int)).max() > 50  # the earlier image shows
+    if layout == "blue":  # red and green are the current box's alone
+        assert np.array_equal(with_earlier[..., :2], without[..., :2])
+
+
+def test_bench_gives_a_motion_model_the_earlier_roadside_frame(tmp_path, tiny_tokenizer, monkeypatch):
+    """The vehicle node decodes the earlier roadside frame for each plan of a motion model: the
+    benchmark times that too, handing the engine the frame before each one."""
+    from v2x_vlm_ros.model.configuration import PRESETS, ModelSettings
+    from v2x_vlm_ros.model.modeling import build_model, save_model
+    from v2x_vlm_ros.runtime.engine import PlannerEngine
+
+    model_dir = tmp_path / "motion"
+    settings = ModelSettings(image_size=PRESETS["tiny"].image_size, roadside_motion_s=0.5,
+                             roadside_motion_layout="blue")
+    save_model(model_dir, build_model("tiny", tiny_tokenizer, seed=0), tiny_tokenizer, settings)
+    given = []
+    plan = PlannerEngine.plan
+
+    def recording(self, inputs):
+        outputs = plan(self, inputs)
+        given.append((inputs, outputs))
+        return outputs
+
+    monkeypatch.setattr(PlannerEngine, "plan", recording)
+    result = bench(str(model_dir), None, "cpu", 1, "eager", iterations=2, warmup=1, image_size=(96, 54))
+    assert np.isfinite(result["fast"]["p50_ms"])
+    frames = [decode_image(road_scene_jpeg(96, 54, 2 * i + 1), "road") for i in range(4)]
+    assert len(given) == 3
+    for k, ((frame,), (out,)) in enumerate(given):  # frame k's earlier roadside image is frame k-1's
+        assert np.array_equal(frame.roadside, frames[k % 4])
+        assert np.array_equal(frame.roadside_previous, frames[(k - 1) % 4])
+        assert not out.roadside_previous_missing

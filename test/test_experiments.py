@@ -164,8 +164,13 @@ def test_table5_lists_missing_ablations_with_their_command(full_run):
     assert list(rows) == ["no_fusion", "no_scene_text", "no_alignment", "no_distillation", "no_augmentation",
                           "no_roadside_dropout", "no_modality_weights", "no_pair_weight",
                           "no_hazard_weight", "no_hazard_probe", "no_objects_probe", "no_speed_reference",
-                          "no_roadside_crop"]
+                          "no_roadside_crop", "no_roadside_motion", "no_vision_training"]
     assert "--override hazard_weight=1 " in rows["no_hazard_weight"]["command"]
+    assert "--override roadside_motion_s=null --override roadside_motion_layout=stack " in \
+        rows["no_roadside_motion"]["command"]
+    assert "--override freeze_vision=true " in rows["no_vision_training"]["command"]
+    assert "--override lambda_hazard=0 --override roadside_crop=null --override roadside_motion_s=null " \
+        "--override roadside_motion_layout=stack " in rows["no_fusion"]["command"]
     assert "--override lambda_hazard=0 " in rows["no_hazard_probe"]["command"]
     assert "--override lambda_objects=0 " in rows["no_objects_probe"]["command"]
     assert "--override augment_resolution=null --override augment_jpeg_quality=null" in \

@@ -20,6 +20,7 @@ from rclpy.clock import Clock, ClockType  # noqa: E402
 from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data  # noqa: E402
 
 from v2x_vlm_ros.conversion import messages as conv  # noqa: E402
+from v2x_vlm_ros.data.images import load_image  # noqa: E402
 from v2x_vlm_ros.ros import vehicle_node as vn  # noqa: E402
 from service_checks import EGO_DROPS, check_accounting  # noqa: E402
 
@@ -364,6 +365,41 @@ def test_each_silent_input_is_named_after_the_configured_silence_never_before():
         feed.frame(now_ns(), 0, roadside=False)
         wait_until(lambda: node.planning.service.counts["ego_frames_in"] == 1, 5, what="an ego frame")
         assert node.planning.diagnostic_values()[1] == ["roadside_image"]
+
+
+def test_the_shipped_motion_model_gets_the_roadside_frame_from_half_a_second_before(monkeypatch):
+    """The shipped student reads motion (roadside_motion_s 0.5): over DDS, the node hands it the
+    roadside frame that came 0.5 s before the paired one, and counts the plan at the stream's
+    start that had none (the model then sees the current frame alone)."""
+    with ros_session() as session:
+        node = vehicle(session, "diagnostics_period_s:=0.1")
+        engine = node.planning.service.engine
+        assert engine.roadside_motion_s == 0.5
+        given = []
+        plan = engine.plan
+        monkeypatch.setattr(engine, "plan", lambda inputs: given.extend(inputs) or plan(inputs))
+        feed = Feeder(session)
+        t = feed.types
+        listen = session.node("listener")
+        paths = Collector(listen, t("nav_msgs/msg/Path"), "/vehicle_node/output/path", RELIABLE)
+        diags = Collector(listen, t("diagnostic_msgs/msg/DiagnosticArray"), "/diagnostics", RELIABLE)
+        feed.matched()
+        stamp = now_ns()
+        feed.frame(stamp, 0)
+        wait_until(lambda: len(paths) == 1, 20, what="the first plan")
+        time.sleep(max(0.0, (stamp + 500_000_000 - now_ns()) / 1e9))  # the next frame is not from the future
+        feed.frame(stamp + 500_000_000, 1)
+        wait_until(lambda: len(paths) == 2, 20, what="the second plan")
+
+        def values():
+            return conv.diagnostic_to_dict(diags.messages[-1])["v2x_vlm_ros: vehicle_node"]["values"] \
+                if diags.messages else {}
+        wait_until(lambda: values().get("count.plans_out") == "2", 5, what="a status counting both plans")
+    assert values()["count.roadside_previous_missing"] == "1"
+    assert [g.roadside is not None for g in given] == [True, True]
+    assert given[0].roadside_previous is None
+    assert np.array_equal(given[1].roadside, load_image(ROAD[1]))
+    assert np.array_equal(given[1].roadside_previous, load_image(ROAD[0]))
 
 
 def test_sim_time_plans_follow_clock():

@@ -56,7 +56,7 @@ def test_the_recipe_scripts_training_stages_are_valid_settings(tmp_path):
     student = "config/train_synthetic_hazard_student.yaml"
     # the ego-only student before the fused one, which starts from it
     assert checked == ["config/train_synthetic_vision.yaml", *[teacher] * 5,
-                       "config/train_synthetic_hazard_student_ego_only.yaml", student, *[student] * 11]
+                       "config/train_synthetic_hazard_student_ego_only.yaml", student, *[student] * 13]
     assert not (tmp_path / "runs").exists()  # a check writes nothing, no stamps either
 
 
@@ -171,7 +171,8 @@ def test_the_recipe_scripts_ablations_are_the_commands_experiments_prints(tmp_pa
     config = "config/train_synthetic_hazard_student.yaml"
     names = ["no_fusion", "no_hazard_probe", "no_roadside_dropout", "no_hazard_weight",
              "no_distillation", "no_alignment", "no_scene_text", "no_augmentation",
-             "no_modality_weights", "no_roadside_crop", "no_pair_weight"]
+             "no_modality_weights", "no_roadside_crop", "no_pair_weight", "no_roadside_motion",
+             "no_vision_training"]
     assert len(calls) == len(names)
     # each from the ego-only student, on the world with early crossers, taught by the teacher
     inputs = {f"data_root={runs}/synthetic/train_world_early",
@@ -311,7 +312,7 @@ done
     names = [next(v for v in c if v.startswith("output_dir=")).rsplit("/ablation-", 1)[1] for c in trained]
     assert names == ["no-roadside-dropout", "no-hazard-weight", "no-distillation", "no-alignment",
                      "no-scene-text", "no-augmentation", "no-modality-weights", "no-roadside-crop",
-                     "no-pair-weight"]
+                     "no-pair-weight", "no-roadside-motion", "no-vision-training"]
     evals = [c for c in calls if c[0] == "eval"]
     # each trained row: its last epoch (10, not 2: numbers sorted as numbers) on both worlds;
     # no_roadside_dropout's acceptance file is kept, only its other world is scored
@@ -321,8 +322,8 @@ done
         ("world_s5000", "no_hazard_weight-world_s5000.json.partial")]
     assert all(c[c.index("--model") + 1].endswith("/epochs/epoch-10") for c in evals)
     assert all(c[c.index("--batch-size") + 1] == "8" for c in evals)
-    assert len(evals) == 1 + 2 * 8 and not list(kept.glob("*.partial"))
-    assert len(list(kept.glob("*.json"))) == 22
+    assert len(evals) == 1 + 2 * 10 and not list(kept.glob("*.partial"))
+    assert len(list(kept.glob("*.json"))) == 26
 
     _, calls = run("ablations")  # every row scored now: nothing trained, nothing scored
     assert calls == []
@@ -332,7 +333,7 @@ done
     assert [(c[0], Path(c[1]).name) for c in calls] == [
         ("experiments", "test_world"), ("experiments", "world_s5000")]
     given = [dict(c[j + 1].split("=", 1) for j, v in enumerate(c) if v == "--ablation") for c in calls]
-    assert [len(g) for g in given] == [11, 11]
+    assert [len(g) for g in given] == [13, 13]
     on_fresh = given[1]
     assert on_fresh["no_alignment"] == f"{runs}/ablation-no-alignment/epochs/epoch-10"
     assert on_fresh["no_fusion"] == f"{kept}/no_fusion-world_s5000.json"
@@ -364,7 +365,7 @@ def test_the_recipe_script_passes_TRAIN_ARGS_to_every_run_and_SYNTH_WORKERS_to_e
     extra = ["--override", "device=cuda", "--override", "num_workers=8"]
     trained = calls("student", "ablations", check="1", TRAIN_ARGS=" ".join(extra))
     plain = calls("student", "ablations", check="1")
-    assert len(trained) == len(plain) == 12
+    assert len(trained) == len(plain) == 14
     for with_args, without in zip(trained, plain):
         assert with_args == without[:-1] + extra + ["--check"]
     worlds = calls("worlds", check="0", SYNTH_WORKERS="16")

@@ -38,17 +38,23 @@ SWITCHES = {"no_fusion": "fusion", "no_scene_text": "scene_text", "no_alignment"
             "no_roadside_dropout": "roadside_dropout", "no_modality_weights": "modality_weights",
             "no_pair_weight": "pair_weight", "no_hazard_weight": "hazard_weight",
             "no_hazard_probe": "lambda_hazard", "no_objects_probe": "lambda_objects",
-            "no_speed_reference": "codec_reference", "no_roadside_crop": "roadside_crop"}
+            "no_speed_reference": "codec_reference", "no_roadside_crop": "roadside_crop",
+            "no_roadside_motion": "roadside_motion_s", "no_vision_training": "freeze_vision"}
 #: The overrides of switches that are not turned off by ``SWITCH=false``.
 #: (no_fusion: the hazard probe reads the roadside half of the fused image, so it goes too, and
-#: so does the roadside crop, which a model without the roadside view refuses.)
-OVERRIDES = {"no_fusion": ("fusion=false", "lambda_hazard=0", "roadside_crop=null"),
+#: so do the roadside crop and motion, which a model without the roadside view refuses.)
+OVERRIDES = {"no_fusion": ("fusion=false", "lambda_hazard=0", "roadside_crop=null", "roadside_motion_s=null",
+                           "roadside_motion_layout=stack"),
              "no_augmentation": ("augment_resolution=null", "augment_jpeg_quality=null"),
              "no_roadside_dropout": ("roadside_dropout=0",), "no_pair_weight": ("pair_weight=1",),
              "no_hazard_weight": ("hazard_weight=1",), "no_hazard_probe": ("lambda_hazard=0",),
              "no_objects_probe": ("lambda_objects=0",),
              # the whole roadside image instead of the recipe's box of it
              "no_roadside_crop": ("roadside_crop=null",),
+             # one roadside frame (the layout is the default's, which needs no motion)
+             "no_roadside_motion": ("roadside_motion_s=null", "roadside_motion_layout=stack"),
+             # the vision encoder kept as the ego-only student left it
+             "no_vision_training": ("freeze_vision=true",),
              # absolute waypoints (the paper's tokens) in the previous codec's range; the
              # teacher writes speed-relative tokens, so this row trains without distillation:
              # compare it with no_distillation

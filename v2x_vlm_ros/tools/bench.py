@@ -102,6 +102,13 @@ def _summary(totals: list[float], stages: dict[str, list[float]], batch: int, de
     return out
 
 
+def _with_earlier(frames: list[tuple[bytes, bytes]], k: int) -> tuple[bytes, bytes, bytes]:
+    """Frame ``k`` (cycling) with the roadside image of the frame before it: the earlier
+    roadside frame a model that reads motion is given."""
+    ego, road = frames[k % len(frames)]
+    return ego, road, frames[(k - 1) % len(frames)][1]
+
+
 def run_fast(
     engine: PlannerEngine,
     frames: list[tuple[bytes, bytes]],
@@ -112,8 +119,9 @@ def run_fast(
     device,
 ) -> dict:
     totals, stages = [], {k: [] for k in ("preprocess", "vision", "encoder", "decode", "postprocess")}
+    reads_motion = getattr(engine, "roadside_motion_s", None) is not None
     for i in range(warmup + iterations):
-        chunk = [frames[(i * batch + j) % len(frames)] for j in range(batch)]
+        chunk = [_with_earlier(frames, i * batch + j) for j in range(batch)]
         t0 = _sync(device)
         inputs = [
             PlanInput(
@@ -122,8 +130,10 @@ def run_fast(
                 DESCRIPTION,
                 motion,
                 Command.FORWARD,
+                # as the vehicle node does: the earlier roadside frame decoded for each plan
+                roadside_previous=decode_image(before, "bench earlier roadside") if reads_motion else None,
             )
-            for e, r in chunk
+            for e, r, before in chunk
         ]
         t1 = _sync(device)
         outputs = engine.plan(inputs)
@@ -140,16 +150,34 @@ def run_fast(
     return _summary(totals, stages, batch, device)
 
 
-def _pillow_canvas(ego, road, settings: ModelSettings):
+def _pillow_canvas(ego, road, settings: ModelSettings, earlier=None):
     """The baseline's fused image, in Pillow: the roadside image (its ``roadside_crop`` box,
     if the model has one) resized with Pillow's bicubic to the ego's height, aspect of the
-    whole image kept, and pasted beside the ego image, as ``ImagePreprocessor`` fuses them."""
+    whole image kept, and pasted beside the ego image, as ``ImagePreprocessor`` fuses them.
+    For a model that reads motion (``roadside_motion_s``), ``earlier`` (the roadside image
+    that long before) gives the box its blue channel, or is stacked above it."""
     from PIL import Image
 
     width = roadside_width(road.height, road.width, ego.height)
-    rows, cols = crop_slices(road.height, road.width, settings.roadside_crop)
-    if settings.roadside_crop is not None:
-        road = road.crop((cols.start, rows.start, cols.stop, rows.stop))
+
+    def box(image):
+        rows, cols = crop_slices(image.height, image.width, settings.roadside_crop)
+        if settings.roadside_crop is not None:
+            image = image.crop((cols.start, rows.start, cols.stop, rows.stop))
+        return image
+
+    road = box(road)
+    if settings.roadside_motion_s is not None:
+        before = road if earlier is None else box(earlier)
+        if before.size != road.size:
+            before = before.resize(road.size, Image.BICUBIC)
+        if settings.roadside_motion_layout == "blue":
+            road = Image.merge("RGB", (*road.split()[:2], before.split()[2]))
+        else:
+            stacked = Image.new("RGB", (road.width, 2 * road.height))
+            stacked.paste(before, (0, 0))
+            stacked.paste(road, (0, road.height))
+            road = stacked
     if road.size != (width, ego.height):
         road = road.resize((width, ego.height), Image.BICUBIC)
     fused = Image.new("RGB", (ego.width + width, ego.height))
@@ -179,13 +207,16 @@ def run_baseline(
     prompt = f"{DESCRIPTION} {state_text(motion)} {COMMAND_TEXT[Command.FORWARD]} {TASK_TEXT}"
     totals = []
     for i in range(warmup + iterations):
-        chunk = [frames[(i * batch + j) % len(frames)] for j in range(batch)]
+        chunk = [_with_earlier(frames, i * batch + j) for j in range(batch)]
         t0 = _sync(device)
         images = []
-        for ego_bytes, road_bytes in chunk:
+        for ego_bytes, road_bytes, earlier_bytes in chunk:
             ego = Image.open(io.BytesIO(ego_bytes)).convert("RGB")
             road = Image.open(io.BytesIO(road_bytes)).convert("RGB")
-            images.append(_pillow_canvas(ego, road, loaded.settings))
+            earlier = None
+            if loaded.settings.roadside_motion_s is not None:
+                earlier = Image.open(io.BytesIO(earlier_bytes)).convert("RGB")
+            images.append(_pillow_canvas(ego, road, loaded.settings, earlier))
         inputs = processor(images=images, text=[prompt] * batch, return_tensors="pt", padding=True).to(
             device
         )
